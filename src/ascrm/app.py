@@ -1,0 +1,75 @@
+"""The ASGI application, built by create_app(settings); runtime state lives in its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from ascrm import engine
+from ascrm.api import PlatformAPI, Runtime, utc_now
+from ascrm.calls.memory import MemoryCallStore
+from ascrm.responses import error_response
+from ascrm.settings import Settings
+
+log = structlog.get_logger("ascrm.app")
+
+
+class _App(Starlette):
+    """Starlette, answering a declared oversize body with JSON before its body-limit middleware does."""
+
+    def __init__(self, *args: Any, max_body_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, max_body_size=max_body_size, **kwargs)
+        self._limit = max_body_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > self._limit:
+                    response = error_response(413, f"request body is larger than {self._limit} bytes")
+                    await response(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, exc.detail, exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return error_response(500, "internal error")
+
+
+def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Starlette:
+    """Build the application for settings; nothing runs until the server starts its lifespan."""
+    api = PlatformAPI(settings, clock)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        runtime = Runtime(store=MemoryCallStore(), rules=engine.RuleSet())
+        log.info("service_started", root_path=settings.root_path or "/", timezone=settings.timezone)
+        yield {"runtime": runtime}
+        log.info("service_stopped")
+
+    routes = []
+    for prefix in dict.fromkeys((settings.root_path, "")):  # with the prefix, or with it stripped by a proxy
+        routes += [
+            Route(f"{prefix}/CallEvent", api.call_event, methods=["GET", "POST"]),
+            Route(f"{prefix}/CallEvent/{{call_id}}", api.call_event_by_id, methods=["GET", "POST"]),
+        ]
+    return _App(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        max_body_size=settings.limits.max_body_bytes,
+    )

@@ -1,0 +1,140 @@
+"""HTTP Basic authentication: credentials, scrypt password hashes, and the per-request check."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+
+_SCHEME = "scrypt"
+_N, _R, _P, _DKLEN = 2**14, 8, 1, 32
+_MAXMEM = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordHash:
+    """A parsed `scrypt$N$r$p$salt$hash` string."""
+
+    n: int
+    r: int
+    p: int
+    salt: bytes
+    digest: bytes
+
+    @classmethod
+    def parse(cls, encoded: str) -> PasswordHash:
+        """Read a hash made by hash_password; ValueError says what is wrong with it."""
+        parts = encoded.split("$")
+        if len(parts) != 6 or parts[0] != _SCHEME:
+            raise ValueError("expected scrypt$N$r$p$salt$hash, as printed by `ascrm hash-password`")
+        try:
+            n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+            salt = base64.b64decode(parts[4], validate=True)
+            digest = base64.b64decode(parts[5], validate=True)
+        except (ValueError, binascii.Error) as exc:
+            raise ValueError(f"malformed scrypt hash: {exc}") from None
+        if n < 2 or n & (n - 1) or r < 1 or p < 1 or not salt or len(digest) < 16:
+            raise ValueError("scrypt parameters out of range")
+        return cls(n, r, p, salt, digest)
+
+    def matches(self, password: bytes) -> bool:
+        """Run the KDF on password and compare in constant time."""
+        derived = hashlib.scrypt(
+            password, salt=self.salt, n=self.n, r=self.r, p=self.p, maxmem=_MAXMEM, dklen=len(self.digest)
+        )
+        return hmac.compare_digest(derived, self.digest)
+
+
+def hash_password(password: str) -> str:
+    """Hash a password with scrypt and a random salt, in the form the config's password_hash takes."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, maxmem=_MAXMEM, dklen=_DKLEN)
+    b64 = base64.b64encode
+    return f"{_SCHEME}${_N}${_R}${_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """One user name with a plain password or a password hash (exactly one of the two)."""
+
+    user: str
+    password: str | None = field(default=None, repr=False)
+    password_hash: PasswordHash | None = field(default=None, repr=False)
+
+
+_DUMMY_HASH = PasswordHash(_N, _R, _P, b"\0" * 16, b"\0" * _DKLEN)
+
+
+def parse_basic(header: str) -> tuple[bytes, bytes] | None:
+    """Split an `Authorization: Basic …` value into user and password bytes; None if malformed."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True)
+        decoded.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    user, colon, password = decoded.partition(b":")
+    if not colon:
+        return None
+    return user, password
+
+
+class BasicAuth:
+    """Checks Basic credentials against one role's list; successful checks are cached (bounded)."""
+
+    def __init__(self, credentials: Sequence[Credential], *, cache_size: int = 1024) -> None:
+        self._plain = [(c.user.encode(), c.password.encode(), c.user) for c in credentials if c.password]
+        self._hashed = [(c.user.encode(), c.password_hash, c.user) for c in credentials if c.password_hash]
+        self._cache: dict[bytes, str] = {}
+        self._cache_size = cache_size
+        self._key = secrets.token_bytes(16)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any credential is configured for this role."""
+        return bool(self._plain or self._hashed)
+
+    async def authenticate(self, header: str | None) -> str | None:
+        """The user name the header proves, or None; the KDF runs off the event loop."""
+        if not header:
+            return None
+        key = hashlib.blake2b(header.encode("latin-1", "replace"), key=self._key, digest_size=16).digest()
+        user = self._cache.get(key)
+        if user is not None:
+            return user
+        pair = parse_basic(header)
+        if pair is None:
+            return None
+        user = self._check_plain(*pair)
+        if user is None and self._hashed:
+            user = await anyio.to_thread.run_sync(self._check_hashed, *pair)
+        if user is not None:
+            if len(self._cache) >= self._cache_size:
+                del self._cache[next(iter(self._cache))]
+            self._cache[key] = user
+        return user
+
+    def _check_plain(self, user: bytes, password: bytes) -> str | None:
+        found = None
+        for cred_user, cred_password, name in self._plain:  # no early return: same work for any name
+            user_ok = hmac.compare_digest(user, cred_user)
+            password_ok = hmac.compare_digest(password, cred_password)
+            if user_ok and password_ok:
+                found = name
+        return found
+
+    def _check_hashed(self, user: bytes, password: bytes) -> str | None:
+        chosen, chosen_name = _DUMMY_HASH, None
+        for cred_user, cred_hash, name in self._hashed:
+            if hmac.compare_digest(user, cred_user) and cred_hash is not None:
+                chosen, chosen_name = cred_hash, name
+        matched = chosen.matches(password)  # one KDF run whether or not the user exists
+        return chosen_name if matched and chosen_name is not None else None

@@ -1,0 +1,118 @@
+"""The `ascrm` command: thin argument parsing over the modules that do the work."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import ipaddress
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ascrm import __version__
+from ascrm.auth import Credential, hash_password
+from ascrm.errors import AscrmError
+from ascrm.settings import Listen, Settings, load_settings
+
+GENERATED_USER = "autosecretary"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ascrm` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except AscrmError as exc:
+        print(f"ascrm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ascrm", description="CRM-side routing service for the Autosecretary."
+    )
+    parser.add_argument("--version", action="version", version=f"ascrm {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP(S) service")
+    serve.add_argument(
+        "--config", type=Path, help="config file (default: $ASCRM_CONFIG, else built-in defaults)"
+    )
+    serve.add_argument("--rules", type=Path, help="rules file or folder (overrides the config's `rules`)")
+    serve.add_argument("--host", help="address to listen on (overrides `listen.host`)")
+    serve.add_argument("--port", type=int, help="port to listen on (overrides `listen.port`)")
+    serve.set_defaults(func=_serve)
+
+    hashing = commands.add_parser("hash-password", help="print a password_hash for the config")
+    hashing.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    hashing.set_defaults(func=_hash_password)
+    return parser
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    path = args.config or (Path(os.environ["ASCRM_CONFIG"]) if os.environ.get("ASCRM_CONFIG") else None)
+    settings = load_settings(path)
+    listen = Listen(
+        host=args.host or settings.listen.host, port=settings.listen.port if args.port is None else args.port
+    )
+    return settings.with_overrides(listen=listen, rules=args.rules or settings.rules)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    if not settings.platform_credentials:
+        if not _is_loopback(settings.listen.host):
+            print(
+                f"ascrm: error: refusing to listen on {settings.listen.host} without credentials:"
+                " set auth.platform in the config (or ASCRM_PLATFORM_PASSWORD)",
+                file=sys.stderr,
+            )
+            return 2
+        password = secrets.token_urlsafe(18)
+        settings = settings.with_overrides(
+            platform_credentials=(Credential(user=GENERATED_USER, password=password),)
+        )
+        print(
+            f"ascrm: no platform credentials configured; for this run only: user={GENERATED_USER}"
+            f" password={password}",
+            file=sys.stderr,
+            flush=True,
+        )
+    from ascrm.server import run
+
+    run(settings)
+    return 0
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    if args.stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("ascrm: error: the passwords differ", file=sys.stderr)
+            return 1
+    if not password:
+        print("ascrm: error: the password is empty", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The exceptions ascrm raises: one base, a few subclasses that say where and what."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AscrmError(Exception):
+    """Base of every error ascrm raises on purpose."""
+
+
+class ConfigError(AscrmError):
+    """A configuration key has a bad value (or is unknown); names the key and the value."""
+
+    def __init__(self, key: str, message: str, value: Any = None, *, source: str | None = None) -> None:
+        self.key = key
+        self.value = value
+        self.source = source
+        self.message = message
+        where = f"{source}: " if source else ""
+        shown = "" if value is None else f" (got {value!r})"
+        super().__init__(f"{where}{key}: {message}{shown}")
+
+
+class ParamError(AscrmError):
+    """An action's parameter does not have the format the platform accepts."""
+
+    def __init__(self, action: str, param: str, message: str) -> None:
+        self.action = action
+        self.param = param
+        self.message = message
+        super().__init__(f"{action} param {param!r}: {message}")

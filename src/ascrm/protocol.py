@@ -1,0 +1,310 @@
+"""The Autosecretary CRM API v2 on the wire: code tables, the CRMDData reader, the ReturnCRMData writer."""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any, Final, TypeVar
+
+from ascrm.errors import ParamError
+
+CONTENT_TYPE: Final = "application/json; charset=UTF-8"
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+
+class EventType(enum.IntEnum):
+    """Events the platform reports in CRMDData.EventType."""
+
+    CallAccepted = 1
+    CallAnswered = 2
+    HelloMessage = 3
+    DTMF = 4
+    T38 = 5
+    FaxTone = 6
+    RunIVR = 7
+    GoToTransfer = 8
+    Transfer = 9
+    GoToShortTransfer = 10
+    ShortTransfer = 11
+    OperatorTransfer = 12
+    RecStart = 13
+    RecStop = 14
+    EndCall = 15
+    PrepareToConnect = 16
+    BDropped = 17
+    SubscriberFreeReceived = 18
+
+
+class ServiceType(enum.IntEnum):
+    """The platform's service a call belongs to (CRMDData.ServiceType)."""
+
+    MTSSecretary = 1
+    MTSPBX = 2
+    MTSQuality = 3
+    MTSSubCLID = 4
+
+
+class Action(enum.IntEnum):
+    """Routing instructions we answer with (ReturnCRMData.EventType)."""
+
+    TransferDN = 1
+    TransferEXT = 2
+    PlayPrompt = 3
+    Hangup = 4
+    TransferPBX = 5
+    PlayMenuBlock = 6
+    PlayPromptAndBack = 7
+    PlayPromptToOperator = 8
+    TransferDNRec = 9
+    TransferPBXRec = 10
+    IgnorePromptToOperator = 11
+    BackFromConsultCall = 12
+
+
+# Events whose POST answer the platform reads (routing on request, before connection).
+READ_ON_POST: Final = frozenset(
+    {
+        EventType.CallAccepted,
+        EventType.CallAnswered,
+        EventType.HelloMessage,
+        EventType.DTMF,
+        EventType.PrepareToConnect,
+    }
+)
+# The only answers the platform honours for the outgoing service (ServiceType 2).
+OUTGOING_POST_ACTIONS: Final = frozenset({Action.TransferDN})
+OUTGOING_POLL_ACTIONS: Final = frozenset({Action.TransferPBX, Action.BackFromConsultCall})
+# Answers that make sense only to PrepareToConnect.
+OPERATOR_PROMPT_ACTIONS: Final = frozenset({Action.PlayPromptToOperator, Action.IgnorePromptToOperator})
+
+# Transfer results (CRMDData.Result on Transfer / ShortTransfer).
+RESULT_CONNECTED: Final = "1280"
+RESULT_NO_ANSWER: Final = "1284"
+RESULT_BUSY: Final = "1289"
+
+E = TypeVar("E", bound=enum.IntEnum)
+
+
+def _read_int64(value: Any) -> int | str | None:
+    """An int64 from an int, an integral float or a decimal string; other strings come back stripped."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        if not value.is_integer():
+            return None
+        value = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            return text
+    if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX:
+        return value
+    return None
+
+
+def parse_code(value: Any, table: type[E]) -> E | int | None:
+    """Read a code given as an int, its decimal string or its name; unknown numbers stay raw ints."""
+    number = _read_int64(value)
+    if isinstance(number, str):
+        return _NAMES[table].get(number.lower())
+    if number is None:
+        return None
+    try:
+        return table(number)
+    except ValueError:
+        return number
+
+
+_NAMES: dict[type[Any], dict[str, Any]] = {
+    table: {member.name.lower(): member for member in table} for table in (EventType, ServiceType, Action)
+}
+
+
+def code_name(code: int | None) -> str | None:
+    """The symbolic name of a code from one of the tables, or the number as text when it is unknown."""
+    if code is None:
+        return None
+    return code.name if isinstance(code, enum.IntEnum) else str(code)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldWarning:
+    """A CRMDData field that could not be read and was treated as missing."""
+
+    field: str
+    value: Any
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """One CRMDData as the platform sent it, read tolerantly: anything unreadable is None."""
+
+    call_id: int | None = None
+    event_time: datetime | None = None
+    event_type: EventType | int | None = None
+    service_type: ServiceType | int | None = None
+    an: str | None = None
+    un: str | None = None
+    dn1: str | None = None
+    dn2: str | None = None
+    ext1: str | None = None
+    ext2: str | None = None
+    dtmf: str | None = None
+    generic: str | None = None
+    result: str | None = None
+
+
+# CRMDData JSON key -> CallEvent attribute.
+_STRING_FIELDS: Final = {
+    "AN": "an",
+    "UN": "un",
+    "DN1": "dn1",
+    "DN2": "dn2",
+    "EXT1": "ext1",
+    "EXT2": "ext2",
+    "DTMF": "dtmf",
+    "Generic": "generic",
+    "Result": "result",
+}
+_ALL_FIELDS: Final = (*_STRING_FIELDS, "CallID", "EventTime", "EventType", "ServiceType")
+_BY_LOWER: Final = {name.lower(): name for name in _ALL_FIELDS}
+
+
+def _read_string(value: Any) -> str | None:
+    if isinstance(value, str):
+        text = value.strip()
+        return text or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    raise ValueError("expected a string")
+
+
+def _read_call_id(value: Any) -> int:
+    number = _read_int64(value)
+    if not isinstance(number, int):
+        raise ValueError("expected an int64")
+    return number
+
+
+def _read_time(value: Any, tz: tzinfo) -> datetime:
+    if not isinstance(value, str) or len(value) < 16 or value[10] not in "Tt ":
+        raise ValueError("expected an ISO 8601 date and time")
+    moment = datetime.fromisoformat(value.strip())
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
+
+
+def parse_call_event(data: Mapping[str, Any], tz: tzinfo) -> tuple[CallEvent, list[FieldWarning]]:
+    """Read a CRMDData object; fields that fail to parse become None and are reported as warnings."""
+    values: dict[str, Any] = {}
+    warnings: list[FieldWarning] = []
+    for key, raw in data.items():
+        name = key if key in _BY_LOWER.values() else _BY_LOWER.get(key.lower())
+        if name is None or raw is None or raw == "":
+            continue
+        try:
+            if name in _STRING_FIELDS:
+                values[_STRING_FIELDS[name]] = _read_string(raw)
+            elif name == "CallID":
+                values["call_id"] = _read_call_id(raw)
+            elif name == "EventTime":
+                values["event_time"] = _read_time(raw, tz)
+            elif name == "EventType":
+                values["event_type"] = _required_code(raw, EventType)
+            else:
+                values["service_type"] = _required_code(raw, ServiceType)
+        except (ValueError, TypeError, OverflowError) as exc:
+            warnings.append(FieldWarning(name, raw, str(exc)))
+    return CallEvent(**values), warnings
+
+
+def _required_code(raw: Any, table: type[E]) -> E | int:
+    code = parse_code(raw, table)
+    if code is None:
+        raise ValueError(f"expected a {table.__name__} code or name")
+    return code
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to answer: an action and its param, or no action; and the rule that decided, if any."""
+
+    action: Action | None = None
+    param: str = ""
+    rule_id: str | None = None
+
+
+NO_ACTION: Final = Decision()
+
+
+@dataclass(frozen=True, slots=True)
+class NoopAnswer:
+    """The ReturnCRMData fields sent when there is nothing to do (None sends JSON null)."""
+
+    event_type: int | None = 0
+    param: str | None = ""
+
+
+def render_answer(call_id: int | None, decision: Decision, noop: NoopAnswer) -> bytes:
+    """Serialize a ReturnCRMData answer for a call."""
+    if decision.action is None:
+        body: dict[str, Any] = {"CallID": call_id or 0, "EventType": noop.event_type, "Param": noop.param}
+    else:
+        body = {"CallID": call_id or 0, "EventType": int(decision.action), "Param": decision.param}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# Param formats (PROTOCOL.md, "Actions").
+_FULL_NUMBER = re.compile(r"[1-9]\d{9,14}")
+_EXTENSION = re.compile(r"\d{4}")
+_PBX_NUMBER = re.compile(r"PBX[A-Za-z0-9_.\-]+")
+_OUTGOING_POLL_PBX = re.compile(r"8000\d{10}[A-Za-z0-9_.\-]+|\d{10}U[A-Za-z0-9]{4}")
+_FILE_NAME = re.compile(r"\w[\w\-. ]{0,254}")
+_AUDIO_EXTENSION = re.compile(r"\.(wav|mp3|ogg|gsm|alaw|ulaw|pcm|raw)$", re.IGNORECASE)
+
+_NO_PARAM: Final = frozenset({Action.Hangup, Action.IgnorePromptToOperator, Action.BackFromConsultCall})
+_PROMPTS: Final = frozenset({Action.PlayPrompt, Action.PlayPromptAndBack, Action.PlayPromptToOperator})
+
+
+def param_error(action: Action, param: str, *, outgoing_poll: bool = False) -> str | None:
+    """Why param is not acceptable for action, or None when it is."""
+    if action in _NO_PARAM:
+        return None if param == "" else "takes no param"
+    if param == "":
+        return "needs a param"
+    if action in (Action.TransferDN, Action.TransferDNRec):
+        if not _FULL_NUMBER.fullmatch(param):
+            return "must be a full-format number: 10 to 15 digits with the country code, no '+' (74951234567)"
+    elif action == Action.TransferEXT:
+        if not _EXTENSION.fullmatch(param):
+            return "must be a 4-digit short number (1234)"
+    elif action == Action.TransferPBX and outgoing_poll:
+        if not _OUTGOING_POLL_PBX.fullmatch(param):
+            return (
+                "outgoing-service poll answers take 8000 + 10-digit area code + internal number,"
+                " or 10-digit area code + 'U' + 4 characters for a login"
+            )
+    elif action in (Action.TransferPBX, Action.TransferPBXRec):
+        if not _PBX_NUMBER.fullmatch(param):
+            return "must be a softswitch number: 'PBX' then Latin letters, digits, '_', '-', '.' (PBX4951234)"
+    elif not _FILE_NAME.fullmatch(param):
+        return "must be a file or menu name: letters, digits, '_', '-', '.', spaces, at most 255 characters"
+    elif action in _PROMPTS and _AUDIO_EXTENSION.search(param):
+        return "must be the prompt's name without the file extension"
+    return None
+
+
+def check_param(action: Action, param: str, *, outgoing_poll: bool = False) -> None:
+    """Raise ParamError unless param is acceptable for action."""
+    error = param_error(action, param, outgoing_poll=outgoing_poll)
+    if error is not None:
+        raise ParamError(action.name, param, error)

@@ -1,0 +1,42 @@
+"""Running the app under uvicorn (uvloop + httptools), in this process."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+
+import uvicorn
+
+from ascrm.app import create_app
+from ascrm.observe import configure_logging
+from ascrm.settings import Settings
+from ascrm.tls import server_context
+
+
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    """The uvicorn configuration ascrm runs with."""
+    tls = settings.tls
+
+    def tls_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        assert tls is not None
+        return server_context(tls)
+
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.listen.host,
+        port=settings.listen.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        ssl_context_factory=tls_factory if tls else None,
+    )
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM, then finish the requests under way and stop."""
+    configure_logging(settings.log)
+    uvicorn.Server(uvicorn_config(settings)).run()

@@ -15,11 +15,11 @@ from ascrm.tls import server_context
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
     """The uvicorn configuration ascrm runs with."""
-    tls = settings.tls
+    context = server_context(settings.tls) if settings.tls else None  # bad files fail here, with the key
 
     def tls_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        assert tls is not None
-        return server_context(tls)
+        assert context is not None
+        return context
 
     return uvicorn.Config(
         create_app(settings),
@@ -32,7 +32,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         log_config=None,
         server_header=False,
         timeout_graceful_shutdown=10,
-        ssl_context_factory=tls_factory if tls else None,
+        ssl_context_factory=tls_factory if context else None,
     )
 
 

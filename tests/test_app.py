@@ -1,0 +1,58 @@
+"""create_app in process: the lifespan, and a failure while deciding still answering 200."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from starlette.testclient import TestClient
+from structlog.testing import capture_logs
+
+from ascrm import Settings, create_app, engine
+from ascrm.auth import Credential
+from ascrm.calls.state import CallState
+from ascrm.protocol import CallEvent, Decision
+
+SETTINGS = Settings(platform_credentials=(Credential("pbx", password="pw"),), root_path="/crm")
+
+
+def test_create_app_does_no_work_until_the_lifespan() -> None:
+    app = create_app(SETTINGS)
+    assert not hasattr(app.state, "runtime")
+    with TestClient(app) as http:
+        assert http.get("/crm/CallEvent", auth=("pbx", "pw")).status_code == 200
+
+
+def test_failure_while_deciding_answers_200_no_action_and_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(ruleset: engine.RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:
+        raise RuntimeError("rule blew up")
+
+    monkeypatch.setattr(engine, "decide", broken)
+    with TestClient(create_app(SETTINGS), raise_server_exceptions=False) as http, capture_logs() as logs:
+        posted = http.post("/crm/CallEvent", json={"CallID": 5, "EventType": 1}, auth=("pbx", "pw"))
+        http.post("/crm/CallEvent", json={"CallID": 6, "EventType": 1}, auth=("pbx", "pw"))
+        polled = http.get("/crm/CallEvent/5", auth=("pbx", "pw"))
+    for response, call_id in ((posted, 5), (polled, 5)):
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json; charset=UTF-8"
+        assert response.json() == {"CallID": call_id, "EventType": 0, "Param": ""}
+    failures = [entry for entry in logs if entry["event"] == "decision_failed"]
+    assert [entry["call_id"] for entry in failures] == [5, 6, 5]
+    assert all(entry["log_level"] == "error" and entry["exc_info"] for entry in failures)
+
+
+def test_clock_is_injected() -> None:
+    seen = []
+
+    def fake_decide(
+        ruleset: engine.RuleSet, event: CallEvent | None, call: CallState, now: datetime
+    ) -> Decision:
+        seen.append(now)
+        return Decision()
+
+    fixed = datetime(2027, 1, 1, 19, 5).astimezone()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "decide", fake_decide)
+        with TestClient(create_app(SETTINGS, clock=lambda: fixed)) as http:
+            http.post("/crm/CallEvent", json={"CallID": 5, "EventType": 1}, auth=("pbx", "pw"))
+    assert seen == [fixed]

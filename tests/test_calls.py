@@ -1,0 +1,95 @@
+"""Call state: how events update it, and the in-memory store's TTL and cap (with a fake clock)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import pytest
+from structlog.testing import capture_logs
+
+from ascrm.calls import CallState, MemoryCallStore
+from ascrm.protocol import CallEvent, EventType, ServiceType
+
+T0 = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+
+
+def ev(call_id: int, event_type: EventType | int, at: datetime | None = None, **fields: str) -> CallEvent:
+    return CallEvent(call_id=call_id, event_type=event_type, event_time=at, **fields)  # type: ignore[arg-type]
+
+
+def test_events_build_up_the_state() -> None:
+    first = CallEvent(
+        call_id=1,
+        event_type=EventType.CallAccepted,
+        event_time=T0,
+        an="7916",
+        un="7495",
+        service_type=ServiceType.MTSSecretary,
+    )
+    call = CallState.begin(1, first, T0)
+    call.apply(first, T0)
+    for i, digit in enumerate("12"):
+        call.apply(ev(1, EventType.DTMF, T0 + timedelta(seconds=5 + i), dtmf=digit), T0)
+    call.apply(ev(1, EventType.Transfer, T0 + timedelta(seconds=10), result="1289"), T0)
+    call.apply(ev(1, EventType.Transfer, T0 + timedelta(seconds=20), result="1280"), T0)
+    call.apply(ev(1, EventType.EndCall, T0 + timedelta(seconds=90), result="1"), T0)
+    assert (call.an, call.un, call.service_type) == ("7916", "7495", ServiceType.MTSSecretary)
+    assert call.digits == "12"
+    assert call.transfer_results == ["1289", "1280"]
+    assert call.connected_at == T0 + timedelta(seconds=20)
+    assert call.ended
+    assert [code for code, _ in call.events] == [1, 4, 4, 9, 9, 15]
+
+
+def test_event_without_time_uses_the_server_clock() -> None:
+    call = CallState.begin(1, ev(1, EventType.CallAccepted), T0)
+    call.apply(ev(1, EventType.CallAccepted), T0)
+    assert call.started_at == T0
+    assert call.events == [(EventType.CallAccepted, T0)]
+
+
+def update(store: MemoryCallStore, event: CallEvent, now: datetime) -> CallState:
+    async def main() -> CallState:
+        return await store.update(event, now)
+
+    return anyio.run(main)
+
+
+def get(store: MemoryCallStore, call_id: int) -> CallState | None:
+    async def main() -> CallState | None:
+        return await store.get(call_id)
+
+    return anyio.run(main)
+
+
+def test_store_keeps_calls_and_expires_idle_ones() -> None:
+    store = MemoryCallStore(ttl=timedelta(hours=4))
+    update(store, ev(1, EventType.CallAccepted), T0)
+    update(store, ev(2, EventType.CallAccepted), T0 + timedelta(hours=1))
+    update(store, ev(1, EventType.DTMF, dtmf="5"), T0 + timedelta(hours=3))  # 1 is active again
+    assert get(store, 1) is not None
+    update(store, ev(3, EventType.CallAccepted), T0 + timedelta(hours=5, minutes=1))  # 2 idle > 4 h
+    assert get(store, 2) is None
+    assert get(store, 1) is not None
+    assert len(store) == 2
+
+
+def test_store_cap_evicts_the_oldest_with_a_warning() -> None:
+    store = MemoryCallStore(max_calls=3)
+    with capture_logs() as logs:
+        for call_id in range(1, 6):
+            update(store, ev(call_id, EventType.CallAccepted), T0 + timedelta(seconds=call_id))
+    assert len(store) == 3
+    assert [get(store, i) is not None for i in range(1, 6)] == [False, False, True, True, True]
+    evicted = [entry for entry in logs if entry["event"] == "call_evicted"]
+    assert [entry["call_id"] for entry in evicted] == [1, 2]
+    assert evicted[0]["log_level"] == "warning"
+
+
+@pytest.mark.parametrize("call_id", [None, 0])
+def test_events_without_a_call_id_are_not_stored(call_id: int | None) -> None:
+    store = MemoryCallStore()
+    call = update(store, CallEvent(call_id=call_id, event_type=EventType.CallAccepted), T0)
+    assert call.call_id == 0
+    assert len(store) == 0

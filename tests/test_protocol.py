@@ -1,0 +1,280 @@
+"""The code tables, the tolerant CRMDData reader, the ReturnCRMData writer and param formats."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ascrm.errors import ParamError
+from ascrm.protocol import (
+    NO_ACTION,
+    Action,
+    CallEvent,
+    Decision,
+    EventType,
+    NoopAnswer,
+    ServiceType,
+    check_param,
+    param_error,
+    parse_call_event,
+    parse_code,
+    render_answer,
+)
+
+MSK = ZoneInfo("Europe/Moscow")
+
+
+def test_code_tables_match_the_protocol() -> None:
+    assert len(EventType) == 18
+    assert EventType.CallAccepted == 1
+    assert EventType.PrepareToConnect == 16
+    assert EventType.SubscriberFreeReceived == 18
+    assert [s.name for s in ServiceType] == ["MTSSecretary", "MTSPBX", "MTSQuality", "MTSSubCLID"]
+    assert len(Action) == 12
+    assert Action.TransferPBX == 5
+    assert Action.BackFromConsultCall == 12
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (4, EventType.DTMF),
+        ("4", EventType.DTMF),
+        (" 4 ", EventType.DTMF),
+        ("DTMF", EventType.DTMF),
+        ("dtmf", EventType.DTMF),
+        (4.0, EventType.DTMF),
+        (99, 99),
+        ("99", 99),
+        (0, 0),
+        ("Teleport", None),
+        (True, None),
+        (4.5, None),
+        ([4], None),
+        (2**64, None),
+    ],
+)
+def test_parse_code(raw: Any, expected: Any) -> None:
+    result = parse_code(raw, EventType)
+    assert result == expected
+    if expected is not None:
+        assert type(result) is type(expected)
+
+
+def test_connection_test_body_parses_to_nothing_but_un() -> None:
+    body = dict.fromkeys(["CallID", "EventTime", "AN", "DN1", "DN2", "EXT1", "EXT2", "DTMF", "Generic"], "")
+    body.update(UN="74951234567", Result="", EventType="", ServiceType="")
+    event, warnings = parse_call_event(body, MSK)
+    assert event == CallEvent(un="74951234567")
+    assert warnings == []
+
+
+def test_full_event() -> None:
+    event, warnings = parse_call_event(
+        {
+            "CallID": 42,
+            "EventTime": "2026-11-27T10:15:00+03:00",
+            "AN": "79161234567",
+            "UN": "74951234567",
+            "DN1": "74950000000",
+            "DN2": "74950000001",
+            "EXT1": "1001",
+            "EXT2": "1002",
+            "DTMF": "5",
+            "Generic": "79990000000",
+            "Result": 1280,
+            "EventType": 9,
+            "ServiceType": 1,
+            "Unknown": "ignored",
+        },
+        MSK,
+    )
+    assert warnings == []
+    assert event.call_id == 42
+    assert event.event_time == datetime(2026, 11, 27, 7, 15, tzinfo=UTC)
+    assert event.event_type is EventType.Transfer
+    assert event.service_type is ServiceType.MTSSecretary
+    assert (event.an, event.un, event.dn1, event.dn2) == (
+        "79161234567",
+        "74951234567",
+        "74950000000",
+        "74950000001",
+    )
+    assert (event.ext1, event.ext2, event.dtmf, event.generic, event.result) == (
+        "1001",
+        "1002",
+        "5",
+        "79990000000",
+        "1280",
+    )
+
+
+def test_field_names_are_matched_case_insensitively() -> None:
+    event, _ = parse_call_event({"callId": 7, "eventType": 1, "an": "79161234567"}, MSK)
+    assert (event.call_id, event.event_type, event.an) == (7, EventType.CallAccepted, "79161234567")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-27T10:15:00+03:00", datetime(2026, 11, 27, 10, 15, tzinfo=timezone(timedelta(hours=3)))),
+        ("2026-11-27T07:15:00Z", datetime(2026, 11, 27, 7, 15, tzinfo=UTC)),
+        ("2026-11-27T10:15:00.1234567+03:00", datetime(2026, 11, 27, 7, 15, 0, 123456, tzinfo=UTC)),
+        ("2026-11-27T10:15:00.5Z", datetime(2026, 11, 27, 10, 15, 0, 500000, tzinfo=UTC)),
+        ("2026-11-27T10:15:00", datetime(2026, 11, 27, 10, 15, tzinfo=MSK)),  # configured zone
+        ("2026-11-27T10:15:00-05:00", datetime(2026, 11, 27, 15, 15, tzinfo=UTC)),
+    ],
+)
+def test_event_time_forms(text: str, expected: datetime) -> None:
+    event, warnings = parse_call_event({"EventTime": text}, MSK)
+    assert warnings == []
+    assert event.event_time == expected
+    assert event.event_time is not None
+    assert event.event_time.utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-11-27", "yesterday", "27.11.2026 10:15", "2026-13-01T00:00:00", 1764227700]
+)
+def test_bad_event_time_becomes_missing_with_a_warning(text: Any) -> None:
+    event, warnings = parse_call_event({"EventTime": text, "CallID": 1}, MSK)
+    assert event.event_time is None
+    assert event.call_id == 1
+    assert [(w.field, w.value) for w in warnings] == [("EventTime", text)]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(123, 123), ("123", 123), (2**63 - 1, 2**63 - 1), (-5, -5), (12.0, 12)],
+)
+def test_call_id_forms(raw: Any, expected: int) -> None:
+    event, warnings = parse_call_event({"CallID": raw}, MSK)
+    assert (event.call_id, warnings) == (expected, [])
+
+
+@pytest.mark.parametrize("raw", ["abc", 2**63, True, 1.5, {"id": 1}, "12abc"])
+def test_bad_call_id_becomes_missing(raw: Any) -> None:
+    event, warnings = parse_call_event({"CallID": raw}, MSK)
+    assert event.call_id is None
+    assert warnings[0].field == "CallID"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(79161234567, "79161234567"), (" 1 ", "1"), (5.0, "5"), ("   ", None)]
+)
+def test_string_fields_accept_numbers(raw: Any, expected: str | None) -> None:
+    event, warnings = parse_call_event({"AN": raw}, MSK)
+    assert (event.an, warnings) == (expected, [])
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=12),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+            lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+            max_leaves=5,
+        ),
+    )
+)
+def test_any_json_object_parses_without_raising(data: dict[str, Any]) -> None:
+    event, warnings = parse_call_event(data, MSK)
+    assert isinstance(event, CallEvent)
+    assert all(w.field for w in warnings)
+
+
+def test_render_no_action_default() -> None:
+    assert json.loads(render_answer(77, NO_ACTION, NoopAnswer())) == {
+        "CallID": 77,
+        "EventType": 0,
+        "Param": "",
+    }
+
+
+def test_render_no_action_configured() -> None:
+    body = json.loads(render_answer(None, NO_ACTION, NoopAnswer(event_type=None, param=None)))
+    assert body == {"CallID": 0, "EventType": None, "Param": None}
+
+
+def test_render_action() -> None:
+    body = render_answer(2**63 - 1, Decision(Action.TransferEXT, "1234", "rule-1"), NoopAnswer())
+    assert json.loads(body) == {"CallID": 2**63 - 1, "EventType": 2, "Param": "1234"}
+    assert b" " not in body
+
+
+def test_render_keeps_unicode_readable() -> None:
+    body = render_answer(1, Decision(Action.PlayPrompt, "приветствие"), NoopAnswer())
+    assert "приветствие".encode() in body
+
+
+@pytest.mark.parametrize(
+    ("action", "param", "ok"),
+    [
+        (Action.TransferDN, "74951234567", True),
+        (Action.TransferDN, "88001234567", True),
+        (Action.TransferDN, "441234567890", True),
+        (Action.TransferDN, "+74951234567", False),
+        (Action.TransferDN, "4951234567", True),
+        (Action.TransferDN, "123", False),
+        (Action.TransferDN, "7495123456789012", False),
+        (Action.TransferDN, "", False),
+        (Action.TransferDNRec, "74951234567", True),
+        (Action.TransferDNRec, "7495-123", False),
+        (Action.TransferEXT, "1234", True),
+        (Action.TransferEXT, "123", False),
+        (Action.TransferEXT, "12345", False),
+        (Action.TransferEXT, "12a4", False),
+        (Action.TransferPBX, "PBX4951234", True),
+        (Action.TransferPBX, "PBX123", True),
+        (Action.TransferPBX, "PBXoffice_1-a.b", True),
+        (Action.TransferPBX, "PBX", False),
+        (Action.TransferPBX, "pbx123", False),
+        (Action.TransferPBX, "PBX 123", False),
+        (Action.TransferPBX, "4951234", False),
+        (Action.TransferPBXRec, "PBX4951234", True),
+        (Action.TransferPBXRec, "PBX49!", False),
+        (Action.PlayPrompt, "after_hours", True),
+        (Action.PlayPrompt, "приветствие-1", True),
+        (Action.PlayPrompt, "greeting.wav", False),
+        (Action.PlayPrompt, "../etc/passwd", False),
+        (Action.PlayPrompt, "", False),
+        (Action.PlayPromptAndBack, "hold music", True),
+        (Action.PlayPromptToOperator, "vip_client", True),
+        (Action.PlayPromptToOperator, "x" * 256, False),
+        (Action.PlayMenuBlock, "rating", True),
+        (Action.PlayMenuBlock, "a/b", False),
+        (Action.Hangup, "", True),
+        (Action.Hangup, "now", False),
+        (Action.IgnorePromptToOperator, "", True),
+        (Action.BackFromConsultCall, "", True),
+        (Action.BackFromConsultCall, "x", False),
+    ],
+)
+def test_param_formats(action: Action, param: str, ok: bool) -> None:
+    assert (param_error(action, param) is None) is ok
+
+
+@pytest.mark.parametrize(
+    ("param", "ok"),
+    [
+        ("80004951234567101", True),
+        ("8000495123456712ab", True),
+        ("4951234567Uab12", True),
+        ("8000495123456", False),
+        ("4951234567U123", False),
+        ("PBX4951234", False),
+    ],
+)
+def test_outgoing_poll_pbx_forms(param: str, ok: bool) -> None:
+    assert (param_error(Action.TransferPBX, param, outgoing_poll=True) is None) is ok
+
+
+def test_check_param_error_names_action_and_value() -> None:
+    with pytest.raises(ParamError, match=r"TransferEXT param '12': must be a 4-digit short number"):
+        check_param(Action.TransferEXT, "12")

@@ -1,0 +1,128 @@
+"""Reading the config file and the environment into Settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ascrm.errors import ConfigError
+from ascrm.protocol import NoopAnswer
+from ascrm.settings import DEFAULT_CIPHERS, Listen, Settings, load_settings
+
+FULL = """
+listen: {host: 0.0.0.0, port: 8443}
+root_path: /autosecretary/
+rules: rules/
+timezone: Asia/Yekaterinburg
+auth:
+  platform:
+    - user: autosecretary
+      password: ${PLATFORM_PASSWORD}
+    - user: autosecretary-next
+      password_hash: "scrypt$16384$8$1$c2FsdHNhbHRzYWx0c2FsdA==$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhcw=="
+  admin:
+    - user: ops
+      password: "${ADMIN_PASSWORD}"
+tls: {certfile: /etc/ascrm/cert.pem, keyfile: key.pem}
+limits: {max_body_bytes: 1024}
+protocol: {noop: {event_type: null, param: null}}
+log: {format: json, level: warning}
+"""
+
+
+def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, env={})
+    assert settings.listen == Listen("127.0.0.1", 8080)
+    assert settings.rules == tmp_path / "rules"
+    assert settings.root_path == ""
+    assert settings.timezone == "Europe/Moscow"
+    assert settings.platform_credentials == ()
+    assert settings.tls is None
+    assert settings.limits.max_body_bytes == 65536
+    assert settings.noop == NoopAnswer(0, "")
+    assert settings.log.format == "auto"
+
+
+def test_full_file(tmp_path: Path) -> None:
+    path = tmp_path / "ascrm.yaml"
+    path.write_text(FULL)
+    settings = load_settings(path, env={"PLATFORM_PASSWORD": "p1", "ADMIN_PASSWORD": "a1"})
+    assert settings.listen == Listen("0.0.0.0", 8443)
+    assert settings.root_path == "/autosecretary"
+    assert settings.rules == tmp_path / "rules"  # relative to the config file
+    assert settings.tzinfo.key == "Asia/Yekaterinburg"
+    platform = settings.platform_credentials
+    assert [c.user for c in platform] == ["autosecretary", "autosecretary-next"]
+    assert platform[0].password == "p1"
+    assert platform[1].password_hash is not None
+    assert settings.admin_credentials[0].password == "a1"
+    assert settings.tls is not None
+    assert settings.tls.certfile == Path("/etc/ascrm/cert.pem")
+    assert settings.tls.keyfile == tmp_path / "key.pem"
+    assert settings.tls.ciphers == DEFAULT_CIPHERS
+    assert settings.limits.max_body_bytes == 1024
+    assert settings.noop == NoopAnswer(None, None)
+    assert (settings.log.format, settings.log.level) == ("json", "warning")
+    assert "p1" not in repr(settings)
+
+
+def test_environment_credentials_only_when_the_file_has_none(tmp_path: Path) -> None:
+    env = {"ASCRM_PLATFORM_PASSWORD": "e1", "ASCRM_ADMIN_USER": "boss", "ASCRM_ADMIN_PASSWORD": "e2"}
+    settings = load_settings(None, env=env)
+    assert [(c.user, c.password) for c in settings.platform_credentials] == [("autosecretary", "e1")]
+    assert [(c.user, c.password) for c in settings.admin_credentials] == [("boss", "e2")]
+    path = tmp_path / "ascrm.yaml"
+    path.write_text("auth: {platform: [{user: file, password: f1}]}\n")
+    settings = load_settings(path, env=env)
+    assert [c.user for c in settings.platform_credentials] == ["file"]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value"),
+    [
+        ("listen: {port: '80'}", "listen.port", "80"),
+        ("listen: {host: ''}", "listen.host", ""),
+        ("rules: 5", "rules", 5),
+        ("timezone: UTC+3", "timezone", "UTC+3"),
+        ("nope: true", "nope", True),
+        ("limits: {max_body: 1}", "limits.max_body", 1),
+        ("auth: {platform: {user: a}}", "auth.platform", None),
+        ("auth: {operators: []}", "auth.operators", None),
+        ("auth: {platform: [{user: a, password: b, role: x}]}", "auth.platform[0].role", "x"),
+        ("tls: {certfile: a, keyfile: b, ciphers: ''}", "tls.ciphers", ""),
+        ("log: {level: verbose}", "log.level", "verbose"),
+    ],
+)
+def test_errors_name_the_key_and_the_value(tmp_path: Path, text: str, key: str, value: object) -> None:
+    path = tmp_path / "ascrm.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert caught.value.key == key
+    assert caught.value.value == value
+    assert str(caught.value).startswith(f"{path}: {key}: ")
+
+
+def test_secret_values_are_never_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "ascrm.yaml"
+    path.write_text("auth: {platform: [{user: a, password: hunter2, password_hash: x}]}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert "hunter2" not in str(caught.value)
+    assert "password" in caught.value.key
+
+
+def test_missing_environment_variable_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "ascrm.yaml"
+    path.write_text("auth: {platform: [{user: a, password: '${NOT_SET_ANYWHERE}'}]}\n")
+    with pytest.raises(
+        ConfigError, match=r"auth\.platform\[0\]\.password: environment variable NOT_SET_ANYWHERE"
+    ):
+        load_settings(path, env={})
+
+
+def test_with_overrides_keeps_the_rest() -> None:
+    settings = Settings(timezone="UTC").with_overrides(listen=Listen("127.0.0.1", 9000))
+    assert (settings.listen.port, settings.timezone) == (9000, "UTC")

@@ -50,6 +50,18 @@ class Server:
                 events.append(json.loads(line))
         return events
 
+    def logged(self, event: str, deadline: float = 5, **match: Any) -> list[dict[str, Any]]:
+        """The log events named event whose fields equal match, waiting until there is one."""
+
+        def found() -> list[dict[str, Any]]:
+            return [
+                entry
+                for entry in self.logs()
+                if entry.get("event") == event and all(entry.get(k) == v for k, v in match.items())
+            ]
+
+        return wait_for(found, deadline=deadline) or []
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
         """Signal the process and wait for it; the exit code."""
         for client in self._clients:

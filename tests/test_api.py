@@ -88,7 +88,7 @@ def test_every_service_type_is_answered(client: httpx.Client, service: int) -> N
 
 def test_unknown_event_code_is_answered_and_logged_raw(server: Server, client: httpx.Client) -> None:
     assert_answer(client.post("/CallEvent", json=event(3001, 99, ServiceType=7)), 3001)
-    logged = [e for e in server.logs() if e.get("event") == "event_answered" and e.get("call_id") == 3001]
+    logged = server.logged("event_answered", call_id=3001)
     assert logged
     assert logged[-1]["event_type"] == "99"
 
@@ -96,9 +96,8 @@ def test_unknown_event_code_is_answered_and_logged_raw(server: Server, client: h
 def test_codes_as_strings_and_names(server: Server, client: httpx.Client) -> None:
     assert_answer(client.post("/CallEvent", json=event(3002, "4", ServiceType="1", DTMF=5)), 3002)
     assert_answer(client.post("/CallEvent", json=event(3003, "DTMF")), 3003)
-    logged = {e["call_id"]: e for e in server.logs() if e.get("event") == "event_answered"}
-    assert logged[3002]["event_type"] == "DTMF"
-    assert logged[3003]["event_type"] == "DTMF"
+    assert server.logged("event_answered", call_id=3002)[0]["event_type"] == "DTMF"
+    assert server.logged("event_answered", call_id=3003)[0]["event_type"] == "DTMF"
 
 
 @pytest.mark.parametrize(
@@ -116,20 +115,16 @@ def test_codes_as_strings_and_names(server: Server, client: httpx.Client) -> Non
 def test_malformed_field_is_dropped_warned_and_answered(
     server: Server, client: httpx.Client, fields: dict[str, Any], bad_field: str
 ) -> None:
-    call_id = 4000 + len(server.logs())
+    call_id = 4000 + sum(map(ord, bad_field + repr(fields)))
     assert_answer(client.post("/CallEvent", json=event(call_id, 1, **fields)), call_id)
-    warnings = [
-        e for e in server.logs() if e.get("event") == "field_unreadable" and e.get("call_id") == call_id
-    ]
+    warnings = server.logged("field_unreadable", call_id=call_id)
     assert [w["field"] for w in warnings] == [bad_field]
     assert warnings[0]["level"] == "warning"
 
 
 def test_malformed_call_id_answers_zero(server: Server, client: httpx.Client) -> None:
     assert_answer(client.post("/CallEvent", json=event("abc", 1)), 0)  # type: ignore[arg-type]
-    warnings = [
-        e for e in server.logs() if e.get("event") == "field_unreadable" and e.get("field") == "CallID"
-    ]
+    warnings = server.logged("field_unreadable", field="CallID")
     assert warnings[-1]["value"] == "abc"
 
 
@@ -243,6 +238,7 @@ def test_unicode_password_is_compared_as_utf8(server: Server) -> None:
 
 def test_secrets_never_logged(server: Server, client: httpx.Client) -> None:
     client.post("/CallEvent", json=event(8001, 1))
+    assert server.logged("event_answered", call_id=8001)
     text = server.log_path.read_text()
     assert PASSWORD not in text
     assert base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode() not in text
@@ -273,7 +269,7 @@ def test_routes_answer_with_prefix_and_when_a_proxy_strips_it(server: Server) ->
 
 def test_request_log_has_call_event_decision_latency(server: Server, client: httpx.Client) -> None:
     client.post("/CallEvent", json=event(9001, 4, DTMF="1"))
-    entry = next(e for e in server.logs() if e.get("event") == "event_answered" and e.get("call_id") == 9001)
+    [entry] = server.logged("event_answered", call_id=9001)
     assert entry["event_type"] == "DTMF"
     assert entry["action"] is None
     assert isinstance(entry["latency_ms"], float)

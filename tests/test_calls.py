@@ -93,3 +93,17 @@ def test_events_without_a_call_id_are_not_stored(call_id: int | None) -> None:
     call = update(store, CallEvent(call_id=call_id, event_type=EventType.CallAccepted), T0)
     assert call.call_id == 0
     assert len(store) == 0
+
+
+def test_one_call_history_is_bounded() -> None:
+    from ascrm.calls.state import MAX_DIGITS, MAX_EVENTS
+
+    call = CallState.begin(1, ev(1, EventType.CallAccepted), T0)
+    for i in range(MAX_EVENTS * 4):
+        call.apply(ev(1, EventType.DTMF, dtmf=str(i % 10)), T0)
+        call.apply(ev(1, EventType.Transfer, result="1289"), T0)
+    assert len(call.events) == MAX_EVENTS
+    assert len(call.transfer_results) == MAX_EVENTS
+    assert len(call.digits) == MAX_DIGITS
+    newest = "".join(str(i % 10) for i in range(MAX_EVENTS * 4))[-MAX_DIGITS:]
+    assert call.digits == newest  # the newest digits are kept

@@ -126,3 +126,11 @@ def test_missing_environment_variable_is_named(tmp_path: Path) -> None:
 def test_with_overrides_keeps_the_rest() -> None:
     settings = Settings(timezone="UTC").with_overrides(listen=Listen("127.0.0.1", 9000))
     assert (settings.listen.port, settings.timezone) == (9000, "UTC")
+
+
+def test_the_shipped_example_config_loads() -> None:
+    path = Path(__file__).parent.parent / "deploy" / "ascrm.example.yaml"
+    settings = load_settings(path, env={"ASCRM_PLATFORM_PASSWORD": "p", "ASCRM_ADMIN_PASSWORD": "a"})
+    assert settings.root_path == "/autosecretary"
+    assert settings.tls is not None
+    assert [c.user for c in settings.platform_credentials] == ["autosecretary"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,6 +22,7 @@ from ascrm.protocol import (
     CallEvent,
     Decision,
     code_name,
+    load_json,
     parse_call_event,
     render_answer,
 )
@@ -84,7 +84,7 @@ class PlatformAPI:
             data: Any = {}
         else:
             try:
-                data = json.loads(body)
+                data = load_json(body)
             except ValueError as exc:
                 return error_response(400, f"body is not valid JSON: {exc}")
             if not isinstance(data, dict):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
-import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, Final, TypeVar
+
+import orjson
 
 from ascrm.errors import ParamError
 
@@ -116,15 +117,13 @@ def parse_code(value: Any, table: type[E]) -> E | int | None:
         return _NAMES[table].get(number.lower())
     if number is None:
         return None
-    try:
-        return table(number)
-    except ValueError:
-        return number
+    member: E | None = _VALUES[table].get(number)
+    return number if member is None else member
 
 
-_NAMES: dict[type[Any], dict[str, Any]] = {
-    table: {member.name.lower(): member for member in table} for table in (EventType, ServiceType, Action)
-}
+_TABLES: Final = (EventType, ServiceType, Action)
+_NAMES: dict[type[Any], dict[str, Any]] = {table: {m.name.lower(): m for m in table} for table in _TABLES}
+_VALUES: dict[type[Any], dict[int, Any]] = {table: {m.value: m for m in table} for table in _TABLES}
 
 
 def code_name(code: int | None) -> str | None:
@@ -162,26 +161,9 @@ class CallEvent:
     result: str | None = None
 
 
-# CRMDData JSON key -> CallEvent attribute.
-_STRING_FIELDS: Final = {
-    "AN": "an",
-    "UN": "un",
-    "DN1": "dn1",
-    "DN2": "dn2",
-    "EXT1": "ext1",
-    "EXT2": "ext2",
-    "DTMF": "dtmf",
-    "Generic": "generic",
-    "Result": "result",
-}
-_ALL_FIELDS: Final = (*_STRING_FIELDS, "CallID", "EventTime", "EventType", "ServiceType")
-_BY_LOWER: Final = {name.lower(): name for name in _ALL_FIELDS}
-
-
-def _read_string(value: Any) -> str | None:
+def _read_string(value: Any, tz: tzinfo) -> str | None:
     if isinstance(value, str):
-        text = value.strip()
-        return text or None
+        return value.strip() or None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float) and value.is_integer():
@@ -189,7 +171,9 @@ def _read_string(value: Any) -> str | None:
     raise ValueError("expected a string")
 
 
-def _read_call_id(value: Any) -> int:
+def _read_call_id(value: Any, tz: tzinfo) -> int:
+    if type(value) is int and INT64_MIN <= value <= INT64_MAX:
+        return value
     number = _read_int64(value)
     if not isinstance(number, int):
         raise ValueError("expected an int64")
@@ -203,27 +187,52 @@ def _read_time(value: Any, tz: tzinfo) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
 
 
+def _read_event_type(value: Any, tz: tzinfo) -> EventType | int:
+    return _required_code(value, EventType)
+
+
+def _read_service_type(value: Any, tz: tzinfo) -> ServiceType | int:
+    return _required_code(value, ServiceType)
+
+
+# CRMDData JSON key -> (CallEvent attribute, reader).
+_FIELDS: Final[dict[str, tuple[str, Callable[[Any, tzinfo], Any]]]] = {
+    "CallID": ("call_id", _read_call_id),
+    "EventTime": ("event_time", _read_time),
+    "EventType": ("event_type", _read_event_type),
+    "ServiceType": ("service_type", _read_service_type),
+    "AN": ("an", _read_string),
+    "UN": ("un", _read_string),
+    "DN1": ("dn1", _read_string),
+    "DN2": ("dn2", _read_string),
+    "EXT1": ("ext1", _read_string),
+    "EXT2": ("ext2", _read_string),
+    "DTMF": ("dtmf", _read_string),
+    "Generic": ("generic", _read_string),
+    "Result": ("result", _read_string),
+}
+_CANONICAL: Final = {name.lower(): name for name in _FIELDS}
+
+
 def parse_call_event(data: Mapping[str, Any], tz: tzinfo) -> tuple[CallEvent, list[FieldWarning]]:
     """Read a CRMDData object; fields that fail to parse become None and are reported as warnings."""
     values: dict[str, Any] = {}
     warnings: list[FieldWarning] = []
-    for key, raw in data.items():
-        name = key if key in _BY_LOWER.values() else _BY_LOWER.get(key.lower())
-        if name is None or raw is None or raw == "":
+    for given, raw in data.items():
+        if raw is None or raw == "":
             continue
+        key = given
+        field = _FIELDS.get(key)
+        if field is None:  # the exact names are the common case; others match case-insensitively
+            key = _CANONICAL.get(given.lower(), "")
+            field = _FIELDS.get(key)
+            if field is None:
+                continue
+        attribute, reader = field
         try:
-            if name in _STRING_FIELDS:
-                values[_STRING_FIELDS[name]] = _read_string(raw)
-            elif name == "CallID":
-                values["call_id"] = _read_call_id(raw)
-            elif name == "EventTime":
-                values["event_time"] = _read_time(raw, tz)
-            elif name == "EventType":
-                values["event_type"] = _required_code(raw, EventType)
-            else:
-                values["service_type"] = _required_code(raw, ServiceType)
+            values[attribute] = reader(raw, tz)
         except (ValueError, TypeError, OverflowError) as exc:
-            warnings.append(FieldWarning(name, raw, str(exc)))
+            warnings.append(FieldWarning(key, raw, str(exc)))
     return CallEvent(**values), warnings
 
 
@@ -260,7 +269,17 @@ def render_answer(call_id: int | None, decision: Decision, noop: NoopAnswer) -> 
         body: dict[str, Any] = {"CallID": call_id or 0, "EventType": noop.event_type, "Param": noop.param}
     else:
         body = {"CallID": call_id or 0, "EventType": int(decision.action), "Param": decision.param}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps(body)
+
+
+def load_json(body: bytes) -> Any:
+    """Decode a JSON request body; ValueError says why it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        import json  # slower, but reads integers past 64 bits, which a CRMDData field may then reject
+
+        return json.loads(body)
 
 
 # Param formats (PROTOCOL.md, "Actions").

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
+import sys
 from collections.abc import Callable
 
 import uvicorn
@@ -36,7 +38,23 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     )
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, flushing buffered log lines once it has shut down (it then re-raises the
+    signal that stopped it, which ends the process without Python's own clean-up)."""
+
+    def __init__(self, config: uvicorn.Config, flush: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._flush = flush
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().shutdown(sockets)
+        finally:
+            self._flush()
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then finish the requests under way and stop."""
-    configure_logging(settings.log)
-    uvicorn.Server(uvicorn_config(settings)).run()
+    writer = configure_logging(settings.log)
+    flush = writer.flush if writer else sys.stdout.flush
+    _Server(uvicorn_config(settings), flush).run()

@@ -8,6 +8,8 @@ from datetime import datetime
 from ascrm.protocol import RESULT_CONNECTED, CallEvent, EventType, ServiceType
 
 _TRANSFER_RESULTS = (EventType.Transfer, EventType.ShortTransfer)
+MAX_EVENTS = 256  # a real call has a few dozen events; past this only the newest are kept
+MAX_DIGITS = 128  # accumulated DTMF keeps its newest digits
 
 
 @dataclass(slots=True)
@@ -42,10 +44,14 @@ class CallState:
         if event.event_type is None:
             return
         self.events.append((event.event_type, moment))
+        if len(self.events) > MAX_EVENTS:
+            del self.events[: len(self.events) - MAX_EVENTS]
         if event.event_type == EventType.DTMF and event.dtmf:
-            self.digits += event.dtmf
+            self.digits = (self.digits + event.dtmf)[-MAX_DIGITS:]
         elif event.event_type in _TRANSFER_RESULTS and event.result:
             self.transfer_results.append(event.result)
+            if len(self.transfer_results) > MAX_EVENTS:
+                del self.transfer_results[0]
             if event.result == RESULT_CONNECTED and self.connected_at is None:
                 self.connected_at = moment
         elif event.event_type == EventType.EndCall:

@@ -1,0 +1,72 @@
+"""Log set-up: JSON lines for ascrm's and uvicorn's events, buffering, and no secrets in tracebacks."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from ascrm.observe import LineWriter, configure_logging
+from ascrm.settings import LogSettings
+
+
+@pytest.fixture
+def output() -> Iterator[io.TextIOWrapper]:
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    yield stream
+    structlog.reset_defaults()
+    logging.getLogger().handlers = []
+
+
+def lines(stream: io.TextIOWrapper) -> list[dict[str, object]]:
+    stream.flush()
+    raw = stream.buffer.getvalue()  # type: ignore[attr-defined]
+    return [json.loads(line) for line in raw.decode().splitlines()]
+
+
+def test_json_lines_for_structlog_and_stdlib(output: io.TextIOWrapper) -> None:
+    writer = configure_logging(LogSettings(format="json", level="info"), stream=output)
+    assert isinstance(writer, LineWriter)
+    structlog.get_logger("t").info("event_answered", call_id=5)
+    structlog.get_logger("t").debug("hidden")
+    logging.getLogger("uvicorn.error").info("Started server process")
+    writer.flush()
+    events = lines(output)
+    assert [e["event"] for e in events] == ["event_answered", "Started server process"]
+    assert events[0]["call_id"] == 5
+    assert events[0]["level"] == "info"
+    assert str(events[0]["timestamp"]).endswith("Z")
+    assert events[1]["logger"] == "uvicorn.error"
+
+
+def test_tracebacks_carry_no_local_variables(output: io.TextIOWrapper) -> None:
+    writer = configure_logging(LogSettings(format="json", level="info"), stream=output)
+    assert writer is not None
+
+    def fail(authorization: str) -> None:
+        raise RuntimeError("boom")
+
+    try:
+        fail("Basic c2VjcmV0OnNlY3JldA==")
+    except RuntimeError:
+        structlog.get_logger("t").exception("decision_failed")
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    text = output.buffer.getvalue().decode()  # type: ignore[attr-defined]
+    events = lines(output)
+    assert [e["event"] for e in events] == ["decision_failed", "Exception in ASGI application"]
+    assert all(e["exception"] for e in events)
+    assert "boom" in text
+    assert "c2VjcmV0OnNlY3JldA" not in text
+
+
+def test_info_lines_wait_for_the_flush_warnings_do_not() -> None:
+    raw = io.BytesIO()
+    writer = LineWriter(raw)  # type: ignore[arg-type]
+    writer.immediate(b'{"event":"now"}')
+    assert raw.getvalue() == b'{"event":"now"}\n'
+    writer.buffered(b'{"event":"later"}')  # no event loop here: flushed at once
+    assert raw.getvalue().endswith(b'{"event":"later"}\n')

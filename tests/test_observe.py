@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from ascrm.observe import LineWriter, configure_logging
+from ascrm.observe import FLUSH_DELAY, LineWriter, configure_logging
 from ascrm.settings import LogSettings
 
 
@@ -70,3 +70,30 @@ def test_info_lines_wait_for_the_flush_warnings_do_not() -> None:
     assert raw.getvalue() == b'{"event":"now"}\n'
     writer.buffered(b'{"event":"later"}')  # no event loop here: flushed at once
     assert raw.getvalue().endswith(b'{"event":"later"}\n')
+
+
+def test_buffered_lines_are_flushed_by_the_event_loop_soon() -> None:
+    import asyncio
+
+    raw = io.BytesIO()
+    buffered = io.BufferedWriter(raw, buffer_size=1 << 16)  # type: ignore[arg-type]
+    writer = LineWriter(buffered)
+
+    async def main() -> tuple[bytes, bytes]:
+        writer.buffered(b'{"event":"later"}')
+        before = raw.getvalue()
+        await asyncio.sleep(FLUSH_DELAY * 2)
+        return before, raw.getvalue()
+
+    before, after = asyncio.run(main())
+    assert before == b""
+    assert after == b'{"event":"later"}\n'
+
+
+def test_a_broken_output_drops_lines_without_raising() -> None:
+    raw = io.BytesIO()
+    writer = LineWriter(raw)  # type: ignore[arg-type]
+    raw.close()
+    writer.immediate(b"{}")
+    writer.buffered(b"{}")
+    assert writer.dropped == 2

@@ -278,3 +278,28 @@ def test_outgoing_poll_pbx_forms(param: str, ok: bool) -> None:
 def test_check_param_error_names_action_and_value() -> None:
     with pytest.raises(ParamError, match=r"TransferEXT param '12': must be a 4-digit short number"):
         check_param(Action.TransferEXT, "12")
+
+
+_FIELD_VALUES = st.one_of(
+    st.none(),
+    st.just(""),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.text(max_size=8),
+    st.sampled_from(["2026-11-27T10:15:00+03:00", "2026-11-27T10:15:00", "DTMF", " 4 ", "x"]),
+    st.floats(allow_nan=False),
+    st.booleans(),
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["CallID", "EventTime", "EventType", "ServiceType", "AN", "Result", "callid"]),
+        _FIELD_VALUES,
+    )
+)
+def test_fast_and_tolerant_readers_agree(data: dict[str, Any]) -> None:
+    from ascrm.protocol import _read_tolerantly, _read_well_formed
+
+    fast = _read_well_formed(data, MSK)
+    if fast is not None:
+        assert (fast, []) == _read_tolerantly(data, MSK)

@@ -1,16 +1,20 @@
-"""The platform's endpoints: the connection test, call events (POST) and polls (GET)."""
+"""The platform's endpoints: the connection test, call events (POST) and polls (GET).
+
+They are raw ASGI apps behind Starlette's router and middleware (body limit, error handlers): the
+hot path builds no Request or Response objects.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ascrm import engine
 from ascrm.auth import BasicAuth
@@ -26,10 +30,12 @@ from ascrm.protocol import (
     parse_call_event,
     render_answer,
 )
-from ascrm.responses import JSONAnswer, error_response, unauthorized
+from ascrm.responses import UNAUTHORIZED, Answer, error_answer
 from ascrm.settings import Settings
 
 log = structlog.get_logger("ascrm.api")
+
+Handler = Callable[[Scope, Receive], Awaitable[Answer | None]]
 
 
 def utc_now() -> datetime:
@@ -45,6 +51,37 @@ class Runtime:
     rules: engine.RuleSet
 
 
+class Endpoint:
+    """A raw ASGI app running handler(scope, receive) and sending its Answer (None: client gone)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await self._handler(scope, receive)
+        if answer is not None:
+            await answer.send(send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body (the app's body limit applies while reading); None if the client left."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 class PlatformAPI:
     """The endpoints the platform calls, bound to one configuration and clock."""
 
@@ -54,42 +91,52 @@ class PlatformAPI:
         self._noop = settings.noop
         self._clock = clock
 
-    async def call_event(self, request: Request) -> Response:
+    def routes(self, prefix: str) -> list[Route]:
+        """The platform's routes under prefix."""
+        methods = ["GET", "POST"]
+        return [
+            Route(f"{prefix}/CallEvent", Endpoint(self.call_event), methods=methods, name="call_event"),
+            Route(f"{prefix}/CallEvent/{{call_id}}", Endpoint(self.call_event_by_id), methods=methods),
+        ]
+
+    async def call_event(self, scope: Scope, receive: Receive) -> Answer | None:
         """GET `/CallEvent`: the connection test. POST: a call event."""
-        if await self._auth.authenticate(request.headers.get("authorization")) is None:
-            return unauthorized()
-        if request.method == "POST":
-            return await self._event(request, None)
+        if await self._auth.authenticate(_header(scope, b"authorization")) is None:
+            return UNAUTHORIZED
+        if scope["method"] == "POST":
+            return await self._event(scope, receive, None)
         log.info("connection_test", method="GET")
         return self._answer(0, NO_ACTION)
 
-    async def call_event_by_id(self, request: Request) -> Response:
+    async def call_event_by_id(self, scope: Scope, receive: Receive) -> Answer | None:
         """GET `/CallEvent/{CallID}`: a poll. POST: a call event (CallID 0: the connection test)."""
-        if await self._auth.authenticate(request.headers.get("authorization")) is None:
-            return unauthorized()
-        call_id = _path_call_id(request.path_params["call_id"])
+        if await self._auth.authenticate(_header(scope, b"authorization")) is None:
+            return UNAUTHORIZED
+        call_id = _path_call_id(scope["path_params"]["call_id"])
         if call_id is None:
-            return error_response(400, "CallID in the path must be an int64")
-        if request.method == "POST":
-            return await self._event(request, call_id)
+            return error_answer(400, "CallID in the path must be an int64")
+        if scope["method"] == "POST":
+            return await self._event(scope, receive, call_id)
         started = time.perf_counter()
-        decision = await self._decide_poll(request.state.runtime, call_id)
+        decision = await self._decide_poll(scope["state"]["runtime"], call_id)
         _log_answer("poll_answered", call_id, None, decision, started)
         return self._answer(call_id, decision)
 
-    async def _event(self, request: Request, path_call_id: int | None) -> Response:
+    async def _event(self, scope: Scope, receive: Receive, path_call_id: int | None) -> Answer | None:
         started = time.perf_counter()
-        body = await request.body()
+        body = await _read_body(receive)
+        if body is None:
+            return None
         if not body.strip() and path_call_id == 0:
             data: Any = {}
         else:
             try:
                 data = load_json(body)
             except ValueError as exc:
-                return error_response(400, f"body is not valid JSON: {exc}")
+                return error_answer(400, f"body is not valid JSON: {exc}")
             if not isinstance(data, dict):
                 kind = type(data).__name__
-                return error_response(400, f"body must be a JSON object (CRMDData), not {kind}")
+                return error_answer(400, f"body must be a JSON object (CRMDData), not {kind}")
         event, warnings = parse_call_event(data, self._tz)
         call_id = event.call_id if event.call_id is not None else path_call_id
         for warning in warnings:
@@ -104,8 +151,8 @@ class PlatformAPI:
             log.info("connection_test", method="POST", un=event.un)
             return self._answer(call_id, NO_ACTION)
         if event.call_id is None and call_id is not None:
-            event = replace(event, call_id=call_id)
-        decision = await self._decide_event(request.state.runtime, event)
+            event = event._replace(call_id=call_id)
+        decision = await self._decide_event(scope["state"]["runtime"], event)
         _log_answer("event_answered", call_id, event, decision, started)
         return self._answer(call_id, decision)
 
@@ -128,8 +175,8 @@ class PlatformAPI:
             log.exception("decision_failed", call_id=call_id)
             return NO_ACTION
 
-    def _answer(self, call_id: int | None, decision: Decision) -> JSONAnswer:
-        return JSONAnswer(render_answer(call_id, decision, self._noop))
+    def _answer(self, call_id: int | None, decision: Decision) -> Answer:
+        return Answer(200, render_answer(call_id, decision, self._noop))
 
 
 def _path_call_id(text: str) -> int | None:
@@ -152,7 +199,7 @@ def _log_answer(
         name,
         call_id=call_id,
         event_type=code_name(event.event_type) if event else "poll",
-        action=decision.action.name if decision.action else None,
+        action=code_name(decision.action),
         param=decision.param or None,
         rule=decision.rule_id,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),

@@ -12,7 +12,6 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ascrm import engine
@@ -63,10 +62,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
 
     routes = []
     for prefix in dict.fromkeys((settings.root_path, "")):  # with the prefix, or with it stripped by a proxy
-        routes += [
-            Route(f"{prefix}/CallEvent", api.call_event, methods=["GET", "POST"]),
-            Route(f"{prefix}/CallEvent/{{call_id}}", api.call_event_by_id, methods=["GET", "POST"]),
-        ]
+        routes += api.routes(prefix)
     return _App(
         routes=routes,
         lifespan=lifespan,

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import orjson
 
@@ -130,7 +130,7 @@ def code_name(code: int | None) -> str | None:
     """The symbolic name of a code from one of the tables, or the number as text when it is unknown."""
     if code is None:
         return None
-    return code.name if isinstance(code, enum.IntEnum) else str(code)
+    return code._name_ if isinstance(code, enum.IntEnum) else str(code)  # _name_: no property call
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +142,11 @@ class FieldWarning:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class CallEvent:
-    """One CRMDData as the platform sent it, read tolerantly: anything unreadable is None."""
+class CallEvent(NamedTuple):
+    """One CRMDData as the platform sent it, read tolerantly: anything unreadable is None.
+
+    An immutable value; a NamedTuple because one is built per request and builds fastest.
+    """
 
     call_id: int | None = None
     event_time: datetime | None = None
@@ -216,24 +218,81 @@ _CANONICAL: Final = {name.lower(): name for name in _FIELDS}
 
 def parse_call_event(data: Mapping[str, Any], tz: tzinfo) -> tuple[CallEvent, list[FieldWarning]]:
     """Read a CRMDData object; fields that fail to parse become None and are reported as warnings."""
+    event = _read_well_formed(data, tz)
+    if event is not None:
+        return event, []
+    return _read_tolerantly(data, tz)
+
+
+_KEYS: Final = frozenset(_FIELDS)
+_STRING_KEYS: Final = ("AN", "UN", "DN1", "DN2", "EXT1", "EXT2", "DTMF", "Generic", "Result")
+_EVENT_TYPES: Final = {m.value: m for m in EventType}
+_SERVICE_TYPES: Final = {m.value: m for m in ServiceType}
+
+
+def _read_well_formed(data: Mapping[str, Any], tz: tzinfo) -> CallEvent | None:
+    """The common case, read fast: exact keys, strings as strings, known codes as ints; else None."""
+    if not data.keys() <= _KEYS:
+        return None
+    get = data.get
+    call_id = get("CallID")
+    if call_id is not None and (type(call_id) is not int or not INT64_MIN <= call_id <= INT64_MAX):
+        return None
+    event_type = get("EventType")
+    if event_type is not None and (type(event_type) is not int or event_type not in _EVENT_TYPES):
+        return None
+    service_type = get("ServiceType")
+    if service_type is not None and (type(service_type) is not int or service_type not in _SERVICE_TYPES):
+        return None
+    moment = get("EventTime")
+    if moment is not None:
+        try:
+            moment = _read_time(moment, tz) if moment != "" else None
+        except ValueError:
+            return None
+    strings = [get(key) for key in _STRING_KEYS]
+    for text in strings:
+        if text is not None and type(text) is not str:
+            return None
+    return CallEvent(
+        call_id,
+        moment,
+        None if event_type is None else _EVENT_TYPES[event_type],
+        None if service_type is None else _SERVICE_TYPES[service_type],
+        *[(text.strip() or None) if text else None for text in strings],
+    )
+
+
+def _read_tolerantly(data: Mapping[str, Any], tz: tzinfo) -> tuple[CallEvent, list[FieldWarning]]:
     values: dict[str, Any] = {}
     warnings: list[FieldWarning] = []
-    for given, raw in data.items():
-        if raw is None or raw == "":
+    exact = 0
+    for key, (attribute, reader) in _FIELDS.items():
+        raw = data.get(key, _ABSENT)
+        if raw is _ABSENT:
             continue
-        key = given
-        field = _FIELDS.get(key)
-        if field is None:  # the exact names are the common case; others match case-insensitively
-            key = _CANONICAL.get(given.lower(), "")
-            field = _FIELDS.get(key)
-            if field is None:
+        exact += 1
+        if raw is not None and raw != "":
+            try:
+                values[attribute] = reader(raw, tz)
+            except (ValueError, TypeError, OverflowError) as exc:
+                warnings.append(FieldWarning(key, raw, str(exc)))
+    if exact < len(data):  # other keys: the same fields spelt in another case, or unknown ones
+        for given, raw in data.items():
+            key = _CANONICAL.get(given.lower(), given) if isinstance(given, str) else given
+            if key == given or key not in _FIELDS or raw is None or raw == "":
                 continue
-        attribute, reader = field
-        try:
-            values[attribute] = reader(raw, tz)
-        except (ValueError, TypeError, OverflowError) as exc:
-            warnings.append(FieldWarning(key, raw, str(exc)))
+            attribute, reader = _FIELDS[key]
+            if attribute in values:
+                continue
+            try:
+                values[attribute] = reader(raw, tz)
+            except (ValueError, TypeError, OverflowError) as exc:
+                warnings.append(FieldWarning(key, raw, str(exc)))
     return CallEvent(**values), warnings
+
+
+_ABSENT: Final = object()
 
 
 def _required_code(raw: Any, table: type[E]) -> E | int:

@@ -1,11 +1,13 @@
-"""JSON responses with the content type the platform requires, and the JSON error body."""
+"""JSON answers with the content type the platform requires, and the JSON error body."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
+from typing import NamedTuple
 
+import orjson
 from starlette.responses import Response
+from starlette.types import Send
 
 from ascrm.protocol import CONTENT_TYPE
 
@@ -19,21 +21,43 @@ _ERROR_NAMES = {
     422: "unprocessable",
     500: "internal_error",
 }
-_CHALLENGE = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
+_CONTENT_TYPE = (b"content-type", CONTENT_TYPE.encode())
+_CHALLENGE = ((b"www-authenticate", f'Basic realm="{REALM}", charset="UTF-8"'.encode()),)
+
+
+class Answer(NamedTuple):
+    """A JSON response to send: status, body, extra headers."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    async def send(self, send: Send) -> None:
+        """Send this answer on a raw ASGI channel."""
+        headers = [_CONTENT_TYPE, (b"content-length", b"%d" % len(self.body)), *self.headers]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The JSON error body: {"error": <name>, "message": <what went wrong>}."""
+    return orjson.dumps({"error": _ERROR_NAMES.get(status, "error"), "message": message})
+
+
+def error_answer(status: int, message: str) -> Answer:
+    """An error as an Answer."""
+    return Answer(status, error_body(status, message))
+
+
+UNAUTHORIZED = Answer(401, error_body(401, "valid Basic credentials are required"), _CHALLENGE)
 
 
 class JSONAnswer(Response):
-    """A response with exactly `application/json; charset=UTF-8`."""
+    """A Starlette response with exactly `application/json; charset=UTF-8`."""
 
     media_type = CONTENT_TYPE
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONAnswer:
-    """A JSON error body: {"error": <name>, "message": <what went wrong>}."""
-    body = {"error": _ERROR_NAMES.get(status, "error"), "message": message}
-    return JSONAnswer(json.dumps(body, ensure_ascii=False).encode(), status_code=status, headers=headers)
-
-
-def unauthorized() -> JSONAnswer:
-    """401 with the Basic challenge."""
-    return error_response(401, "valid Basic credentials are required", _CHALLENGE)
+    """An error as a Starlette response (for exception handlers)."""
+    return JSONAnswer(error_body(status, message), status_code=status, headers=headers)

@@ -10,6 +10,7 @@ from ascrm.calls.state import CallState
 from ascrm.protocol import CallEvent
 
 log = structlog.get_logger("ascrm.calls")
+_SWEEP_EVERY = timedelta(seconds=1)  # idle calls are dropped at most this late after their TTL
 
 
 class MemoryCallStore:
@@ -19,6 +20,7 @@ class MemoryCallStore:
         self._ttl = ttl
         self._max_calls = max_calls
         self._calls: dict[int, CallState] = {}  # ordered by last update, oldest first
+        self._next_sweep: datetime | None = None
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -32,7 +34,8 @@ class MemoryCallStore:
         call.apply(event, now)
         if call_id:
             self._calls[call_id] = call
-            self._evict(now)
+            if len(self._calls) > self._max_calls or self._next_sweep is None or now >= self._next_sweep:
+                self._evict(now)
         return call
 
     async def get(self, call_id: int) -> CallState | None:
@@ -40,6 +43,7 @@ class MemoryCallStore:
         return self._calls.get(call_id)
 
     def _evict(self, now: datetime) -> None:
+        self._next_sweep = now + _SWEEP_EVERY
         calls = self._calls
         while calls:
             oldest_id = next(iter(calls))

@@ -31,16 +31,23 @@ class CallState:
     @classmethod
     def begin(cls, call_id: int, event: CallEvent, now: datetime) -> CallState:
         """A fresh state for a call first seen with event at server time now."""
-        return cls(call_id=call_id, started_at=event.event_time or now, updated_at=now)
+        return cls(
+            call_id=call_id,
+            started_at=event.event_time or now,
+            updated_at=now,
+            an=event.an,
+            un=event.un,
+            service_type=event.service_type,
+        )
 
     def apply(self, event: CallEvent, now: datetime) -> None:
         """Record event (received at server time now) in this call's history."""
         moment = event.event_time or now
         self.updated_at = now
-        self.an = self.an or event.an
-        self.un = self.un or event.un
-        if self.service_type is None:
-            self.service_type = event.service_type
+        if self.an is None or self.un is None or self.service_type is None:  # a call first seen mid-way
+            self.an = self.an or event.an
+            self.un = self.un or event.un
+            self.service_type = self.service_type if self.service_type is not None else event.service_type
         if event.event_type is None:
             return
         self.events.append((event.event_type, moment))

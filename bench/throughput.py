@@ -6,7 +6,7 @@ After checking ascrm's answer (200, `application/json; charset=UTF-8`) and an un
 Printed: median requests/s, p50/p99 latency of the median round, the ascrm/bare ratio (goal: >= 0.85),
 wrk's errors and oddities in ascrm's log.
 
-Run: python bench/throughput.py [--duration 10] [--rounds 2] [--json]
+Run: python bench/throughput.py [--duration 5] [--rounds 6] [--json]
 Needs wrk on PATH, and ascrm installed next to the Python that runs this script.
 """
 
@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -53,6 +53,7 @@ class WrkRun:
     requests: int
     non_2xx: int
     socket_errors: int
+    cpu_us: float = 0.0  # the server process's CPU time (user + system) per request
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +63,14 @@ class Summary:
     median_rps: float
     p50_ms: float
     p99_ms: float
+    median_cpu_us: float
     runs: list[WrkRun]
 
     @classmethod
     def of(cls, runs: list[WrkRun]) -> Summary:
         middle = sorted(runs, key=lambda run: run.rps)[(len(runs) - 1) // 2]
-        return cls(statistics.median(run.rps for run in runs), middle.p50_ms, middle.p99_ms, runs)
+        cpu = statistics.median(run.cpu_us for run in runs)
+        return cls(statistics.median(run.rps for run in runs), middle.p50_ms, middle.p99_ms, cpu, runs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,8 @@ class Result:
 
     targets: dict[str, Summary]
     ratio: float
+    round_ratios: list[float]  # each ascrm round over the bare round just before it
+    cpu_ratio: float  # bare's CPU time per request over ascrm's (medians)
     ascrm_answer: str
     notes: list[str]
 
@@ -117,16 +122,25 @@ def check_answer(port: int, auth: str) -> str:
     return response.text
 
 
-def run_wrk(port: int, auth: str | None, duration: int, connections: int) -> WrkRun:
-    """Load POST /CallEvent on port with wrk for duration seconds."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(pid: int, port: int, auth: str | None, duration: int, connections: int) -> WrkRun:
+    """Load POST /CallEvent on port with wrk for duration seconds; also the server's CPU per request."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(LUA)]
     cmd += ["-H", f"Authorization: {auth}"] if auth else []
     cmd.append(f"http://127.0.0.1:{port}/CallEvent")
     env = {**os.environ, "WRK_BODY": json.dumps(BODY)}
+    cpu_before = cpu_seconds(pid)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 30, check=False)
+    cpu = cpu_seconds(pid) - cpu_before
     if done.returncode:
         raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr or done.stdout}")
-    return parse_wrk(done.stdout)
+    run = parse_wrk(done.stdout)
+    return replace(run, cpu_us=cpu / max(run.requests, 1) * 1e6)
 
 
 def parse_wrk(out: str) -> WrkRun:
@@ -206,26 +220,34 @@ def measure(args: argparse.Namespace, tmp: Path) -> Result:
             wait_ready(procs[name], ports[name], auth, tmp / f"{name}.log", timeout=30)
         answer = check_answer(ports["ascrm"], auth)
         for name in TARGETS:
-            run_wrk(ports[name], auths[name], args.warmup, args.connections)
+            run_wrk(procs[name].pid, ports[name], auths[name], args.warmup, args.connections)
         for _ in range(args.rounds):
             for name in TARGETS:
-                runs[name].append(run_wrk(ports[name], auths[name], args.duration, args.connections))
+                run = run_wrk(procs[name].pid, ports[name], auths[name], args.duration, args.connections)
+                runs[name].append(run)
     finally:
         for proc in procs.values():
             stop(proc)
     summaries = {name: Summary.of(runs[name]) for name in TARGETS}
     ratio = summaries["ascrm"].median_rps / summaries["bare"].median_rps
+    round_ratios = [a.rps / b.rps for a, b in zip(runs["ascrm"], runs["bare"], strict=True)]
+    cpu_ratio = summaries["bare"].median_cpu_us / summaries["ascrm"].median_cpu_us
     notes = notes_on(runs, tmp / "ascrm.log", logs_answers=args.ascrm_log_level in (None, "info", "debug"))
-    return Result(summaries, ratio, answer, notes)
+    return Result(summaries, ratio, round_ratios, cpu_ratio, answer, notes)
 
 
 def print_table(result: Result) -> None:
     """The human-readable report."""
-    print(f"{'target':<8}{'req/s (median)':>16}{'p50 ms':>10}{'p99 ms':>10}   req/s per round")
+    header = f"{'target':<8}{'req/s (median)':>16}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/req':>12}"
+    print(f"{header}   req/s per round")
     for name, s in result.targets.items():
         rounds = ", ".join(f"{run.rps:.0f}" for run in s.runs)
-        print(f"{name:<8}{s.median_rps:>16.0f}{s.p50_ms:>10.2f}{s.p99_ms:>10.2f}   {rounds}")
+        figures = f"{s.median_rps:>16.0f}{s.p50_ms:>10.2f}{s.p99_ms:>10.2f}{s.median_cpu_us:>12.1f}"
+        print(f"{name:<8}{figures}   {rounds}")
     print(f"ratio ascrm/bare: {result.ratio:.3f} (goal >= {GOAL})")
+    paired = ", ".join(f"{r:.3f}" for r in result.round_ratios)
+    print(f"  per round: {paired}; median {statistics.median(result.round_ratios):.3f}")
+    print(f"  CPU time per request, bare/ascrm: {result.cpu_ratio:.3f}")
     print(f"ascrm answer: {result.ascrm_answer}")
     for note in result.notes:
         print(f"note: {note}")
@@ -238,8 +260,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per target (default 2)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per target (default 6)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--warmup", type=int, default=2, help="uncounted seconds per target (default 2)")
     parser.add_argument("--ascrm-log-level", help="run ascrm with `log: {level: LEVEL}` (default: info)")

@@ -76,6 +76,17 @@ class Server:
         return self.process.returncode
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+def pytest_sessionfinish() -> None:
+    """Never leave a server behind, even when a test or fixture failed before stopping it."""
+    for process in _STARTED:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 _RUNNING = re.compile(r"running on (https?)://([^ ]+):(\d+)")
 
 
@@ -102,6 +113,7 @@ def start_server(
         process = subprocess.Popen(
             command, stdout=log_file, stderr=subprocess.STDOUT, env=environment, text=True, cwd=tmp
         )
+    _STARTED.append(process)
     stop_at = time.monotonic() + deadline
     while time.monotonic() < stop_at:
         match = _RUNNING.search(log_path.read_text())

@@ -29,12 +29,11 @@ def lines(stream: io.TextIOWrapper) -> list[dict[str, object]]:
 
 
 def test_json_lines_for_structlog_and_stdlib(output: io.TextIOWrapper) -> None:
-    writer = configure_logging(LogSettings(format="json", level="info"), stream=output)
-    assert isinstance(writer, LineWriter)
+    logs = configure_logging(LogSettings(format="json", level="info"), stream=output)
     structlog.get_logger("t").info("event_answered", call_id=5)
     structlog.get_logger("t").debug("hidden")
     logging.getLogger("uvicorn.error").info("Started server process")
-    writer.flush()
+    logs.flush()
     events = lines(output)
     assert [e["event"] for e in events] == ["event_answered", "Started server process"]
     assert events[0]["call_id"] == 5
@@ -44,8 +43,7 @@ def test_json_lines_for_structlog_and_stdlib(output: io.TextIOWrapper) -> None:
 
 
 def test_tracebacks_carry_no_local_variables(output: io.TextIOWrapper) -> None:
-    writer = configure_logging(LogSettings(format="json", level="info"), stream=output)
-    assert writer is not None
+    configure_logging(LogSettings(format="json", level="info"), stream=output)
 
     def fail(authorization: str) -> None:
         raise RuntimeError("boom")
@@ -97,3 +95,47 @@ def test_a_broken_output_drops_lines_without_raising() -> None:
     writer.immediate(b"{}")
     writer.buffered(b"{}")
     assert writer.dropped == 2
+
+
+def test_answer_log_fast_path_writes_the_same_line_as_structlog(output: io.TextIOWrapper) -> None:
+    logs = configure_logging(LogSettings(format="json", level="info"), stream=output)
+    fields = {"call_id": 7, "event_type": "DTMF", "action": "TransferEXT", "param": "1234", "rule": "r1"}
+    logs.answers.write("event_answered", **fields)
+    structlog.get_logger("ascrm.api").info("event_answered", **fields)
+    logs.flush()
+    fast, slow = lines(output)
+    assert fast.pop("timestamp")
+    assert slow.pop("timestamp")
+    assert list(fast.items()) == list(slow.items())
+
+
+def test_answer_log_respects_the_level(output: io.TextIOWrapper) -> None:
+    logs = configure_logging(LogSettings(format="json", level="warning"), stream=output)
+    logs.answers.write("event_answered", call_id=1)
+    logs.flush()
+    assert lines(output) == []
+
+
+def test_answer_log_goes_through_structlog_by_default() -> None:
+    from structlog.testing import capture_logs
+
+    from ascrm.observe import AnswerLog
+
+    with capture_logs() as captured:
+        AnswerLog().write("poll_answered", call_id=3)
+    assert captured == [{"event": "poll_answered", "call_id": 3, "log_level": "info"}]
+
+
+def test_console_rendering_for_a_terminal() -> None:
+    stream = io.StringIO()
+    try:
+        logs = configure_logging(LogSettings(format="console", level="info"), stream=stream)
+        logs.answers.write("event_answered", call_id=9)
+        logs.flush()
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers = []
+    text = stream.getvalue()
+    assert "event_answered" in text
+    assert "call_id" in text
+    assert not text.lstrip().startswith("{")

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from ascrm import engine
 from ascrm.auth import BasicAuth
 from ascrm.calls.memory import MemoryCallStore
+from ascrm.observe import AnswerLog
 from ascrm.protocol import (
     INT64_MAX,
     INT64_MIN,
@@ -85,7 +86,10 @@ async def _read_body(receive: Receive) -> bytes | None:
 class PlatformAPI:
     """The endpoints the platform calls, bound to one configuration and clock."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self, settings: Settings, clock: Callable[[], datetime] = utc_now, answers: AnswerLog | None = None
+    ) -> None:
+        self._answers = answers or AnswerLog()
         self._auth = BasicAuth(settings.platform_credentials)
         self._tz = settings.tzinfo
         self._noop = settings.noop
@@ -119,7 +123,7 @@ class PlatformAPI:
             return await self._event(scope, receive, call_id)
         started = time.perf_counter()
         decision = await self._decide_poll(scope["state"]["runtime"], call_id)
-        _log_answer("poll_answered", call_id, None, decision, started)
+        self._log_answer("poll_answered", call_id, None, decision, started)
         return self._answer(call_id, decision)
 
     async def _event(self, scope: Scope, receive: Receive, path_call_id: int | None) -> Answer | None:
@@ -153,7 +157,7 @@ class PlatformAPI:
         if event.call_id is None and call_id is not None:
             event = event._replace(call_id=call_id)
         decision = await self._decide_event(scope["state"]["runtime"], event)
-        _log_answer("event_answered", call_id, event, decision, started)
+        self._log_answer("event_answered", call_id, event, decision, started)
         return self._answer(call_id, decision)
 
     async def _decide_event(self, runtime: Runtime, event: CallEvent) -> Decision:
@@ -178,6 +182,19 @@ class PlatformAPI:
     def _answer(self, call_id: int | None, decision: Decision) -> Answer:
         return Answer(200, render_answer(call_id, decision, self._noop))
 
+    def _log_answer(
+        self, name: str, call_id: int | None, event: CallEvent | None, decision: Decision, started: float
+    ) -> None:
+        self._answers.write(
+            name,
+            call_id=call_id,
+            event_type=code_name(event.event_type) if event else "poll",
+            action=code_name(decision.action),
+            param=decision.param or None,
+            rule=decision.rule_id,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+
 
 def _path_call_id(text: str) -> int | None:
     try:
@@ -190,17 +207,3 @@ def _path_call_id(text: str) -> int | None:
 def _short(value: Any) -> Any:
     text = repr(value)
     return value if len(text) <= 80 else text[:77] + "..."
-
-
-def _log_answer(
-    name: str, call_id: int | None, event: CallEvent | None, decision: Decision, started: float
-) -> None:
-    log.info(
-        name,
-        call_id=call_id,
-        event_type=code_name(event.event_type) if event else "poll",
-        action=code_name(decision.action),
-        param=decision.param or None,
-        rule=decision.rule_id,
-        latency_ms=round((time.perf_counter() - started) * 1000, 3),
-    )

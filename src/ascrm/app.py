@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from ascrm import engine
 from ascrm.api import PlatformAPI, Runtime, utc_now
 from ascrm.calls.memory import MemoryCallStore
+from ascrm.observe import AnswerLog
 from ascrm.responses import error_response
 from ascrm.settings import Settings
 
@@ -49,9 +50,14 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error")
 
 
-def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Starlette:
-    """Build the application for settings; nothing runs until the server starts its lifespan."""
-    api = PlatformAPI(settings, clock)
+def create_app(
+    settings: Settings, *, clock: Callable[[], datetime] = utc_now, answers: AnswerLog | None = None
+) -> Starlette:
+    """Build the application for settings; nothing runs until the server starts its lifespan.
+
+    clock is the server's clock; answers writes the per-request log (default: through structlog).
+    """
+    api = PlatformAPI(settings, clock, answers or AnswerLog())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

@@ -7,7 +7,8 @@ import io
 import logging
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, TextIO
 
 import orjson
@@ -120,6 +121,37 @@ class _LineHandler(logging.Handler):
             self.handleError(record)
 
 
+class AnswerLog:
+    """Writes the one event per answered request (call, event, action, param, rule, latency).
+
+    By default through structlog, like every other event. Given the JSON line writer, it renders
+    with the same JSONLine processor straight into that writer: the same line, without structlog's
+    generic dispatch, which costs more than the rest of the line (about a tenth of a request).
+    """
+
+    def __init__(self, writer: LineWriter | None = None, *, enabled: bool = True) -> None:
+        self._writer = writer
+        self._enabled = enabled
+        self._render = JSONLine()
+        self._log = structlog.get_logger("ascrm.api")
+
+    def write(self, event: str, **fields: Any) -> None:
+        """Log event with fields at info level."""
+        if self._writer is None:
+            self._log.info(event, **fields)
+        elif self._enabled:
+            fields["event"] = event
+            self._writer.buffered(self._render(None, "info", fields))
+
+
+@dataclass(frozen=True, slots=True)
+class Logging:
+    """What configure_logging set up: the per-request log, and how to flush buffered lines."""
+
+    answers: AnswerLog
+    flush: Callable[[], None]
+
+
 def _own_buffer(stream: TextIO) -> BinaryIO:
     """A 64 KiB buffered binary writer on stream's file (stdout's own may be unbuffered:
     PYTHONUNBUFFERED, common in containers, makes every write a system call)."""
@@ -131,10 +163,10 @@ def _own_buffer(stream: TextIO) -> BinaryIO:
     return io.BufferedWriter(io.FileIO(descriptor, "wb", closefd=False), buffer_size=64 * 1024)
 
 
-def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> LineWriter | None:
+def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> Logging:
     """Render every log event as one JSON line (or for a terminal) on stream, at settings.level.
 
-    Returns the JSON lines' writer, whose flush() must run before the process ends (None on a console).
+    The returned flush must run before the process ends: info lines are buffered briefly.
     """
     stream = stream or sys.stdout
     console = settings.format == "console" or (settings.format == "auto" and stream.isatty())
@@ -173,4 +205,6 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> Li
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
-    return writer
+    if writer is None:
+        return Logging(answers=AnswerLog(), flush=stream.flush)
+    return Logging(answers=AnswerLog(writer, enabled=level <= logging.INFO), flush=writer.flush)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import socket
 import ssl
-import sys
 from collections.abc import Callable
 
 import uvicorn
 
 from ascrm.app import create_app
-from ascrm.observe import configure_logging
+from ascrm.observe import AnswerLog, configure_logging
 from ascrm.settings import Settings
 from ascrm.tls import server_context
 
 
-def uvicorn_config(settings: Settings) -> uvicorn.Config:
+def uvicorn_config(settings: Settings, answers: AnswerLog | None = None) -> uvicorn.Config:
     """The uvicorn configuration ascrm runs with."""
     context = server_context(settings.tls) if settings.tls else None  # bad files fail here, with the key
 
@@ -24,7 +23,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         return context
 
     return uvicorn.Config(
-        create_app(settings),
+        create_app(settings, answers=answers),
         host=settings.listen.host,
         port=settings.listen.port,
         loop="uvloop",
@@ -55,6 +54,5 @@ class _Server(uvicorn.Server):
 
 def run(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then finish the requests under way and stop."""
-    writer = configure_logging(settings.log)
-    flush = writer.flush if writer else sys.stdout.flush
-    _Server(uvicorn_config(settings), flush).run()
+    logs = configure_logging(settings.log)
+    _Server(uvicorn_config(settings, logs.answers), logs.flush).run()

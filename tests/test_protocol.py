@@ -285,7 +285,7 @@ _FIELD_VALUES = st.one_of(
     st.just(""),
     st.integers(min_value=-(2**64), max_value=2**64),
     st.text(max_size=8),
-    st.sampled_from(["2026-11-27T10:15:00+03:00", "2026-11-27T10:15:00", "DTMF", " 4 ", "x"]),
+    st.sampled_from(["2026-11-27T10:15:00+03:00", "2026-11-27T10:15:00", "DTMF", " 4 ", "x", 0, False, " "]),
     st.floats(allow_nan=False),
     st.booleans(),
 )

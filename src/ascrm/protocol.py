@@ -250,16 +250,21 @@ def _read_well_formed(data: Mapping[str, Any], tz: tzinfo) -> CallEvent | None:
             moment = _read_time(moment, tz) if moment != "" else None
         except ValueError:
             return None
-    strings = [get(key) for key in _STRING_KEYS]
-    for text in strings:
-        if text is not None and type(text) is not str:
+    strings: list[str | None] = []
+    for key in _STRING_KEYS:
+        text = get(key)
+        if text is None or text == "":
+            strings.append(None)
+        elif type(text) is str:
+            strings.append(text.strip() or None)
+        else:
             return None
     return CallEvent(
         call_id,
         moment,
         None if event_type is None else _EVENT_TYPES[event_type],
         None if service_type is None else _SERVICE_TYPES[service_type],
-        *[(text.strip() or None) if text else None for text in strings],
+        *strings,
     )
 
 

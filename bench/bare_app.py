@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ascrm.server import UVICORN_OPTIONS
+
 
 async def call_event(request: Request) -> JSONResponse:
     """Echo the CallID with a no-action answer."""
@@ -28,18 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, **UVICORN_OPTIONS)
     uvicorn.Server(config).run()
 
 

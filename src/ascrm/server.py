@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 
@@ -12,6 +13,17 @@ from ascrm.app import create_app
 from ascrm.observe import AnswerLog, configure_logging
 from ascrm.settings import Settings
 from ascrm.tls import server_context
+
+# How ascrm runs uvicorn; bench/bare_app.py runs its baseline with the very same options.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "lifespan": "on",
+    "access_log": False,
+    "log_config": None,
+    "server_header": False,
+    "timeout_graceful_shutdown": 10,
+}
 
 
 def uvicorn_config(settings: Settings, answers: AnswerLog | None = None) -> uvicorn.Config:
@@ -26,14 +38,8 @@ def uvicorn_config(settings: Settings, answers: AnswerLog | None = None) -> uvic
         create_app(settings, answers=answers),
         host=settings.listen.host,
         port=settings.listen.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=10,
         ssl_context_factory=tls_factory if context else None,
+        **UVICORN_OPTIONS,
     )
 
 

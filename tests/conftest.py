@@ -103,6 +103,9 @@ def start_server(
     tmp.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "ascrm", "serve", "--host", "127.0.0.1", "--port", "0", *args]
     if config is not None:
+        if "rules" not in config:  # no rules: every answer is "no action", as the protocol tests expect
+            (tmp / "no-rules.yaml").write_text("rules: []\n")
+            config = {**config, "rules": "no-rules.yaml"}
         config_path = tmp / "ascrm.yaml"
         config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
         command += ["--config", str(config_path)]

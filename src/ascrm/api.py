@@ -171,15 +171,21 @@ class PlatformAPI:
 
     async def _decide_poll(self, runtime: Runtime, call_id: int) -> Decision:
         try:
-            call = await runtime.store.get(call_id)
+            now = self._clock()
+            call = await runtime.store.poll(call_id, now)
             if call is None:
                 return NO_ACTION
-            return engine.decide(runtime.rules, None, call, self._clock())
+            decision = engine.decide(runtime.rules, None, call, now)
+            if decision.rule_id is not None:
+                await runtime.store.fired(call_id, decision.rule_id)
+            return decision
         except Exception:
             log.exception("decision_failed", call_id=call_id)
             return NO_ACTION
 
     def _answer(self, call_id: int | None, decision: Decision) -> Answer:
+        if decision.problem is not None:
+            log.warning("param_rejected", call_id=call_id, rule=decision.rule_id, problem=decision.problem)
         return Answer(200, render_answer(call_id, decision, self._noop))
 
     def _log_answer(

@@ -19,6 +19,7 @@ from ascrm.api import PlatformAPI, Runtime, utc_now
 from ascrm.calls.memory import MemoryCallStore
 from ascrm.observe import AnswerLog
 from ascrm.responses import error_response
+from ascrm.rules import load_rules, rules_source
 from ascrm.settings import Settings
 
 log = structlog.get_logger("ascrm.app")
@@ -51,18 +52,31 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    settings: Settings, *, clock: Callable[[], datetime] = utc_now, answers: AnswerLog | None = None
+    settings: Settings,
+    *,
+    rules: engine.RuleSet | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    answers: AnswerLog | None = None,
 ) -> Starlette:
     """Build the application for settings; nothing runs until the server starts its lifespan.
 
-    clock is the server's clock; answers writes the per-request log (default: through structlog).
+    rules: the compiled rule set (default: loaded from settings.rules at start-up); clock: the
+    server's clock; answers: the per-request log (default: through structlog).
     """
     api = PlatformAPI(settings, clock, answers or AnswerLog())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        runtime = Runtime(store=MemoryCallStore(), rules=engine.RuleSet())
-        log.info("service_started", root_path=settings.root_path or "/", timezone=settings.timezone)
+        ruleset = rules or load_rules(rules_source(settings.rules), settings.timezone)
+        runtime = Runtime(store=MemoryCallStore(), rules=ruleset)
+        log.info(
+            "service_started",
+            root_path=settings.root_path or "/",
+            timezone=settings.timezone,
+            rules=[str(path) for path in ruleset.files],
+            rules_revision=ruleset.revision,
+            rule_count=len(ruleset.rules),
+        )
         yield {"runtime": runtime}
         log.info("service_stopped")
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from ascrm import __version__
 from ascrm.auth import Credential, hash_password
+from ascrm.engine import RuleSet
 from ascrm.errors import AscrmError
+from ascrm.rules import RulesError, load_rules, rules_source
 from ascrm.settings import Listen, Settings, load_settings
 
 GENERATED_USER = "autosecretary"
@@ -48,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (overrides `listen.host`)")
     serve.add_argument("--port", type=int, help="port to listen on (overrides `listen.port`)")
     serve.set_defaults(func=_serve)
+
+    check = commands.add_parser(
+        "check", help="check rule files; exit 1 on errors (or warnings with --strict)"
+    )
+    check.add_argument("path", type=Path, nargs="?", help="rules file or folder (default: as `serve` would)")
+    check.add_argument("--strict", action="store_true", help="warnings fail the check too")
+    check.add_argument("--timezone", default="Europe/Moscow", help="zone for files that name none")
+    check.set_defaults(func=_check)
 
     hashing = commands.add_parser("hash-password", help="print a password_hash for the config")
     hashing.add_argument("--stdin", action="store_true", help="read the password from standard input")
@@ -93,10 +103,38 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+    rules = _load_rules(settings.rules, settings.timezone)
+    if rules is None:
+        return 2
     from ascrm.server import run
 
-    run(settings)
+    run(settings, rules)
     return 0
+
+
+def _load_rules(configured: Path | None, timezone: str) -> RuleSet | None:
+    """The compiled rules, with warnings printed; None (after printing why) when they have errors."""
+    source = rules_source(configured)
+    try:
+        rules = load_rules(source, timezone)
+    except RulesError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"ascrm: error: {len(exc.problems)} problem(s) in the rules at {source}", file=sys.stderr)
+        return None
+    for warning in rules.warnings:
+        print(warning, file=sys.stderr)
+    return rules
+
+
+def _check(args: argparse.Namespace) -> int:
+    source = rules_source(args.path)
+    rules = _load_rules(source, args.timezone)
+    if rules is None:
+        return 1
+    files = ", ".join(str(path) for path in rules.files)
+    print(f"{len(rules.rules)} rules in {files}: no errors, {len(rules.warnings)} warning(s)")
+    return 1 if args.strict and rules.warnings else 0
 
 
 def _hash_password(args: argparse.Namespace) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from ascrm.calls.state import CallState
 from ascrm.protocol import NO_ACTION, CallEvent, Decision
@@ -24,17 +25,29 @@ class Rule(Protocol):
         ...
 
 
+class RuleIndex(Protocol):
+    """Narrows a rule set to the rules that may match an event, in rule order."""
+
+    def candidates(self, event: CallEvent | None, call: CallState) -> Iterable[Rule]:
+        """The rules to try."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSet:
     """An immutable, ordered set of compiled rules; swapped whole on reload."""
 
     rules: Sequence[Rule] = ()
     revision: str = "empty"
+    index: RuleIndex | None = None
+    files: tuple[Path, ...] = ()
+    warnings: tuple[Any, ...] = ()
 
 
 def decide(ruleset: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:
     """The first matching rule's decision for event (None: a GET poll), or NO_ACTION."""
-    for rule in ruleset.rules:
+    candidates = ruleset.rules if ruleset.index is None else ruleset.index.candidates(event, call)
+    for rule in candidates:
         decision = rule.decide(event, call, now)
         if decision is not None:
             return decision

@@ -314,6 +314,7 @@ class Decision:
     action: Action | None = None
     param: str = ""
     rule_id: str | None = None
+    problem: str | None = None  # why a matching rule's answer was not sent (a bad rendered param)
 
 
 NO_ACTION: Final = Decision()

@@ -10,6 +10,7 @@ from typing import Any
 import uvicorn
 
 from ascrm.app import create_app
+from ascrm.engine import RuleSet
 from ascrm.observe import AnswerLog, configure_logging
 from ascrm.settings import Settings
 from ascrm.tls import server_context
@@ -26,7 +27,9 @@ UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
-def uvicorn_config(settings: Settings, answers: AnswerLog | None = None) -> uvicorn.Config:
+def uvicorn_config(
+    settings: Settings, rules: RuleSet | None = None, answers: AnswerLog | None = None
+) -> uvicorn.Config:
     """The uvicorn configuration ascrm runs with."""
     context = server_context(settings.tls) if settings.tls else None  # bad files fail here, with the key
 
@@ -35,7 +38,7 @@ def uvicorn_config(settings: Settings, answers: AnswerLog | None = None) -> uvic
         return context
 
     return uvicorn.Config(
-        create_app(settings, answers=answers),
+        create_app(settings, rules=rules, answers=answers),
         host=settings.listen.host,
         port=settings.listen.port,
         ssl_context_factory=tls_factory if context else None,
@@ -58,7 +61,7 @@ class _Server(uvicorn.Server):
             self._flush()
 
 
-def run(settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM, then finish the requests under way and stop."""
+def run(settings: Settings, rules: RuleSet) -> None:
+    """Serve rules until SIGINT or SIGTERM, then finish the requests under way and stop."""
     logs = configure_logging(settings.log)
-    _Server(uvicorn_config(settings, logs.answers), logs.flush).run()
+    _Server(uvicorn_config(settings, rules, logs.answers), logs.flush).run()

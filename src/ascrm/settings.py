@@ -65,7 +65,7 @@ class Settings:
 
     listen: Listen = field(default_factory=Listen)
     root_path: str = ""
-    rules: Path = Path("rules")
+    rules: Path | None = None  # None: ./rules when present, else the shipped example rules
     timezone: str = "Europe/Moscow"
     platform_credentials: tuple[Credential, ...] = ()
     admin_credentials: tuple[Credential, ...] = ()
@@ -200,7 +200,7 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
             host=listen.get("host", defaults.listen.host), port=listen.get("port", defaults.listen.port)
         ),
         root_path=doc.get("root_path", "").rstrip("/"),
-        rules=_resolve(base, doc.get("rules", str(defaults.rules))),
+        rules=_resolve(base, doc["rules"]) if "rules" in doc else None,
         timezone=doc.get("timezone", defaults.timezone),
         platform_credentials=_credentials(auth.get("platform"), env, "PLATFORM", "autosecretary"),
         admin_credentials=_credentials(auth.get("admin"), env, "ADMIN", "admin"),

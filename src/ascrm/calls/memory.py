@@ -42,6 +42,19 @@ class MemoryCallStore:
         """The state of a call, or None when it is unknown or expired."""
         return self._calls.get(call_id)
 
+    async def poll(self, call_id: int, now: datetime) -> CallState | None:
+        """Record a GET poll of a call (talk time starts at the first one); None if the call is unknown."""
+        call = self._calls.get(call_id)
+        if call is not None:
+            call.polled(now)
+        return call
+
+    async def fired(self, call_id: int, rule_id: str) -> None:
+        """Remember that a poll rule answered this call."""
+        call = self._calls.get(call_id)
+        if call is not None:
+            call.fired_polls.add(rule_id)
+
     def _evict(self, now: datetime) -> None:
         self._next_sweep = now + _SWEEP_EVERY
         calls = self._calls

@@ -27,6 +27,7 @@ class CallState:
     transfer_results: list[str] = field(default_factory=list)
     connected_at: datetime | None = None
     ended_at: datetime | None = None
+    fired_polls: set[str] = field(default_factory=set)  # poll rules that already answered this call
 
     @classmethod
     def begin(cls, call_id: int, event: CallEvent, now: datetime) -> CallState:
@@ -63,6 +64,12 @@ class CallState:
                 self.connected_at = moment
         elif event.event_type == EventType.EndCall:
             self.ended_at = moment
+
+    def polled(self, now: datetime) -> None:
+        """A GET poll arrived: the caller talks to an operator since now, unless a transfer said so."""
+        self.updated_at = now
+        if self.connected_at is None:
+            self.connected_at = now
 
     @property
     def ended(self) -> bool:

@@ -1,0 +1,123 @@
+"""A rule's `do:`: the action and its param template, checked against the platform's formats."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ascrm.calls.state import CallState
+from ascrm.protocol import Action, CallEvent, param_error, parse_code
+from ascrm.rules.conditions import STRING_FIELDS, Getter, getter
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?:\[([A-Za-z0-9_]+)\])?\}|[{}]")
+_FIELDS = ", ".join(STRING_FIELDS)
+_NO_PARAM = frozenset({Action.Hangup, Action.IgnorePromptToOperator, Action.BackFromConsultCall})
+
+
+class ActionError(Exception):
+    """A `do:` is wrong; path is relative to the `do:` value."""
+
+    def __init__(self, path: tuple[Any, ...], message: str) -> None:
+        super().__init__(message)
+        self.path, self.message = path, message
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A param with {FIELD} and {map[FIELD]} placeholders; literal text is kept as one part."""
+
+    parts: tuple[str | tuple[Getter, Mapping[str, str] | None], ...]
+
+    @property
+    def literal(self) -> str | None:
+        """The param when it has no placeholders."""
+        if all(isinstance(part, str) for part in self.parts):
+            return "".join(part for part in self.parts if isinstance(part, str))
+        return None
+
+    def render(self, event: CallEvent | None, call: CallState) -> str | None:
+        """The param for this event, or None when a field is missing or a map has no such key."""
+        out = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            read, table = part
+            value = read(event, call)
+            if value is not None and table is not None:
+                value = table.get(value)
+            if value is None:
+                return None
+            out.append(value)
+        return "".join(out)
+
+
+def parse_template(text: str, maps: Mapping[str, Mapping[str, str]]) -> Template:
+    """Compile a param; ActionError names an unknown field or map, or a stray brace."""
+    parts: list[str | tuple[Getter, Mapping[str, str] | None]] = []
+    literal = ""
+    position = 0
+    for match in _PLACEHOLDER.finditer(text):
+        literal += text[position : match.start()]
+        position = match.end()
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            literal += token[0]
+            continue
+        name, key = match.group(1), match.group(2)
+        if name is None:
+            raise ActionError((), f"stray {token!r} in {text!r} (write {{{{ or }}}} for a literal brace)")
+        if literal:
+            parts.append(literal)
+            literal = ""
+        if key is None:
+            if name not in STRING_FIELDS:
+                raise ActionError((), f"unknown field {{{name}}} in {text!r} (known: {_FIELDS})")
+            parts.append((getter(name), None))
+        else:
+            if name not in maps:
+                raise ActionError((), f"no map named {name!r} in {text!r}")
+            if key not in STRING_FIELDS:
+                raise ActionError((), f"unknown field {key!r} in {text!r} (known: {_FIELDS})")
+            parts.append((getter(key), maps[name]))
+    literal += text[position:]
+    if literal:
+        parts.append(literal)
+    return Template(tuple(parts))
+
+
+def parse_action(spec: Any, maps: Mapping[str, Mapping[str, str]]) -> tuple[Action, Template]:
+    """`Hangup`, or `{TransferDN: "7495…"}`: the action and its param template."""
+    if isinstance(spec, str):
+        action = _action(spec)
+        if action not in _NO_PARAM:
+            raise ActionError((), f"{action.name} needs a param: {{{action.name}: …}}")
+        return action, Template(())
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ActionError((), "'do' takes an action name, or one {Action: param}")
+    [(name, param)] = spec.items()
+    action = _action(name)
+    if param is None:
+        param = ""
+    if isinstance(param, bool) or not isinstance(param, (str, int)):
+        raise ActionError((name,), f"{action.name}'s param is text, not {param!r}")
+    try:
+        template = parse_template(str(param), maps)
+    except ActionError as exc:
+        raise ActionError((name,), exc.message) from None
+    literal = template.literal
+    if literal is not None:
+        problem = param_error(action, literal)
+        if problem is not None:
+            raise ActionError((name,), f"{action.name} param {literal!r} {problem}")
+    return action, template
+
+
+def _action(name: Any) -> Action:
+    action = parse_code(name, Action) if isinstance(name, (str, int)) and not isinstance(name, bool) else None
+    if not isinstance(action, Action):
+        known = ", ".join(member.name for member in Action)
+        raise ActionError((), f"unknown action {name!r} (known: {known})")
+    return action

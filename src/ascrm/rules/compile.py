@@ -1,0 +1,334 @@
+"""Rule files → one immutable, indexed RuleSet; every mistake reported with its file and line."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ascrm.calls.state import CallState
+from ascrm.engine import RuleSet
+from ascrm.protocol import Action, CallEvent, Decision, EventType, ServiceType, param_error, parse_code
+from ascrm.rules.actions import ActionError, Template, parse_action
+from ascrm.rules.conditions import (
+    NUMBER_FIELDS,
+    ConditionError,
+    Definitions,
+    Getter,
+    Predicate,
+    compile_conditions,
+    getter,
+)
+from ascrm.rules.lists import (
+    ListError,
+    NumberList,
+    inline_map,
+    load_list_file,
+    load_map_file,
+    normalize_ru,
+    number_list,
+)
+from ascrm.rules.load import (
+    Location,
+    MarkedMap,
+    Problem,
+    RulesError,
+    key_location,
+    locate,
+    read_yaml,
+    rule_files,
+)
+from ascrm.rules.schedule import Schedule, ScheduleError, parse_schedule
+from ascrm.rules.schema import shape_errors
+
+POLL = "poll"
+_NORMALIZERS: dict[str, Callable[[str], str] | None] = {"none": None, "ru": normalize_ru}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledRule:
+    """One rule, ready to decide: its events, one predicate, the action and its param template."""
+
+    id: str
+    order: int
+    location: Location
+    events: frozenset[int | str]
+    condition: Predicate | None
+    action: Action
+    template: Template
+    repeat: bool
+
+    def decide(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
+        """This rule's decision if it matches, else None (a missing template value: no match)."""
+        if event is None and not self.repeat and self.id in call.fired_polls:
+            return None
+        if self.condition is not None and not self.condition(event, call, now):
+            return None
+        param = self.template.render(event, call)
+        if param is None:
+            return None
+        outgoing_poll = event is None and call.service_type == ServiceType.MTSPBX
+        if self.template.literal is None or outgoing_poll:
+            problem = param_error(self.action, param, outgoing_poll=outgoing_poll)
+            if problem is not None:
+                return Decision(None, "", self.id, problem=f"{self.action.name} param {param!r} {problem}")
+        return Decision(self.action, param, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    """The rules of one event: those looked up by an exact field value, and those always tried."""
+
+    scan: tuple[CompiledRule, ...]
+    lookups: tuple[tuple[Getter, Callable[[str], str] | None, Mapping[str, tuple[CompiledRule, ...]]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleIndex:
+    """Candidate rules per event type (or poll), narrowed by exact-value conditions."""
+
+    buckets: Mapping[int | str, _Bucket]
+
+    def candidates(self, event: CallEvent | None, call: CallState) -> Iterable[CompiledRule]:
+        """The rules that may match, in rule order."""
+        bucket = self.buckets.get(
+            POLL if event is None else (event.event_type if event.event_type is not None else -1)
+        )
+        if bucket is None:
+            return ()
+        if not bucket.lookups:
+            return bucket.scan
+        found = list(bucket.scan)
+        for read, normalize, table in bucket.lookups:
+            value = read(event, call)
+            if value is not None:
+                found += table.get(normalize(value) if normalize else value, ())
+        found.sort(key=_order)
+        return found
+
+
+def _order(rule: CompiledRule) -> int:
+    return rule.order
+
+
+def load_rules(source: Path, default_timezone: str) -> RuleSet:
+    """Read, check and compile a rules file or folder; RulesError lists every problem found."""
+    files = rule_files(source)
+    if not files:
+        raise RulesError([Problem(Location(source), "no rule files (*.yaml, *.yml) in this folder")])
+    compiler = _Compiler(default_timezone)
+    for file in files:
+        compiler.read(file)
+    compiler.check()
+    for file, document in compiler.documents:
+        compiler.definitions(file, document)
+    compiler.check()
+    for file, document in compiler.documents:
+        compiler.rules_of(file, document)
+    compiler.check()
+    from ascrm.rules.lint import lint
+
+    return RuleSet(
+        rules=tuple(compiler.rules),
+        revision=compiler.revision(),
+        index=RuleIndex(_buckets(compiler.rules, compiler.index_hints)),
+        files=tuple(files),
+        warnings=tuple(lint(compiler.rules, compiler.raw_rules)),
+    )
+
+
+class _Compiler:
+    """Collects definitions, rules and problems across the files of one rule set."""
+
+    def __init__(self, default_timezone: str) -> None:
+        self.default_timezone = default_timezone
+        self.documents: list[tuple[Path, MarkedMap]] = []
+        self.problems: list[Problem] = []
+        self.schedules: dict[str, Schedule] = {}
+        self.lists: dict[str, NumberList] = {}
+        self.maps: dict[str, Mapping[str, str]] = {}
+        self.defined_at: dict[tuple[str, str], Location] = {}
+        self.rules: list[CompiledRule] = []
+        self.raw_rules: list[Mapping[str, Any]] = []
+        self.index_hints: dict[str, tuple[str, frozenset[str], Callable[[str], str] | None]] = {}
+        self.digest = hashlib.sha256()
+
+    def check(self) -> None:
+        if self.problems:
+            raise RulesError(self.problems)
+
+    def problem(
+        self, file: Path, document: Any, path: tuple[Any, ...], message: str, *, key: bool = False
+    ) -> None:
+        fallback = Location(file)
+        where = key_location(document, path, fallback) if key else locate(document, path, fallback)
+        self.problems.append(Problem(where, message))
+
+    def read(self, file: Path) -> None:
+        try:
+            document = read_yaml(file)
+        except RulesError as exc:
+            self.problems += exc.problems
+            return
+        self.digest.update(str(file.name).encode() + b"\0" + file.read_bytes() + b"\0")
+        if document is None:
+            document = MarkedMap()
+            document.location, document.key_locations, document.value_locations = Location(file, 1, 1), {}, {}
+        for path, message, about_key in shape_errors(document):
+            self.problem(file, document, path, message, key=about_key)
+        if isinstance(document, MarkedMap):
+            self.documents.append((file, document))
+
+    def settings(self, file: Path, document: MarkedMap) -> tuple[str, Callable[[str], str] | None]:
+        zone = document.get("timezone", self.default_timezone)
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem(
+                file, document, ("timezone",), f"unknown time zone {zone!r} (an IANA name: Europe/Moscow)"
+            )
+            zone = self.default_timezone
+        return zone, _NORMALIZERS[document.get("normalize", "none")]
+
+    def define(self, kind: str, name: str, file: Path, document: MarkedMap) -> bool:
+        where = key_location(document, (kind, name), Location(file))
+        first = self.defined_at.get((kind, name))
+        if first is not None:
+            self.problems.append(Problem(where, f"{kind[:-1]} {name!r} is defined twice (first at {first})"))
+            return False
+        self.defined_at[(kind, name)] = where
+        return True
+
+    def definitions(self, file: Path, document: MarkedMap) -> None:
+        zone, normalize = self.settings(file, document)
+        for name, spec in document.get("schedules", {}).items():
+            if not self.define("schedules", name, file, document):
+                continue
+            try:
+                self.schedules[name] = parse_schedule(spec, zone)
+            except ScheduleError as exc:
+                at = ("schedules", name, exc.key) if exc.key in spec else ("schedules", name)
+                self.problem(file, document, at, f"schedule {name!r}: {exc}")
+        for name, spec in document.get("lists", {}).items():
+            if self.define("lists", name, file, document):
+                self.list_of(file, document, name, spec, normalize)
+        for name, spec in document.get("maps", {}).items():
+            if self.define("maps", name, file, document):
+                self.map_of(file, document, name, spec, normalize)
+
+    def list_of(self, file: Path, doc: MarkedMap, name: str, spec: Any, normalize: Any) -> None:
+        try:
+            if isinstance(spec, dict):
+                path = file.parent / spec["file"]
+                self.lists[name] = load_list_file(path, normalize)
+                self.digest.update(path.read_bytes())
+            else:
+                self.lists[name] = number_list(spec, normalize)
+        except ListError as exc:
+            self.list_problem(file, doc, ("lists", name), exc)
+
+    def map_of(self, file: Path, doc: MarkedMap, name: str, spec: Any, normalize: Any) -> None:
+        try:
+            if set(spec) == {"file"} and isinstance(spec["file"], str):
+                path = file.parent / spec["file"]
+                self.maps[name] = load_map_file(path, normalize)
+                self.digest.update(path.read_bytes())
+            else:
+                self.maps[name] = inline_map(spec, normalize)
+        except ListError as exc:
+            self.list_problem(file, doc, ("maps", name), exc)
+
+    def list_problem(self, file: Path, doc: MarkedMap, at: tuple[Any, ...], exc: ListError) -> None:
+        if exc.path is not None:
+            self.problems.append(Problem(Location(exc.path, exc.line), exc.message))
+        else:
+            self.problem(file, doc, at, f"{at[0][:-1]} {at[1]!r}: {exc.message}")
+
+    def rules_of(self, file: Path, document: MarkedMap) -> None:
+        zone, normalize = self.settings(file, document)
+        for number, raw in enumerate(document.get("rules", [])):
+            at = ("rules", number)
+            rule_id = raw["id"]
+            where = locate(document, (*at, "id"), Location(file))
+            first = self.defined_at.get(("rules", rule_id))
+            if first is not None:
+                self.problems.append(Problem(where, f"rule id {rule_id!r} is used twice (first at {first})"))
+                continue
+            self.defined_at[("rules", rule_id)] = where
+            events = self.events(file, document, at, raw["on"])
+            defs = Definitions(self.schedules, self.lists, self.maps, zone, normalize, [])
+            condition = None
+            if "if" in raw:
+                try:
+                    condition = compile_conditions(raw["if"], defs)
+                except ConditionError as exc:
+                    message = f"rule {rule_id!r}: {exc.message}"
+                    self.problem(file, document, (*at, "if", *exc.path), message, key=exc.about_key)
+                    continue
+            try:
+                action, template = parse_action(raw["do"], self.maps)
+            except ActionError as exc:
+                self.problem(file, document, (*at, "do", *exc.path), f"rule {rule_id!r}: {exc.message}")
+                continue
+            if events is None:
+                continue
+            repeat = bool(raw.get("repeat"))
+            rule = CompiledRule(rule_id, len(self.rules), where, events, condition, action, template, repeat)
+            self.rules.append(rule)
+            self.raw_rules.append(raw)
+            if defs.index_hint:
+                field, values = defs.index_hint[0]
+                self.index_hints[rule_id] = (field, values, normalize if field in NUMBER_FIELDS else None)
+
+    def events(
+        self, file: Path, document: MarkedMap, at: tuple[Any, ...], spec: Any
+    ) -> frozenset[int | str] | None:
+        found: set[int | str] = set()
+        for index, item in enumerate(spec if isinstance(spec, list) else [spec]):
+            if isinstance(item, str) and item.lower() == POLL:
+                found.add(POLL)
+                continue
+            code = parse_code(item, EventType)
+            if code is None or int(code) < 0:
+                names = ", ".join(member.name for member in EventType)
+                path = (*at, "on", index) if isinstance(spec, list) else (*at, "on")
+                self.problem(
+                    file, document, path, f"unknown event {item!r} (known: {names}, poll, or a code)"
+                )
+                return None
+            found.add(int(code))
+        return frozenset(found)
+
+    def revision(self) -> str:
+        return self.digest.hexdigest()[:12]
+
+
+def _buckets(
+    rules: list[CompiledRule], hints: Mapping[str, tuple[str, frozenset[str], Callable[[str], str] | None]]
+) -> dict[int | str, _Bucket]:
+    keys = {key for rule in rules for key in rule.events}
+    buckets = {}
+    for key in keys:
+        scan: list[CompiledRule] = []
+        tables: dict[tuple[str, Any], dict[str, list[CompiledRule]]] = {}
+        for rule in rules:
+            if key not in rule.events:
+                continue
+            hint = hints.get(rule.id)
+            if hint is None:
+                scan.append(rule)
+                continue
+            field, values, normalize = hint
+            table = tables.setdefault((field, normalize), {})
+            for value in values:
+                table.setdefault(value, []).append(rule)
+        lookups = tuple(
+            (getter(field), normalize, {value: tuple(found) for value, found in table.items()})
+            for (field, normalize), table in tables.items()
+        )
+        buckets[key] = _Bucket(tuple(scan), lookups)
+    return buckets

@@ -1,0 +1,93 @@
+"""Warnings for rules the platform will ignore or that can never match (PROTOCOL.md semantics)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ascrm.protocol import (
+    OPERATOR_PROMPT_ACTIONS,
+    OUTGOING_POLL_ACTIONS,
+    OUTGOING_POST_ACTIONS,
+    READ_ON_POST,
+    Action,
+    EventType,
+    ServiceType,
+    code_name,
+    parse_code,
+)
+from ascrm.rules.load import Problem
+
+if TYPE_CHECKING:
+    from ascrm.rules.compile import CompiledRule
+
+POLL = "poll"
+_POLL_ACTIONS = frozenset({Action.TransferPBX, Action.BackFromConsultCall})
+_POLL_ONLY = frozenset({Action.BackFromConsultCall})
+
+
+def lint(rules: Sequence[CompiledRule], raw_rules: Sequence[Mapping[str, Any]]) -> list[Problem]:
+    """Every warning for a compiled rule set (raw_rules: the rules as written, same order)."""
+    warnings: list[Problem] = []
+    for rule, raw in zip(rules, raw_rules, strict=True):
+        for message in _platform_semantics(rule, raw):
+            warnings.append(Problem(rule.location, f"rule {rule.id!r}: {message}", "warning"))
+    warnings += _unreachable(rules)
+    return warnings
+
+
+def _platform_semantics(rule: CompiledRule, raw: Mapping[str, Any]) -> list[str]:
+    messages = []
+    action = rule.action.name
+    outgoing = _only_outgoing(raw)
+    for key in sorted(rule.events, key=str):
+        if key == POLL:
+            if rule.action not in _POLL_ACTIONS:
+                messages.append(f"polls honour only TransferPBX and BackFromConsultCall, not {action}")
+            continue
+        event = code_name(parse_code(key, EventType)) or str(key)
+        readable = key in READ_ON_POST or (key == EventType.BDropped and rule.action == Action.PlayMenuBlock)
+        if not readable:
+            messages.append(f"the platform does not read the answer to {event}, so {action} has no effect")
+        elif rule.action in OPERATOR_PROMPT_ACTIONS and key != EventType.PrepareToConnect:
+            messages.append(f"{action} is honoured only as the answer to PrepareToConnect, not {event}")
+        elif rule.action in _POLL_ONLY:
+            messages.append(f"{action} is honoured only in answers to polls (on: poll), not to {event}")
+        elif outgoing and (key != EventType.CallAccepted or rule.action not in OUTGOING_POST_ACTIONS):
+            messages.append(
+                "for outgoing calls (MTSPBX) the platform reads only TransferDN on CallAccepted,"
+                f" not {action} on {event}"
+            )
+    if POLL in rule.events and outgoing and rule.action not in OUTGOING_POLL_ACTIONS:
+        messages.append(
+            f"for outgoing calls polls honour only TransferPBX and BackFromConsultCall, not {action}"
+        )
+    return messages
+
+
+def _only_outgoing(raw: Mapping[str, Any]) -> bool:
+    conditions = raw.get("if") or {}
+    service = conditions.get("service")
+    items = service if isinstance(service, list) else [service] if service is not None else []
+    codes = {parse_code(item, ServiceType) for item in items}
+    return codes == {ServiceType.MTSPBX}
+
+
+def _unreachable(rules: Sequence[CompiledRule]) -> list[Problem]:
+    warnings = []
+    always: list[CompiledRule] = []  # earlier rules with no conditions and a literal param
+    for rule in rules:
+        for earlier in always:
+            shared = rule.events & earlier.events
+            if POLL in shared and not earlier.repeat:
+                shared = shared - {POLL}  # a one-shot poll rule lets later poll rules answer later polls
+            if shared and shared == rule.events:
+                message = (
+                    f"rule {rule.id!r} can never match: rule {earlier.id!r} ({earlier.location}) "
+                    "has no conditions and always answers first"
+                )
+                warnings.append(Problem(rule.location, message, "warning"))
+                break
+        if rule.condition is None and rule.template.literal is not None:
+            always.append(rule)
+    return warnings

@@ -1,0 +1,103 @@
+"""The shape of a rule file, checked with cerberus before the rules are compiled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cerberus
+
+NAME = r"[A-Za-z_][A-Za-z0-9_.-]*"
+_SCALAR = ["string", "integer"]
+
+_FILE_REF = {"file": {"type": "string", "required": True, "empty": False}}
+RULE: dict[str, Any] = {
+    "id": {"type": "string", "required": True, "regex": NAME},
+    "description": {"type": "string"},
+    "on": {
+        "required": True,
+        "anyof": [
+            {"type": _SCALAR},
+            {"type": "list", "minlength": 1, "schema": {"type": _SCALAR}},
+        ],
+    },
+    "if": {"type": "dict", "empty": False},
+    "do": {"required": True, "type": ["string", "dict"], "empty": False},
+    "repeat": {"type": "boolean"},
+}
+FILE: dict[str, Any] = {
+    "timezone": {"type": "string", "empty": False},
+    "normalize": {"type": "string", "allowed": ["none", "ru"]},
+    "schedules": {
+        "type": "dict",
+        "keysrules": {"type": "string", "regex": NAME},
+        "valuesrules": {"type": "dict"},
+    },
+    "lists": {
+        "type": "dict",
+        "keysrules": {"type": "string", "regex": NAME},
+        "valuesrules": {
+            "anyof": [
+                {"type": "list", "schema": {"type": _SCALAR}},
+                {"type": "dict", "schema": _FILE_REF},
+            ]
+        },
+    },
+    "maps": {
+        "type": "dict",
+        "keysrules": {"type": "string", "regex": NAME},
+        "valuesrules": {"type": "dict"},
+    },
+    "rules": {"type": "list", "schema": {"type": "dict", "schema": RULE}},
+}
+
+
+def shape_errors(document: Any) -> list[tuple[tuple[Any, ...], str, bool]]:
+    """(path, message, about_the_key) for each way document departs from FILE."""
+    if not isinstance(document, dict):
+        return [
+            ((), "a rule file is a mapping with keys such as timezone, schedules, lists, maps, rules", False)
+        ]
+    validator = cerberus.Validator(FILE)
+    if validator.validate(document, normalize=False):
+        return []
+    found: list[tuple[tuple[Any, ...], str, bool]] = []
+    for error in _leaves(validator._errors):
+        path = tuple(error.document_path)
+        found.append((path, _message(error), error.code == cerberus.errors.UNKNOWN_FIELD.code))
+    return sorted(found, key=lambda item: [str(step) for step in item[0]])
+
+
+def _leaves(errors: Any) -> list[Any]:
+    leaves = []
+    for error in errors:
+        if error.is_logic_error:  # anyof: one message saying what the value may be, not each branch's
+            leaves.append(error)
+        elif error.is_group_error:
+            leaves += _leaves(error.child_errors)
+        else:
+            leaves.append(error)
+    return leaves
+
+
+def _message(error: Any) -> str:
+    value, rule = error.value, error.rule
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    key = error.document_path[-1] if error.document_path else "file"
+    if error.code == cerberus.errors.UNKNOWN_FIELD.code:
+        return f"unknown key {key!r}"
+    if error.code == cerberus.errors.REQUIRED_FIELD.code:
+        return f"missing key {key!r}"
+    if rule == "type":
+        wanted = error.constraint if isinstance(error.constraint, str) else " or ".join(error.constraint)
+        return f"{key!r} must be a {wanted.replace('dict', 'mapping')}, not {shown}"
+    if rule == "regex":
+        return f"{key!r}: {shown} is not a valid name (letters, digits, _ . -; starting with a letter or _)"
+    if rule == "allowed":
+        return f"{key!r}: {shown} is not one of {', '.join(map(str, error.constraint))}"
+    if rule in ("empty", "minlength"):
+        return f"{key!r} must not be empty"
+    if rule == "anyof" and key == "on":
+        return f"'on' takes an event name, a code, 'poll', or a list of them, not {shown}"
+    if rule == "anyof":
+        return f'{key!r}: a list of numbers ("7916*" for a prefix) or {{file: path}}, not {shown}'
+    return f"{key!r}: {rule} {error.constraint!r} (got {shown})"

@@ -83,9 +83,7 @@ def main() -> None:
         print(f"load_list_file (normalize_ru)  {seconds:6.3f} s")
         managers = load_map_file(csv_path)
         blocked: NumberList = load_list_file(list_path)
-    print(
-        f"map: {len(managers):,} keys; list: {len(blocked.exact):,} exact, {len(blocked.prefixes):,} prefixes"
-    )
+    print(f"map: {len(managers):,} keys; list: {len(blocked.exact):,} exact, {len(blocked.prefixes):,} prefixes")
     rng = random.Random(1)  # noqa: S311 - benchmark data
     half = LOOKUPS // 2
     exact, prefixes = sorted(blocked.exact), sorted(blocked.prefixes)

@@ -75,9 +75,7 @@ def per_decision_us(rules: RuleSet, an: str, repeat: int) -> float:
 
 def main() -> int:
     """Generate, load, time, print."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=20000, help="decisions per timing (default 20000)")
     parser.add_argument("--map-rows", type=int, default=1_000_000, help="map entries (default 1000000)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -96,9 +94,7 @@ def main() -> int:
                 "last": per_decision_us(rules, number(size - 1), args.repeat),
                 "none": per_decision_us(rules, "79990000000", args.repeat),
             }
-            results.append(
-                {"case": name, "load_s": round(load_s, 3), **{k: round(v, 2) for k, v in timings.items()}}
-            )
+            results.append({"case": name, "load_s": round(load_s, 3), **{k: round(v, 2) for k, v in timings.items()}})
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -3,6 +3,7 @@
 Both run as subprocesses on 127.0.0.1 under the same uvicorn settings; bench/bare_app.py is the baseline.
 After checking ascrm's answer (200, `application/json; charset=UTF-8`) and an uncounted warm-up, wrk
 (1 thread, bench/post_event.lua) loads the targets in interleaved rounds: bare, ascrm, bare, ascrm, ...
+ascrm serves the example rules (--rules), which answer this DTMF "1" event with TransferDN.
 Printed: median requests/s, p50/p99 latency of the median round, the ascrm/bare ratio (goal: >= 0.85),
 wrk's errors and oddities in ascrm's log.
 
@@ -207,6 +208,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> Result:
     env["ASCRM_PLATFORM_PASSWORD"] = password
     ports = {name: free_port() for name in TARGETS}
     ascrm = [str(Path(sys.executable).with_name("ascrm")), "serve", "--host", "127.0.0.1"]
+    ascrm += ["--rules", args.rules]
     if args.ascrm_log_level:
         (tmp / "ascrm.yaml").write_text(f"log: {{level: {args.ascrm_log_level}}}\n")
         ascrm += ["--config", str(tmp / "ascrm.yaml")]
@@ -257,15 +259,16 @@ def print_table(result: Result) -> None:
 
 def main() -> int:
     """Parse the flags, measure, report."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per target (default 6)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--warmup", type=int, default=2, help="uncounted seconds per target (default 2)")
     parser.add_argument("--ascrm-log-level", help="run ascrm with `log: {level: LEVEL}` (default: info)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--rules", default=str(BENCH.parent / "rules"), help="ascrm's rules (default: the example rules/)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ascrm-bench-") as tmp:
         result = measure(args, Path(tmp))

@@ -81,9 +81,7 @@ def test_every_event_code_is_answered(client: httpx.Client, code: int) -> None:
 
 @pytest.mark.parametrize("service", [member.value for member in ServiceType])
 def test_every_service_type_is_answered(client: httpx.Client, service: int) -> None:
-    assert_answer(
-        client.post("/CallEvent", json=event(2000 + service, 1, ServiceType=service)), 2000 + service
-    )
+    assert_answer(client.post("/CallEvent", json=event(2000 + service, 1, ServiceType=service)), 2000 + service)
 
 
 def test_unknown_event_code_is_answered_and_logged_raw(server: Server, client: httpx.Client) -> None:
@@ -217,9 +215,7 @@ def test_oversize_body_never_read_whole(server: Server) -> None:
         "",
     ],
 )
-@pytest.mark.parametrize(
-    ("method", "path"), [("GET", "/CallEvent"), ("POST", "/CallEvent"), ("GET", "/CallEvent/1")]
-)
+@pytest.mark.parametrize(("method", "path"), [("GET", "/CallEvent"), ("POST", "/CallEvent"), ("GET", "/CallEvent/1")])
 def test_bad_credentials_are_401_with_challenge(
     server: Server, authorization: str | None, method: str, path: str
 ) -> None:

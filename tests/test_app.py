@@ -44,9 +44,7 @@ def test_failure_while_deciding_answers_200_no_action_and_logs(monkeypatch: pyte
 def test_clock_is_injected() -> None:
     seen = []
 
-    def fake_decide(
-        ruleset: engine.RuleSet, event: CallEvent | None, call: CallState, now: datetime
-    ) -> Decision:
+    def fake_decide(ruleset: engine.RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:
         seen.append(now)
         return Decision()
 

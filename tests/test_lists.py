@@ -311,9 +311,7 @@ def test_load_map_file_normalize_keys(tmp_path: Path) -> None:
         ("AN,EXT\n79161234567,1001\n--,1002\n", normalize_ru, 3, "key '--' is not a number"),
     ],
 )
-def test_load_map_file_errors(
-    tmp_path: Path, text: str, normalize: Any, line: int | None, message: str | None
-) -> None:
+def test_load_map_file_errors(tmp_path: Path, text: str, normalize: Any, line: int | None, message: str | None) -> None:
     path = write(tmp_path, "managers.csv", text)
     if message is None:  # a header alone is an empty map, not an error
         assert load_map_file(path, normalize) == {}

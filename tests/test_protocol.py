@@ -139,9 +139,7 @@ def test_event_time_forms(text: str, expected: datetime) -> None:
     assert event.event_time.utcoffset() is not None
 
 
-@pytest.mark.parametrize(
-    "text", ["2026-11-27", "yesterday", "27.11.2026 10:15", "2026-13-01T00:00:00", 1764227700]
-)
+@pytest.mark.parametrize("text", ["2026-11-27", "yesterday", "27.11.2026 10:15", "2026-13-01T00:00:00", 1764227700])
 def test_bad_event_time_becomes_missing_with_a_warning(text: Any) -> None:
     event, warnings = parse_call_event({"EventTime": text, "CallID": 1}, MSK)
     assert event.event_time is None
@@ -165,9 +163,7 @@ def test_bad_call_id_becomes_missing(raw: Any) -> None:
     assert warnings[0].field == "CallID"
 
 
-@pytest.mark.parametrize(
-    ("raw", "expected"), [(79161234567, "79161234567"), (" 1 ", "1"), (5.0, "5"), ("   ", None)]
-)
+@pytest.mark.parametrize(("raw", "expected"), [(79161234567, "79161234567"), (" 1 ", "1"), (5.0, "5"), ("   ", None)])
 def test_string_fields_accept_numbers(raw: Any, expected: str | None) -> None:
     event, warnings = parse_call_event({"AN": raw}, MSK)
     assert (event.an, warnings) == (expected, [])

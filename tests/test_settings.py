@@ -117,9 +117,7 @@ def test_secret_values_are_never_echoed(tmp_path: Path) -> None:
 def test_missing_environment_variable_is_named(tmp_path: Path) -> None:
     path = tmp_path / "ascrm.yaml"
     path.write_text("auth: {platform: [{user: a, password: '${NOT_SET_ANYWHERE}'}]}\n")
-    with pytest.raises(
-        ConfigError, match=r"auth\.platform\[0\]\.password: environment variable NOT_SET_ANYWHERE"
-    ):
+    with pytest.raises(ConfigError, match=r"auth\.platform\[0\]\.password: environment variable NOT_SET_ANYWHERE"):
         load_settings(path, env={})
 
 

@@ -117,9 +117,7 @@ def test_weak_ciphers_are_refused(tls_server: Server, ca: trustme.CA) -> None:
 
 def test_missing_certificate_stops_start_with_a_message(tmp_path: Path) -> None:
     config = platform_config(tls={"certfile": "absent.pem", "keyfile": "absent-key.pem"})
-    with pytest.raises(
-        RuntimeError, match=r"exited with 2:\nascrm: error: tls.certfile: cannot read"
-    ) as failure:
+    with pytest.raises(RuntimeError, match=r"exited with 2:\nascrm: error: tls.certfile: cannot read") as failure:
         start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
     assert "absent.pem" in str(failure.value)
     assert "Traceback" not in str(failure.value)

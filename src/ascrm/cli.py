@@ -36,24 +36,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ascrm", description="CRM-side routing service for the Autosecretary."
-    )
+    parser = argparse.ArgumentParser(prog="ascrm", description="CRM-side routing service for the Autosecretary.")
     parser.add_argument("--version", action="version", version=f"ascrm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP(S) service")
-    serve.add_argument(
-        "--config", type=Path, help="config file (default: $ASCRM_CONFIG, else built-in defaults)"
-    )
+    serve.add_argument("--config", type=Path, help="config file (default: $ASCRM_CONFIG, else built-in defaults)")
     serve.add_argument("--rules", type=Path, help="rules file or folder (overrides the config's `rules`)")
     serve.add_argument("--host", help="address to listen on (overrides `listen.host`)")
     serve.add_argument("--port", type=int, help="port to listen on (overrides `listen.port`)")
     serve.set_defaults(func=_serve)
 
-    check = commands.add_parser(
-        "check", help="check rule files; exit 1 on errors (or warnings with --strict)"
-    )
+    check = commands.add_parser("check", help="check rule files; exit 1 on errors (or warnings with --strict)")
     check.add_argument("path", type=Path, nargs="?", help="rules file or folder (default: as `serve` would)")
     check.add_argument("--strict", action="store_true", help="warnings fail the check too")
     check.add_argument("--timezone", default="Europe/Moscow", help="zone for files that name none")
@@ -94,12 +88,9 @@ def _serve(args: argparse.Namespace) -> int:
             )
             return 2
         password = secrets.token_urlsafe(18)
-        settings = settings.with_overrides(
-            platform_credentials=(Credential(user=GENERATED_USER, password=password),)
-        )
+        settings = settings.with_overrides(platform_credentials=(Credential(user=GENERATED_USER, password=password),))
         print(
-            f"ascrm: no platform credentials configured; for this run only: user={GENERATED_USER}"
-            f" password={password}",
+            f"ascrm: no platform credentials configured; for this run only: user={GENERATED_USER} password={password}",
             file=sys.stderr,
             flush=True,
         )

@@ -196,9 +196,7 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
     log = doc.get("log", {})
     defaults = Settings()
     return Settings(
-        listen=Listen(
-            host=listen.get("host", defaults.listen.host), port=listen.get("port", defaults.listen.port)
-        ),
+        listen=Listen(host=listen.get("host", defaults.listen.host), port=listen.get("port", defaults.listen.port)),
         root_path=doc.get("root_path", "").rstrip("/"),
         rules=_resolve(base, doc["rules"]) if "rules" in doc else None,
         timezone=doc.get("timezone", defaults.timezone),
@@ -211,9 +209,7 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
             keyfile=_resolve(base, tls["keyfile"]),
             ciphers=tls.get("ciphers", DEFAULT_CIPHERS),
         ),
-        limits=Limits(
-            max_body_bytes=doc.get("limits", {}).get("max_body_bytes", defaults.limits.max_body_bytes)
-        ),
+        limits=Limits(max_body_bytes=doc.get("limits", {}).get("max_body_bytes", defaults.limits.max_body_bytes)),
         noop=NoopAnswer(event_type=noop.get("event_type", 0), param=noop.get("param", "")),
         log=LogSettings(format=log.get("format", "auto"), level=log.get("level", "info")),
         source=path,

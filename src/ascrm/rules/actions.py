@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ascrm.calls.state import CallState
@@ -29,16 +29,16 @@ class Template:
     """A param with {FIELD} and {map[FIELD]} placeholders; literal text is kept as one part."""
 
     parts: tuple[str | tuple[Getter, Mapping[str, str] | None], ...]
+    literal: str | None = field(init=False)  # the param when it has no placeholders
 
-    @property
-    def literal(self) -> str | None:
-        """The param when it has no placeholders."""
-        if all(isinstance(part, str) for part in self.parts):
-            return "".join(part for part in self.parts if isinstance(part, str))
-        return None
+    def __post_init__(self) -> None:
+        texts = [part for part in self.parts if isinstance(part, str)]
+        object.__setattr__(self, "literal", "".join(texts) if len(texts) == len(self.parts) else None)
 
     def render(self, event: CallEvent | None, call: CallState) -> str | None:
         """The param for this event, or None when a field is missing or a map has no such key."""
+        if self.literal is not None:
+            return self.literal
         out = []
         for part in self.parts:
             if isinstance(part, str):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from ascrm.rules.conditions import (
     Predicate,
     compile_conditions,
     getter,
+    schedule_path,
 )
 from ascrm.rules.lists import (
     ListError,
@@ -61,6 +63,11 @@ class CompiledRule:
     action: Action
     template: Template
     repeat: bool
+    fixed: Decision | None = field(init=False)  # the decision of a literal param, built once
+
+    def __post_init__(self) -> None:
+        literal = self.template.literal
+        object.__setattr__(self, "fixed", None if literal is None else Decision(self.action, literal, self.id))
 
     def decide(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
         """This rule's decision if it matches, else None (a missing template value: no match)."""
@@ -68,6 +75,8 @@ class CompiledRule:
             return None
         if self.condition is not None and not self.condition(event, call, now):
             return None
+        if self.fixed is not None and (event is not None or call.service_type != ServiceType.MTSPBX):
+            return self.fixed
         param = self.template.render(event, call)
         if param is None:
             return None
@@ -95,9 +104,7 @@ class RuleIndex:
 
     def candidates(self, event: CallEvent | None, call: CallState) -> Iterable[CompiledRule]:
         """The rules that may match, in rule order."""
-        bucket = self.buckets.get(
-            POLL if event is None else (event.event_type if event.event_type is not None else -1)
-        )
+        bucket = self.buckets.get(POLL if event is None else (event.event_type if event.event_type is not None else -1))
         if bucket is None:
             return ()
         if not bucket.lookups:
@@ -161,10 +168,8 @@ class _Compiler:
         if self.problems:
             raise RulesError(self.problems)
 
-    def problem(
-        self, file: Path, document: Any, path: tuple[Any, ...], message: str, *, key: bool = False
-    ) -> None:
-        fallback = Location(file)
+    def problem(self, file: Path, document: Any, path: tuple[Any, ...], message: str, *, key: bool = False) -> None:
+        fallback = Location(file, 1, 1)
         where = key_location(document, path, fallback) if key else locate(document, path, fallback)
         self.problems.append(Problem(where, message))
 
@@ -188,9 +193,7 @@ class _Compiler:
         try:
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
-            self.problem(
-                file, document, ("timezone",), f"unknown time zone {zone!r} (an IANA name: Europe/Moscow)"
-            )
+            self.problem(file, document, ("timezone",), f"unknown time zone {zone!r} (an IANA name: Europe/Moscow)")
             zone = self.default_timezone
         return zone, _NORMALIZERS[document.get("normalize", "none")]
 
@@ -211,7 +214,7 @@ class _Compiler:
             try:
                 self.schedules[name] = parse_schedule(spec, zone)
             except ScheduleError as exc:
-                at = ("schedules", name, exc.key) if exc.key in spec else ("schedules", name)
+                at = ("schedules", name, *schedule_path(spec, exc.key))
                 self.problem(file, document, at, f"schedule {name!r}: {exc}")
         for name, spec in document.get("lists", {}).items():
             if self.define("lists", name, file, document):
@@ -232,8 +235,11 @@ class _Compiler:
             self.list_problem(file, doc, ("lists", name), exc)
 
     def map_of(self, file: Path, doc: MarkedMap, name: str, spec: Any, normalize: Any) -> None:
+        if set(spec) == {"file"} and (not isinstance(spec["file"], str) or not spec["file"]):
+            self.problem(file, doc, ("maps", name, "file"), f"map {name!r}: file: takes the path of a CSV file")
+            return
         try:
-            if set(spec) == {"file"} and isinstance(spec["file"], str):
+            if set(spec) == {"file"}:
                 path = file.parent / spec["file"]
                 self.maps[name] = load_map_file(path, normalize)
                 self.digest.update(path.read_bytes())
@@ -243,10 +249,16 @@ class _Compiler:
             self.list_problem(file, doc, ("maps", name), exc)
 
     def list_problem(self, file: Path, doc: MarkedMap, at: tuple[Any, ...], exc: ListError) -> None:
-        if exc.path is not None:
+        if exc.path is not None and exc.line is not None:  # a bad line in the list or map file
             self.problems.append(Problem(Location(exc.path, exc.line), exc.message))
-        else:
-            self.problem(file, doc, at, f"{at[0][:-1]} {at[1]!r}: {exc.message}")
+            return
+        entry = re.match(r"entry (\d+): ", exc.message)  # an inline list's item: point at it
+        if entry is not None and isinstance(doc.get(at[0], {}).get(at[1]), list):
+            at = (*at, int(entry.group(1)) - 1)
+        elif exc.path is not None:
+            at = (*at, "file")
+        message = exc.message if exc.path is None else f"{exc.path}: {exc.message}"
+        self.problem(file, doc, at, f"{at[0][:-1]} {at[1]!r}: {message}")
 
     def rules_of(self, file: Path, document: MarkedMap) -> None:
         zone, normalize = self.settings(file, document)
@@ -284,9 +296,7 @@ class _Compiler:
                 field, values = defs.index_hint[0]
                 self.index_hints[rule_id] = (field, values, normalize if field in NUMBER_FIELDS else None)
 
-    def events(
-        self, file: Path, document: MarkedMap, at: tuple[Any, ...], spec: Any
-    ) -> frozenset[int | str] | None:
+    def events(self, file: Path, document: MarkedMap, at: tuple[Any, ...], spec: Any) -> frozenset[int | str] | None:
         found: set[int | str] = set()
         for index, item in enumerate(spec if isinstance(spec, list) else [spec]):
             if isinstance(item, str) and item.lower() == POLL:
@@ -296,9 +306,7 @@ class _Compiler:
             if code is None or int(code) < 0:
                 names = ", ".join(member.name for member in EventType)
                 path = (*at, "on", index) if isinstance(spec, list) else (*at, "on")
-                self.problem(
-                    file, document, path, f"unknown event {item!r} (known: {names}, poll, or a code)"
-                )
+                self.problem(file, document, path, f"unknown event {item!r} (known: {names}, poll, or a code)")
                 return None
             found.add(int(code))
         return frozenset(found)

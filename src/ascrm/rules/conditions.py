@@ -155,13 +155,14 @@ def string_matcher(
         exact = numbers.exact if not numbers.prefixes else None
         return (lambda value: value is not None and value in numbers), exact
     if not isinstance(spec, dict) or len(spec) != 1:
-        raise ConditionError(
-            (), "expected a value, a list, or one of {prefix: …}, {regex: …}, {in: …}, {not: …}"
-        )
+        raise ConditionError((), "expected a value, a list, or one of {prefix: …}, {regex: …}, {in: …}, {not: …}")
     [(kind, argument)] = spec.items()
     if kind == "prefix":
-        entries = [_text(item) + "*" for item in _as_list(argument)]
-        numbers = number_list(entries, normalize)
+        entries = [_text(item) for item in _as_list(argument)]
+        for entry in entries:
+            if "*" in entry or not entry.strip():
+                raise ConditionError((kind,), f"prefix {entry!r}: write the digits a number starts with, no '*'")
+        numbers = number_list([entry + "*" for entry in entries], normalize)
         return (lambda value: value is not None and value in numbers), None
     if kind == "regex":
         if not isinstance(argument, str):
@@ -208,7 +209,7 @@ def _time(value: Any, defs: Definitions) -> Predicate:
         try:
             schedule = parse_schedule(value, defs.timezone)
         except ScheduleError as exc:
-            raise ConditionError((exc.key,) if exc.key in value else (), f"inline schedule: {exc}") from None
+            raise ConditionError(schedule_path(value, exc.key), f"inline schedule: {exc}") from None
     else:
         raise ConditionError((), "'time' takes a schedule name, an inline schedule, or {not: …}")
 
@@ -217,6 +218,20 @@ def _time(value: Any, defs: Definitions) -> Predicate:
         return schedule.contains(moment) is not negate
 
     return open_now
+
+
+def schedule_path(spec: Mapping[str, Any], key: str) -> tuple[Any, ...]:
+    """Where a ScheduleError's key ('mon-fri', 'except[1]', 'include[2027-02-20]') is in the spec."""
+    name, _, inner = key.partition("[")
+    if name not in spec:
+        return ()
+    inner = inner.rstrip("]")
+    value = spec[name]
+    if inner.isdigit() and isinstance(value, list):
+        return (name, int(inner))
+    if inner and isinstance(value, dict) and inner in value:
+        return (name, inner)
+    return (name,)
 
 
 def _service(event: CallEvent | None, call: CallState) -> int | None:
@@ -231,9 +246,7 @@ def _codes(value: Any, table: type[EventType] | type[ServiceType], key: str) -> 
         code = parse_code(item, table) if isinstance(item, (str, int)) else None
         if code is None:
             names = ", ".join(member.name for member in table)
-            raise ConditionError(
-                (), f"{key}: unknown {table.__name__} {item!r} (known: {names}, or a number)"
-            )
+            raise ConditionError((), f"{key}: unknown {table.__name__} {item!r} (known: {names}, or a number)")
         codes.add(int(code))
     return frozenset(codes)
 
@@ -255,9 +268,7 @@ def _duration(key: str, value: Any) -> Predicate:
     checks = []
     for name, limit in value.items():
         if name not in _COMPARISONS:
-            raise ConditionError(
-                (name,), f"unknown comparison {name!r} (gt, ge, lt, le, eq, ne)", about_key=True
-            )
+            raise ConditionError((name,), f"unknown comparison {name!r} (gt, ge, lt, le, eq, ne)", about_key=True)
         if isinstance(limit, bool) or not isinstance(limit, (int, float)):
             raise ConditionError((name,), f"{key}.{name} takes a number of seconds, not {limit!r}")
         checks.append((_COMPARISONS[name], float(limit)))

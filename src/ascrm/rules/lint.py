@@ -59,9 +59,7 @@ def _platform_semantics(rule: CompiledRule, raw: Mapping[str, Any]) -> list[str]
                 f" not {action} on {event}"
             )
     if POLL in rule.events and outgoing and rule.action not in OUTGOING_POLL_ACTIONS:
-        messages.append(
-            f"for outgoing calls polls honour only TransferPBX and BackFromConsultCall, not {action}"
-        )
+        messages.append(f"for outgoing calls polls honour only TransferPBX and BackFromConsultCall, not {action}")
     return messages
 
 

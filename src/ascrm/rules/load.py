@@ -83,9 +83,7 @@ def _make_loader(file: Path) -> type[yaml.SafeLoader]:
                 key = str(key)
             if key in result:
                 first = result.key_locations[key]
-                raise _DuplicateKeyError(
-                    here(key_node), f"duplicate key {key!r} (first on line {first.line})"
-                )
+                raise _DuplicateKeyError(here(key_node), f"duplicate key {key!r} (first on line {first.line})")
             result[key] = loader.construct_object(value_node, deep=True)
             result.key_locations[key] = here(key_node)
             result.value_locations[key] = here(value_node)
@@ -99,7 +97,7 @@ def _make_loader(file: Path) -> type[yaml.SafeLoader]:
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, sequence)
     Loader.yaml_implicit_resolvers = {
-        first: [(tag, regex) for tag, regex in resolvers if tag not in (_BOOL, _INT)]
+        first: [(tag, regex) for tag, regex in resolvers if tag not in (_BOOL, _INT, _TIMESTAMP)]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
     Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
@@ -109,6 +107,7 @@ def _make_loader(file: Path) -> type[yaml.SafeLoader]:
 
 _BOOL = "tag:yaml.org,2002:bool"
 _INT = "tag:yaml.org,2002:int"  # decimal only: '0123' and '+7916…' stay strings, as numbers are meant
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"  # dates stay text: schedules read them and say which is bad
 
 
 class _DuplicateKeyError(Exception):
@@ -129,10 +128,11 @@ def read_yaml(file: Path) -> Any:
     except _DuplicateKeyError as exc:
         raise RulesError([Problem(exc.location, exc.message)]) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        flow = exc.context_mark is not None and "flow" in (exc.context or "")
+        mark = exc.context_mark if flow else exc.problem_mark or exc.context_mark  # an unclosed [ or {
         where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
         raise RulesError([Problem(where, f"not valid YAML: {exc.problem or exc.context}")]) from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:
         raise RulesError([Problem(Location(file), f"not valid YAML: {exc}")]) from None
 
 

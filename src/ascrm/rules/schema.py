@@ -54,9 +54,7 @@ FILE: dict[str, Any] = {
 def shape_errors(document: Any) -> list[tuple[tuple[Any, ...], str, bool]]:
     """(path, message, about_the_key) for each way document departs from FILE."""
     if not isinstance(document, dict):
-        return [
-            ((), "a rule file is a mapping with keys such as timezone, schedules, lists, maps, rules", False)
-        ]
+        return [((), "a rule file is a mapping with keys such as timezone, schedules, lists, maps, rules", False)]
     validator = cerberus.Validator(FILE)
     if validator.validate(document, normalize=False):
         return []
@@ -81,15 +79,19 @@ def _leaves(errors: Any) -> list[Any]:
 
 def _message(error: Any) -> str:
     value, rule = error.value, error.rule
-    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    key = error.document_path[-1] if error.document_path else "file"
+    shown = repr(value) if not isinstance(value, (dict, list)) else "a list" if isinstance(value, list) else "a mapping"
+    path = error.document_path
+    key = path[-1] if path else "file"
+    if isinstance(key, int):  # an item of a list: 'rule 3', 'item 2'
+        key = f"rule {key + 1}" if len(path) == 2 and path[0] == "rules" else f"item {key + 1}"
     if error.code == cerberus.errors.UNKNOWN_FIELD.code:
         return f"unknown key {key!r}"
     if error.code == cerberus.errors.REQUIRED_FIELD.code:
         return f"missing key {key!r}"
     if rule == "type":
         wanted = error.constraint if isinstance(error.constraint, str) else " or ".join(error.constraint)
-        return f"{key!r} must be a {wanted.replace('dict', 'mapping')}, not {shown}"
+        wanted = wanted.replace("dict", "mapping")
+        return f"{key if str(key).startswith(('rule ', 'item ')) else repr(key)} must be a {wanted}, not {shown}"
     if rule == "regex":
         return f"{key!r}: {shown} is not a valid name (letters, digits, _ . -; starting with a letter or _)"
     if rule == "allowed":

@@ -161,3 +161,25 @@ def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("ascrm ")
+
+
+def test_serve_refuses_rules_with_errors_and_prints_them(tmp_path: Path) -> None:
+    rules = tmp_path / "bad.yaml"
+    rules.write_text("rules:\n  - id: a\n    on: CallAccepted\n    do: {TransferEXT: '12'}\n")
+    result = run("serve", "--port", "0", "--rules", str(rules), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{rules}:4:" in result.stderr
+    assert "TransferEXT param '12' must be a 4-digit short number" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_without_rules_setting_uses_the_shipped_examples(tmp_path: Path) -> None:
+    server = start_server(tmp_path, env={"ASCRM_PLATFORM_PASSWORD": PASSWORD})  # no ./rules in tmp_path
+    try:
+        [started] = server.logged("service_started")
+        assert started["rule_count"] >= 10
+        body = {"CallID": 77, "EventType": 4, "DTMF": "1", "AN": "79990001122", "UN": "74951234567"}
+        with server.client() as http:
+            assert http.post("/CallEvent", json=body).json() == {"CallID": 77, "EventType": 1, "Param": "74951112233"}
+    finally:
+        server.stop()

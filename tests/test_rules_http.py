@@ -188,7 +188,10 @@ rules:
     do: {PlayPrompt: call-ne-lt}
 
   # ---- last_transfer_result (on PrepareToConnect) -----------------------------------------------
-  - {id: ltr-busy, on: PrepareToConnect, if: {UN: "74957400001", last_transfer_result: busy}, do: {PlayPrompt: ltr-busy}}
+  - id: ltr-busy
+    on: PrepareToConnect
+    if: {UN: "74957400001", last_transfer_result: busy}
+    do: {PlayPrompt: ltr-busy}
   - id: ltr-no-answer
     on: PrepareToConnect
     if: {UN: "74957400002", last_transfer_result: no_answer}
@@ -263,7 +266,10 @@ rules:
   - {id: act-PlayPrompt, on: CallAccepted, if: {UN: "74958000001", AN: "79038000003"}, do: {PlayPrompt: greeting}}
   - {id: act-Hangup, on: CallAccepted, if: {UN: "74958000001", AN: "79038000004"}, do: Hangup}
   - {id: act-TransferPBX, on: CallAccepted, if: {UN: "74958000001", AN: "79038000005"}, do: {TransferPBX: PBX4951234}}
-  - {id: act-PlayMenuBlock, on: CallAccepted, if: {UN: "74958000001", AN: "79038000006"}, do: {PlayMenuBlock: main_menu}}
+  - id: act-PlayMenuBlock
+    on: CallAccepted
+    if: {UN: "74958000001", AN: "79038000006"}
+    do: {PlayMenuBlock: main_menu}
   - id: act-PlayPromptAndBack
     on: CallAccepted
     if: {UN: "74958000001", AN: "79038000007"}
@@ -272,7 +278,10 @@ rules:
     on: PrepareToConnect
     if: {UN: "74958000001", AN: "79038000008"}
     do: {PlayPromptToOperator: vip_client}
-  - {id: act-TransferDNRec, on: CallAccepted, if: {UN: "74958000001", AN: "79038000009"}, do: {TransferDNRec: "74951234568"}}
+  - id: act-TransferDNRec
+    on: CallAccepted
+    if: {UN: "74958000001", AN: "79038000009"}
+    do: {TransferDNRec: "74951234568"}
   - id: act-TransferPBXRec
     on: CallAccepted
     if: {UN: "74958000001", AN: "79038000010"}
@@ -343,10 +352,20 @@ rules:
     on: CallAnswered
     if: {UN: "74958300003", AN: {in: ru_ext}}
     do: {TransferEXT: "{ru_ext[AN]}"}
-  - {id: ru-dn1-prefix, on: CallAnswered, if: {UN: "74958300004", DN1: {prefix: "+7 495"}}, do: {PlayPrompt: ru-dn1-prefix}}
+  - id: ru-map-condition
+    on: CallAnswered
+    if: {UN: "74958300008", AN: {in: ru_ext}}
+    do: {PlayPrompt: ru-map-condition}
+  - id: ru-dn1-prefix
+    on: CallAnswered
+    if: {UN: "74958300004", DN1: {prefix: "+7 495"}}
+    do: {PlayPrompt: ru-dn1-prefix}
   - {id: ru-generic, on: CallAnswered, if: {UN: "74958300005", Generic: "9161234567"}, do: {PlayPrompt: ru-generic}}
   - {id: ru-regex, on: CallAnswered, if: {UN: "74958300006", AN: {regex: '^7916'}}, do: {PlayPrompt: ru-regex}}
-  - {id: ru-ext-as-written, on: CallAnswered, if: {UN: "74958300007", EXT1: "89161234567"}, do: {PlayPrompt: ru-ext-as-written}}
+  - id: ru-ext-as-written
+    on: CallAnswered
+    if: {UN: "74958300007", EXT1: "89161234567"}
+    do: {PlayPrompt: ru-ext-as-written}
 """
 
 LAST_RULES = r"""
@@ -569,6 +588,12 @@ def test_normalize_ru_lists_prefixes_and_fields(
 
 
 @pytest.mark.parametrize("an", ["79161234567", "+7 916 123-45-67", "8 916 123 45 67"])
+def test_normalize_ru_map_condition(http: httpx.Client, an: str) -> None:
+    call = Call(http, UN="74958300008", AN=an)
+    assert call.event(CALL_ANSWERED) == prompt(call.id, "ru-map-condition")
+
+
+@pytest.mark.parametrize("an", ["79161234567", "+7 916 123-45-67", "8 916 123 45 67"])
 def test_normalize_ru_map_condition_and_template(http: httpx.Client, an: str) -> None:
     """README: with normalize: ru the file's map keys and AN are brought to 7XXXXXXXXXX first."""
     call = Call(http, UN="74958300003", AN=an)
@@ -742,9 +767,7 @@ def test_call_seconds_from_the_first_event(http: httpx.Client, un: str, seconds:
         ("74957400005", [(TRANSFER, "1280")], None),
     ],
 )
-def test_last_transfer_result(
-    http: httpx.Client, un: str, transfers: list[tuple[int, str]], rule: str | None
-) -> None:
+def test_last_transfer_result(http: httpx.Client, un: str, transfers: list[tuple[int, str]], rule: str | None) -> None:
     call = Call(http, UN=un)
     for event_type, result in transfers:
         assert call.event(event_type, Result=result) == noop(call.id)
@@ -998,8 +1021,8 @@ def test_outgoing_poll_params_take_the_outgoing_format(rules_server: Server, htt
 
 
 def test_connection_test_is_no_action_whatever_the_rules(http: httpx.Client) -> None:
-    empty = dict.fromkeys(("CallID", "EventTime", "AN", "DN1", "DN2", "EXT1", "EXT2", "DTMF"), "")
-    empty |= {"UN": "74951234567", "Generic": "", "Result": "", "EventType": "", "ServiceType": ""}
+    keys = ("CallID", "EventTime", "AN", "UN", "DN1", "DN2", "EXT1", "EXT2", "DTMF", "Generic", "Result")
+    empty: dict[str, Any] = {**dict.fromkeys(keys, ""), "UN": "74951234567", "EventType": "", "ServiceType": ""}
     assert json_answer(http.get("/CallEvent")) == noop(0)
     assert json_answer(http.post("/CallEvent/0", json=empty)) == noop(0)
     assert json_answer(http.post("/CallEvent/0", content=b"")) == noop(0)

@@ -109,11 +109,14 @@ class RuleIndex:
             return ()
         if not bucket.lookups:
             return bucket.scan
-        found = list(bucket.scan)
+        found: list[CompiledRule] = []
         for read, normalize, table in bucket.lookups:
             value = read(event, call)
             if value is not None:
                 found += table.get(normalize(value) if normalize else value, ())
+        if not found:
+            return bucket.scan
+        found += bucket.scan
         found.sort(key=_order)
         return found
 

@@ -152,8 +152,10 @@ def string_matcher(
             numbers = number_list(entries, normalize)
         except ValueError as exc:
             raise ConditionError((), str(exc)) from None
-        exact = numbers.exact if not numbers.prefixes else None
-        return (lambda value: value is not None and value in numbers), exact
+        if not numbers.prefixes:  # a plain set: one hash look-up (None is never in it)
+            exact = numbers.exact
+            return exact.__contains__, exact
+        return (lambda value: value is not None and value in numbers), None
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ConditionError((), "expected a value, a list, or one of {prefix: …}, {regex: …}, {in: …}, {not: …}")
     [(kind, argument)] = spec.items()

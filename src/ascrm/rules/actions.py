@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ascrm.calls.state import CallState
 from ascrm.protocol import Action, CallEvent, param_error, parse_code
-from ascrm.rules.conditions import STRING_FIELDS, Getter, getter
+from ascrm.rules.conditions import NUMBER_FIELDS, STRING_FIELDS, Getter, getter
+
+Normalize = Callable[[str], str]
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?:\[([A-Za-z0-9_]+)\])?\}|[{}]")
 _FIELDS = ", ".join(STRING_FIELDS)
@@ -28,7 +30,7 @@ class ActionError(Exception):
 class Template:
     """A param with {FIELD} and {map[FIELD]} placeholders; literal text is kept as one part."""
 
-    parts: tuple[str | tuple[Getter, Mapping[str, str] | None], ...]
+    parts: tuple[str | tuple[Getter, Mapping[str, str] | None, Normalize | None], ...]
     literal: str | None = field(init=False)  # the param when it has no placeholders
 
     def __post_init__(self) -> None:
@@ -44,19 +46,22 @@ class Template:
             if isinstance(part, str):
                 out.append(part)
                 continue
-            read, table = part
+            read, table, normalize = part
             value = read(event, call)
             if value is not None and table is not None:
-                value = table.get(value)
+                value = table.get(normalize(value) if normalize is not None else value)
             if value is None:
                 return None
             out.append(value)
         return "".join(out)
 
 
-def parse_template(text: str, maps: Mapping[str, Mapping[str, str]]) -> Template:
-    """Compile a param; ActionError names an unknown field or map, or a stray brace."""
-    parts: list[str | tuple[Getter, Mapping[str, str] | None]] = []
+def parse_template(text: str, maps: Mapping[str, Mapping[str, str]], normalize: Normalize | None = None) -> Template:
+    """Compile a param; ActionError names an unknown field or map, or a stray brace.
+
+    normalize is the file's number normalisation: a map is looked up with the normalised number.
+    """
+    parts: list[str | tuple[Getter, Mapping[str, str] | None, Normalize | None]] = []
     literal = ""
     position = 0
     for match in _PLACEHOLDER.finditer(text):
@@ -75,21 +80,27 @@ def parse_template(text: str, maps: Mapping[str, Mapping[str, str]]) -> Template
         if key is None:
             if name not in STRING_FIELDS:
                 raise ActionError((), f"unknown field {{{name}}} in {text!r} (known: {_FIELDS})")
-            parts.append((getter(name), None))
+            parts.append((getter(name), None, None))
         else:
             if name not in maps:
                 raise ActionError((), f"no map named {name!r} in {text!r}")
             if key not in STRING_FIELDS:
                 raise ActionError((), f"unknown field {key!r} in {text!r} (known: {_FIELDS})")
-            parts.append((getter(key), maps[name]))
+            parts.append((getter(key), maps[name], normalize if key in NUMBER_FIELDS else None))
     literal += text[position:]
     if literal:
         parts.append(literal)
     return Template(tuple(parts))
 
 
-def parse_action(spec: Any, maps: Mapping[str, Mapping[str, str]]) -> tuple[Action, Template]:
-    """`Hangup`, or `{TransferDN: "7495…"}`: the action and its param template."""
+def parse_action(
+    spec: Any, maps: Mapping[str, Mapping[str, str]], normalize: Normalize | None = None
+) -> tuple[Action, Template]:
+    """`Hangup`, or `{TransferDN: "7495…"}`: the action and its param template.
+
+    A literal TransferPBX param may take the outgoing-call poll forms; the caller checks that it
+    is then a poll rule.
+    """
     if isinstance(spec, str):
         action = _action(spec)
         if action not in _NO_PARAM:
@@ -104,12 +115,18 @@ def parse_action(spec: Any, maps: Mapping[str, Mapping[str, str]]) -> tuple[Acti
     if isinstance(param, bool) or not isinstance(param, (str, int)):
         raise ActionError((name,), f"{action.name}'s param is text, not {param!r}")
     try:
-        template = parse_template(str(param), maps)
+        template = parse_template(str(param), maps, normalize)
     except ActionError as exc:
         raise ActionError((name,), exc.message) from None
     literal = template.literal
     if literal is not None:
         problem = param_error(action, literal)
+        if (
+            problem is not None
+            and action == Action.TransferPBX
+            and not param_error(action, literal, outgoing_poll=True)
+        ):
+            problem = None
         if problem is not None:
             raise ActionError((name,), f"{action.name} param {literal!r} {problem}")
     return action, template

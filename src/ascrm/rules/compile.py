@@ -67,7 +67,8 @@ class CompiledRule:
 
     def __post_init__(self) -> None:
         literal = self.template.literal
-        object.__setattr__(self, "fixed", None if literal is None else Decision(self.action, literal, self.id))
+        ready = literal is not None and param_error(self.action, literal) is None
+        object.__setattr__(self, "fixed", Decision(self.action, literal, self.id) if ready else None)
 
     def decide(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
         """This rule's decision if it matches, else None (a missing template value: no match)."""
@@ -81,7 +82,7 @@ class CompiledRule:
         if param is None:
             return None
         outgoing_poll = event is None and call.service_type == ServiceType.MTSPBX
-        if self.template.literal is None or outgoing_poll:
+        if self.fixed is None or outgoing_poll:
             problem = param_error(self.action, param, outgoing_poll=outgoing_poll)
             if problem is not None:
                 return Decision(None, "", self.id, problem=f"{self.action.name} param {param!r} {problem}")
@@ -285,11 +286,16 @@ class _Compiler:
                     self.problem(file, document, (*at, "if", *exc.path), message, key=exc.about_key)
                     continue
             try:
-                action, template = parse_action(raw["do"], self.maps)
+                action, template = parse_action(raw["do"], self.maps, normalize)
             except ActionError as exc:
                 self.problem(file, document, (*at, "do", *exc.path), f"rule {rule_id!r}: {exc.message}")
                 continue
             if events is None:
+                continue
+            literal = template.literal
+            if literal is not None and POLL not in events and param_error(action, literal) is not None:
+                message = f"rule {rule_id!r}: TransferPBX param {literal!r}: this form is for outgoing-call polls"
+                self.problem(file, document, (*at, "do"), f"{message} (on: poll); answers to events take PBX…")
                 continue
             repeat = bool(raw.get("repeat"))
             rule = CompiledRule(rule_id, len(self.rules), where, events, condition, action, template, repeat)

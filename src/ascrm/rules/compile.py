@@ -67,8 +67,10 @@ class CompiledRule:
 
     def __post_init__(self) -> None:
         literal = self.template.literal
-        ready = literal is not None and param_error(self.action, literal) is None
-        object.__setattr__(self, "fixed", Decision(self.action, literal, self.id) if ready else None)
+        fixed = None
+        if literal is not None and param_error(self.action, literal) is None:
+            fixed = Decision(self.action, literal, self.id)
+        object.__setattr__(self, "fixed", fixed)
 
     def decide(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
         """This rule's decision if it matches, else None (a missing template value: no match)."""

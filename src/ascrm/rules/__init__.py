@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ascrm.rules.compile import CompiledRule, load_rules
+from ascrm.rules.compile import load_rules
 from ascrm.rules.load import Location, Problem, RulesError
+from ascrm.rules.rule import CompiledRule
 
 __all__ = ["CompiledRule", "Location", "Problem", "RulesError", "example_rules", "load_rules", "rules_source"]
 

@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ascrm.calls.state import CallState
 from ascrm.engine import RuleSet
-from ascrm.protocol import Action, CallEvent, Decision, EventType, ServiceType, param_error, parse_code
-from ascrm.rules.actions import ActionError, Template, parse_action
+from ascrm.protocol import EventType, param_error, parse_code
+from ascrm.rules.actions import ActionError, parse_action
 from ascrm.rules.conditions import (
     NUMBER_FIELDS,
     ConditionError,
     Definitions,
-    Getter,
-    Predicate,
     compile_conditions,
-    getter,
     schedule_path,
 )
+from ascrm.rules.index import Hint, build_index
 from ascrm.rules.lists import (
     ListError,
     NumberList,
@@ -44,88 +39,11 @@ from ascrm.rules.load import (
     read_yaml,
     rule_files,
 )
+from ascrm.rules.rule import POLL, CompiledRule
 from ascrm.rules.schedule import Schedule, ScheduleError, parse_schedule
 from ascrm.rules.schema import shape_errors
 
-POLL = "poll"
 _NORMALIZERS: dict[str, Callable[[str], str] | None] = {"none": None, "ru": normalize_ru}
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class CompiledRule:
-    """One rule, ready to decide: its events, one predicate, the action and its param template."""
-
-    id: str
-    order: int
-    location: Location
-    events: frozenset[int | str]
-    condition: Predicate | None
-    action: Action
-    template: Template
-    repeat: bool
-    fixed: Decision | None = field(init=False)  # the decision of a literal param, built once
-
-    def __post_init__(self) -> None:
-        literal = self.template.literal
-        fixed = None
-        if literal is not None and param_error(self.action, literal) is None:
-            fixed = Decision(self.action, literal, self.id)
-        object.__setattr__(self, "fixed", fixed)
-
-    def decide(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
-        """This rule's decision if it matches, else None (a missing template value: no match)."""
-        if event is None and not self.repeat and self.id in call.fired_polls:
-            return None
-        if self.condition is not None and not self.condition(event, call, now):
-            return None
-        if self.fixed is not None and (event is not None or call.service_type != ServiceType.MTSPBX):
-            return self.fixed
-        param = self.template.render(event, call)
-        if param is None:
-            return None
-        outgoing_poll = event is None and call.service_type == ServiceType.MTSPBX
-        if self.fixed is None or outgoing_poll:
-            problem = param_error(self.action, param, outgoing_poll=outgoing_poll)
-            if problem is not None:
-                return Decision(None, "", self.id, problem=f"{self.action.name} param {param!r} {problem}")
-        return Decision(self.action, param, self.id)
-
-
-@dataclass(frozen=True, slots=True)
-class _Bucket:
-    """The rules of one event: those looked up by an exact field value, and those always tried."""
-
-    scan: tuple[CompiledRule, ...]
-    lookups: tuple[tuple[Getter, Callable[[str], str] | None, Mapping[str, tuple[CompiledRule, ...]]], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RuleIndex:
-    """Candidate rules per event type (or poll), narrowed by exact-value conditions."""
-
-    buckets: Mapping[int | str, _Bucket]
-
-    def candidates(self, event: CallEvent | None, call: CallState) -> Iterable[CompiledRule]:
-        """The rules that may match, in rule order."""
-        bucket = self.buckets.get(POLL if event is None else (event.event_type if event.event_type is not None else -1))
-        if bucket is None:
-            return ()
-        if not bucket.lookups:
-            return bucket.scan
-        found: list[CompiledRule] = []
-        for read, normalize, table in bucket.lookups:
-            value = read(event, call)
-            if value is not None:
-                found += table.get(normalize(value) if normalize else value, ())
-        if not found:
-            return bucket.scan
-        found += bucket.scan
-        found.sort(key=_order)
-        return found
-
-
-def _order(rule: CompiledRule) -> int:
-    return rule.order
 
 
 def load_rules(source: Path, default_timezone: str) -> RuleSet:
@@ -148,7 +66,7 @@ def load_rules(source: Path, default_timezone: str) -> RuleSet:
     return RuleSet(
         rules=tuple(compiler.rules),
         revision=compiler.revision(),
-        index=RuleIndex(_buckets(compiler.rules, compiler.index_hints)),
+        index=build_index(compiler.rules, compiler.index_hints),
         files=tuple(files),
         warnings=tuple(lint(compiler.rules, compiler.raw_rules)),
     )
@@ -167,7 +85,7 @@ class _Compiler:
         self.defined_at: dict[tuple[str, str], Location] = {}
         self.rules: list[CompiledRule] = []
         self.raw_rules: list[Mapping[str, Any]] = []
-        self.index_hints: dict[str, tuple[str, frozenset[str], Callable[[str], str] | None]] = {}
+        self.index_hints: dict[str, Hint] = {}
         self.digest = hashlib.sha256()
 
     def check(self) -> None:
@@ -324,30 +242,3 @@ class _Compiler:
 
     def revision(self) -> str:
         return self.digest.hexdigest()[:12]
-
-
-def _buckets(
-    rules: list[CompiledRule], hints: Mapping[str, tuple[str, frozenset[str], Callable[[str], str] | None]]
-) -> dict[int | str, _Bucket]:
-    keys = {key for rule in rules for key in rule.events}
-    buckets = {}
-    for key in keys:
-        scan: list[CompiledRule] = []
-        tables: dict[tuple[str, Any], dict[str, list[CompiledRule]]] = {}
-        for rule in rules:
-            if key not in rule.events:
-                continue
-            hint = hints.get(rule.id)
-            if hint is None:
-                scan.append(rule)
-                continue
-            field, values, normalize = hint
-            table = tables.setdefault((field, normalize), {})
-            for value in values:
-                table.setdefault(value, []).append(rule)
-        lookups = tuple(
-            (getter(field), normalize, {value: tuple(found) for value, found in table.items()})
-            for (field, normalize), table in tables.items()
-        )
-        buckets[key] = _Bucket(tuple(scan), lookups)
-    return buckets

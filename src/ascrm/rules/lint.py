@@ -17,11 +17,10 @@ from ascrm.protocol import (
     parse_code,
 )
 from ascrm.rules.load import Problem
+from ascrm.rules.rule import POLL
 
 if TYPE_CHECKING:
-    from ascrm.rules.compile import CompiledRule
-
-POLL = "poll"
+    from ascrm.rules.rule import CompiledRule
 _POLL_ACTIONS = frozenset({Action.TransferPBX, Action.BackFromConsultCall})
 _POLL_ONLY = frozenset({Action.BackFromConsultCall})
 

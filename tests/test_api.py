@@ -178,7 +178,8 @@ def test_oversize_chunked_body_is_413(client: httpx.Client) -> None:
 
     response = client.post("/CallEvent", content=chunks())
     assert "content-length" not in response.request.headers
-    assert_error(response, 413, "content_too_large")
+    body = assert_error(response, 413, "content_too_large")
+    assert body["message"] == "request body is larger than 65536 bytes"
 
 
 def test_body_at_the_limit_is_accepted(client: httpx.Client) -> None:

@@ -44,6 +44,9 @@ class _App(Starlette):
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 413:  # Starlette's body limit, met while reading a body of unknown length
+        limit = request.app.max_body_size
+        return error_response(413, f"request body is larger than {limit} bytes", exc.headers)
     return error_response(exc.status_code, exc.detail, exc.headers)
 
 

@@ -39,14 +39,17 @@ def test_events_build_up_the_state() -> None:
     assert call.transfer_results == ["1289", "1280"]
     assert call.connected_at == T0 + timedelta(seconds=20)
     assert call.ended
-    assert [code for code, _ in call.events] == [1, 4, 4, 9, 9, 15]
+    assert [code for code, _, _ in call.events] == [1, 4, 4, 9, 9, 15]
+    assert call.events[1][2] == {"DTMF": "1"}
+    assert call.events[3][2] == {"Result": "1289"}
+    assert call.ended_by == "1"
 
 
 def test_event_without_time_uses_the_server_clock() -> None:
     call = CallState.begin(1, ev(1, EventType.CallAccepted), T0)
     call.apply(ev(1, EventType.CallAccepted), T0)
     assert call.started_at == T0
-    assert call.events == [(EventType.CallAccepted, T0)]
+    assert call.events == [(EventType.CallAccepted, T0, None)]
 
 
 def update(store: MemoryCallStore, event: CallEvent, now: datetime) -> CallState:

@@ -18,7 +18,8 @@ from starlette.types import Receive, Scope, Send
 
 from ascrm import engine
 from ascrm.auth import BasicAuth
-from ascrm.calls.memory import MemoryCallStore
+from ascrm.calls.state import CallState, DecisionRecord
+from ascrm.calls.store import CallStore, StoreUnavailableError
 from ascrm.observe import AnswerLog
 from ascrm.protocol import (
     INT64_MAX,
@@ -26,6 +27,7 @@ from ascrm.protocol import (
     NO_ACTION,
     CallEvent,
     Decision,
+    EventType,
     code_name,
     load_json,
     parse_call_event,
@@ -48,7 +50,7 @@ def utc_now() -> datetime:
 class Runtime:
     """What lives for as long as the server runs: the call store and the active rule set."""
 
-    store: MemoryCallStore
+    store: CallStore
     rules: engine.RuleSet
 
 
@@ -163,8 +165,23 @@ class PlatformAPI:
     async def _decide_event(self, runtime: Runtime, event: CallEvent) -> Decision:
         try:
             now = self._clock()
-            call = await runtime.store.update(event, now)
-            return engine.decide(runtime.rules, event, call, now)
+            try:
+                call = await runtime.store.update(event, now)
+                stored = True
+            except StoreUnavailableError as exc:  # decide from this event alone: call-state conditions fail
+                log.warning("store_unavailable", call_id=event.call_id, error=str(exc))
+                call, stored = CallState.begin(event.call_id or 0, event, now), False
+                call.apply(event, now)
+            decision = engine.decide(runtime.rules, event, call, now)
+            if stored and decision.action is not None and event.call_id:
+                trigger = code_name(event.event_type) or "unknown"
+                record = DecisionRecord(
+                    now, trigger, decision.action, decision.param, decision.rule_id, None, runtime.rules.revision
+                )
+                await runtime.store.record(event.call_id, record)
+            if event.event_type == EventType.EndCall:
+                log.info("call_ended", **call.summary(now))
+            return decision
         except Exception:  # a failure of ours still answers 200, or the platform drops the call
             log.exception("decision_failed", call_id=event.call_id)
             return NO_ACTION
@@ -172,13 +189,28 @@ class PlatformAPI:
     async def _decide_poll(self, runtime: Runtime, call_id: int) -> Decision:
         try:
             now = self._clock()
-            call = await runtime.store.poll(call_id, now)
+            call, command = await runtime.store.poll(call_id, now)
             if call is None:
                 return NO_ACTION
-            decision = engine.decide(runtime.rules, None, call, now)
-            if decision.rule_id is not None:
-                await runtime.store.fired(call_id, decision.rule_id)
+            if command is not None:  # a command pushed through the admin API goes first, once
+                decision = Decision(command.action, command.param, command_id=command.id)
+            else:
+                decision = engine.decide(runtime.rules, None, call, now)
+            if decision.action is not None:
+                record = DecisionRecord(
+                    now,
+                    "poll",
+                    decision.action,
+                    decision.param,
+                    decision.rule_id,
+                    decision.command_id,
+                    runtime.rules.revision,
+                )
+                await runtime.store.record(call_id, record)
             return decision
+        except StoreUnavailableError as exc:
+            log.warning("store_unavailable", call_id=call_id, error=str(exc))
+            return NO_ACTION
         except Exception:
             log.exception("decision_failed", call_id=call_id)
             return NO_ACTION
@@ -198,6 +230,7 @@ class PlatformAPI:
             action=code_name(decision.action),
             param=decision.param or None,
             rule=decision.rule_id,
+            command=decision.command_id,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
 

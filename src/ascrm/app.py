@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from ascrm import engine
 from ascrm.api import PlatformAPI, Runtime, utc_now
-from ascrm.calls.memory import MemoryCallStore
+from ascrm.calls import open_store
 from ascrm.observe import AnswerLog
 from ascrm.responses import error_response
 from ascrm.rules import load_rules, rules_source
@@ -71,7 +71,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         ruleset = rules or load_rules(rules_source(settings.rules), settings.timezone)
-        runtime = Runtime(store=MemoryCallStore(), rules=ruleset)
+        store = open_store(settings.state)
+        runtime = Runtime(store=store, rules=ruleset)
         log.info(
             "service_started",
             root_path=settings.root_path or "/",
@@ -80,7 +81,10 @@ def create_app(
             rules_revision=ruleset.revision,
             rule_count=len(ruleset.rules),
         )
-        yield {"runtime": runtime}
+        try:
+            yield {"runtime": runtime}
+        finally:
+            await store.close()
         log.info("service_stopped")
 
     routes = []

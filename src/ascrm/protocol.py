@@ -315,6 +315,7 @@ class Decision:
     param: str = ""
     rule_id: str | None = None
     problem: str | None = None  # why a matching rule's answer was not sent (a bad rendered param)
+    command_id: int | None = None  # a command pushed through the admin API, answered at a poll
 
 
 NO_ACTION: Final = Decision()

@@ -52,6 +52,19 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class StateSettings:
+    """Where call state lives and for how long."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "ascrm:"
+    ttl_seconds: int = 4 * 3600  # a call that never ends is dropped this long after its last event
+    ended_grace_seconds: int = 300  # an ended call stays readable (late polls, the admin API) this long
+    max_calls: int = 100_000
+    timeout_ms: int = 1000  # the budget of one store operation before answering without it
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     """Log rendering and level; `auto` is console on a terminal, JSON lines otherwise."""
 
@@ -73,6 +86,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     noop: NoopAnswer = field(default_factory=NoopAnswer)
     log: LogSettings = field(default_factory=LogSettings)
+    state: StateSettings = field(default_factory=StateSettings)
     source: Path | None = None
 
     @property
@@ -149,6 +163,18 @@ SCHEMA: dict[str, Any] = {
             }
         },
     },
+    "state": {
+        "type": "dict",
+        "schema": {
+            "backend": {"type": "string", "allowed": ["memory", "redis"]},
+            "redis_url": {"type": "string", "regex": r"(redis|rediss|unix)://.*"},
+            "key_prefix": {"type": "string"},
+            "ttl_seconds": {"type": "integer", "min": 1},
+            "ended_grace_seconds": {"type": "integer", "min": 0},
+            "max_calls": {"type": "integer", "min": 1},
+            "timeout_ms": {"type": "integer", "min": 1},
+        },
+    },
     "log": {
         "type": "dict",
         "schema": {
@@ -212,6 +238,7 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
         limits=Limits(max_body_bytes=doc.get("limits", {}).get("max_body_bytes", defaults.limits.max_body_bytes)),
         noop=NoopAnswer(event_type=noop.get("event_type", 0), param=noop.get("param", "")),
         log=LogSettings(format=log.get("format", "auto"), level=log.get("level", "info")),
+        state=StateSettings(**doc.get("state", {})),
         source=path,
     )
 

@@ -1,6 +1,33 @@
 """Call state: what happened in each live call, and where it is kept."""
 
-from ascrm.calls.memory import MemoryCallStore
-from ascrm.calls.state import CallState
+from __future__ import annotations
 
-__all__ = ["CallState", "MemoryCallStore"]
+from datetime import timedelta
+
+from ascrm.calls.memory import MemoryCallStore
+from ascrm.calls.state import CallState, Command, DecisionRecord
+from ascrm.calls.store import CallEndedError, CallStore, StoreUnavailableError, UnknownCallError
+from ascrm.settings import StateSettings
+
+__all__ = [
+    "CallEndedError",
+    "CallState",
+    "CallStore",
+    "Command",
+    "DecisionRecord",
+    "MemoryCallStore",
+    "StoreUnavailableError",
+    "UnknownCallError",
+    "open_store",
+]
+
+
+def open_store(settings: StateSettings) -> CallStore:
+    """The call store the settings ask for (connections are opened lazily)."""
+    if settings.backend == "redis":
+        raise NotImplementedError("state.backend: redis")
+    return MemoryCallStore(
+        ttl=timedelta(seconds=settings.ttl_seconds),
+        ended_grace=timedelta(seconds=settings.ended_grace_seconds),
+        max_calls=settings.max_calls,
+    )

@@ -1,20 +1,51 @@
-"""The CallState record and how one platform event updates it."""
+"""The CallState record, how one platform event updates it, and its JSON form."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from ascrm.protocol import RESULT_CONNECTED, CallEvent, EventType, ServiceType
+from ascrm.protocol import RESULT_CONNECTED, Action, CallEvent, EventType, ServiceType, code_name
 
 _TRANSFER_RESULTS = (EventType.Transfer, EventType.ShortTransfer)
 MAX_EVENTS = 256  # a real call has a few dozen events; past this only the newest are kept
 MAX_DIGITS = 128  # accumulated DTMF keeps its newest digits
+MAX_DECISIONS = 64
+_CARRIED = ("an", "un", "dn1", "dn2", "ext1", "ext2", "dtmf", "generic", "result")
+_NAMES = {"an": "AN", "un": "UN", "dn1": "DN1", "dn2": "DN2", "ext1": "EXT1", "ext2": "EXT2", "dtmf": "DTMF"}
+_NAMES |= {"generic": "Generic", "result": "Result"}
+
+# One event of the call: its code, when, and the fields it carried that say something new.
+EventRecord = tuple[EventType | int, datetime, dict[str, str] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """An instruction pushed into a live call, answered at its next poll."""
+
+    id: int
+    action: Action
+    param: str
+    pushed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """An answer that carried an action: to which event (or poll), from which rule or command."""
+
+    at: datetime
+    trigger: str  # the event's name, or "poll"
+    action: Action
+    param: str
+    rule_id: str | None = None
+    command_id: int | None = None
+    revision: str | None = None
 
 
 @dataclass(slots=True)
 class CallState:
-    """What is known of one call from the events seen so far."""
+    """What is known of one call: its fixed facts, its events, and what ascrm answered."""
 
     call_id: int
     started_at: datetime
@@ -22,12 +53,16 @@ class CallState:
     an: str | None = None
     un: str | None = None
     service_type: ServiceType | int | None = None
-    events: list[tuple[EventType | int, datetime]] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
     digits: str = ""
     transfer_results: list[str] = field(default_factory=list)
     connected_at: datetime | None = None
     ended_at: datetime | None = None
+    ended_by: str | None = None  # EndCall's Result: 1 caller, 2 called party, 3 caller while ringing, …
     fired_polls: set[str] = field(default_factory=set)  # poll rules that already answered this call
+    decisions: list[DecisionRecord] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)  # pending, oldest first
+    next_command_id: int = 1
 
     @classmethod
     def begin(cls, call_id: int, event: CallEvent, now: datetime) -> CallState:
@@ -51,7 +86,7 @@ class CallState:
             self.service_type = self.service_type if self.service_type is not None else event.service_type
         if event.event_type is None:
             return
-        self.events.append((event.event_type, moment))
+        self.events.append((event.event_type, moment, self._news(event)))
         if len(self.events) > MAX_EVENTS:
             del self.events[: len(self.events) - MAX_EVENTS]
         if event.event_type == EventType.DTMF and event.dtmf:
@@ -64,6 +99,16 @@ class CallState:
                 self.connected_at = moment
         elif event.event_type == EventType.EndCall:
             self.ended_at = moment
+            self.ended_by = event.result
+
+    def _news(self, event: CallEvent) -> dict[str, str] | None:
+        news = None
+        for attribute in _CARRIED:
+            value = getattr(event, attribute)
+            if value is not None and not (attribute in ("an", "un") and value == getattr(self, attribute)):
+                news = news or {}
+                news[_NAMES[attribute]] = value
+        return news
 
     def polled(self, now: datetime) -> None:
         """A GET poll arrived: the caller talks to an operator since now, unless a transfer said so."""
@@ -71,7 +116,145 @@ class CallState:
         if self.connected_at is None:
             self.connected_at = now
 
+    def decided(self, record: DecisionRecord) -> None:
+        """Remember an answer that carried an action (and that a poll rule has answered)."""
+        self.decisions.append(record)
+        if len(self.decisions) > MAX_DECISIONS:
+            del self.decisions[0]
+        if record.trigger == "poll" and record.rule_id is not None:
+            self.fired_polls.add(record.rule_id)
+
+    def push(self, action: Action, param: str, now: datetime) -> tuple[Command, int]:
+        """Queue a command; it and its 1-based position in the queue."""
+        command = Command(self.next_command_id, action, param, now)
+        self.next_command_id += 1
+        self.commands.append(command)
+        return command, len(self.commands)
+
     @property
     def ended(self) -> bool:
         """Whether EndCall has been seen."""
         return self.ended_at is not None
+
+    def summary(self, now: datetime) -> dict[str, Any]:
+        """The end-of-call record: duration, talk time, who ended it, transfers, decisions."""
+        end = self.ended_at or now
+        return {
+            "call_id": self.call_id,
+            "an": self.an,
+            "un": self.un,
+            "service": code_name(self.service_type),
+            "started_at": self.started_at.isoformat(),
+            "ended_at": end.isoformat(),
+            "duration_seconds": round((end - self.started_at).total_seconds(), 3),
+            "talk_seconds": round((end - self.connected_at).total_seconds(), 3) if self.connected_at else 0.0,
+            "ended_by": self.ended_by,
+            "transfers": [
+                {"event": code_name(code), "at": at.isoformat(), **(news or {})}
+                for code, at, news in self.events
+                if code in (EventType.GoToTransfer, EventType.Transfer, EventType.GoToShortTransfer)
+                or code in (EventType.ShortTransfer, EventType.OperatorTransfer)
+            ],
+            "decisions": [decision_json(record) for record in self.decisions],
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole state as JSON-ready values (the admin API's view, the Redis record)."""
+        return {
+            "call_id": self.call_id,
+            "an": self.an,
+            "un": self.un,
+            "service_type": None if self.service_type is None else int(self.service_type),
+            "state": "ended" if self.ended else "connected" if self.connected_at else "live",
+            "started_at": self.started_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "connected_at": _iso(self.connected_at),
+            "ended_at": _iso(self.ended_at),
+            "ended_by": self.ended_by,
+            "digits": self.digits,
+            "transfer_results": list(self.transfer_results),
+            "events": [
+                {"event": code_name(code), "code": int(code), "at": at.isoformat(), "fields": news or {}}
+                for code, at, news in self.events
+            ],
+            "fired_polls": sorted(self.fired_polls),
+            "decisions": [decision_json(record) for record in self.decisions],
+            "commands": [command_json(command) for command in self.commands],
+            "next_command_id": self.next_command_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CallState:
+        """The state back from to_json()'s form."""
+        from ascrm.protocol import parse_code
+
+        return cls(
+            call_id=data["call_id"],
+            started_at=datetime.fromisoformat(data["started_at"]),
+            updated_at=datetime.fromisoformat(data["updated_at"]),
+            an=data["an"],
+            un=data["un"],
+            service_type=None if data["service_type"] is None else parse_code(data["service_type"], ServiceType),
+            events=[
+                (
+                    parse_code(item["code"], EventType) or item["code"],
+                    datetime.fromisoformat(item["at"]),
+                    item["fields"] or None,
+                )
+                for item in data["events"]
+            ],
+            digits=data["digits"],
+            transfer_results=list(data["transfer_results"]),
+            connected_at=_from_iso(data["connected_at"]),
+            ended_at=_from_iso(data["ended_at"]),
+            ended_by=data["ended_by"],
+            fired_polls=set(data["fired_polls"]),
+            decisions=[
+                DecisionRecord(
+                    datetime.fromisoformat(item["at"]),
+                    item["trigger"],
+                    Action[item["action"]],
+                    item["param"],
+                    item["rule"],
+                    item["command"],
+                    item["revision"],
+                )
+                for item in data["decisions"]
+            ],
+            commands=[
+                Command(item["id"], Action[item["action"]], item["param"], datetime.fromisoformat(item["pushed_at"]))
+                for item in data["commands"]
+            ],
+            next_command_id=data["next_command_id"],
+        )
+
+
+def decision_json(record: DecisionRecord) -> dict[str, Any]:
+    """One decision as JSON-ready values."""
+    return {
+        "at": record.at.isoformat(),
+        "trigger": record.trigger,
+        "action": record.action.name,
+        "param": record.param,
+        "rule": record.rule_id,
+        "command": record.command_id,
+        "revision": record.revision,
+    }
+
+
+def command_json(command: Command) -> dict[str, Any]:
+    """One pending command as JSON-ready values."""
+    return {
+        "id": command.id,
+        "action": command.action.name,
+        "param": command.param,
+        "pushed_at": command.pushed_at.isoformat(),
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _from_iso(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)

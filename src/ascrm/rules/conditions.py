@@ -119,7 +119,7 @@ def _condition(key: str, value: Any, defs: Definitions, *, top: bool) -> Predica
         return lambda event, call, now: bool(call.transfer_results) and call.transfer_results[-1] in results
     if key == "seen":
         wanted = _codes(value, EventType, "seen")
-        return lambda event, call, now: wanted <= {code for code, _ in call.events}
+        return lambda event, call, now: wanted <= {record[0] for record in call.events}
     if key in ("any", "all"):
         if not isinstance(value, list) or not value or not all(isinstance(item, dict) for item in value):
             raise ConditionError((), f"'{key}' takes a list of condition mappings")

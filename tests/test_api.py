@@ -271,3 +271,16 @@ def test_request_log_has_call_event_decision_latency(server: Server, client: htt
     assert entry["action"] is None
     assert isinstance(entry["latency_ms"], float)
     assert entry["level"] == "info"
+
+
+def test_end_of_call_record_is_logged_once(server: Server, client: httpx.Client) -> None:
+    client.post("/CallEvent", json=event(9101, 1, EventTime="2026-11-27T10:00:00+03:00"))
+    transfer = event(9101, 9, EventTime="2026-11-27T10:00:20+03:00", DN1="74951112233", Result="1280")
+    client.post("/CallEvent", json=transfer)
+    client.post("/CallEvent", json=event(9101, 15, EventTime="2026-11-27T10:02:00+03:00", Result="1"))
+    [record] = server.logged("call_ended", call_id=9101)
+    assert record["duration_seconds"] == 120.0
+    assert record["talk_seconds"] == 100.0
+    assert record["ended_by"] == "1"
+    assert record["transfers"][0]["Result"] == "1280"
+    assert record["an"] == "79161234567"

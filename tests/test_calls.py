@@ -110,3 +110,46 @@ def test_one_call_history_is_bounded() -> None:
     assert len(call.digits) == MAX_DIGITS
     newest = "".join(str(i % 10) for i in range(MAX_EVENTS * 4))[-MAX_DIGITS:]
     assert call.digits == newest  # the newest digits are kept
+
+
+def test_ended_calls_stay_for_the_grace_period_then_go() -> None:
+    store = MemoryCallStore(ended_grace=timedelta(minutes=5))
+    update(store, ev(1, EventType.CallAccepted), T0)
+    update(store, ev(1, EventType.EndCall, result="1"), T0 + timedelta(seconds=30))
+    update(store, ev(2, EventType.CallAccepted), T0 + timedelta(minutes=4))
+    assert get(store, 1) is not None  # late polls and the admin API still see it
+    update(store, ev(3, EventType.CallAccepted), T0 + timedelta(minutes=5, seconds=31))
+    assert get(store, 1) is None
+    assert get(store, 2) is not None
+
+
+def test_summary_of_an_ended_call() -> None:
+    call = CallState.begin(9, ev(9, EventType.CallAccepted, T0, an="7916"), T0)
+    for event in (
+        ev(9, EventType.CallAccepted, T0, an="7916"),
+        ev(9, EventType.Transfer, T0 + timedelta(seconds=10), dn1="74951112233", result="1289"),
+        ev(9, EventType.Transfer, T0 + timedelta(seconds=20), dn1="74959990000", result="1280"),
+        ev(9, EventType.EndCall, T0 + timedelta(seconds=80), result="2"),
+    ):
+        call.apply(event, T0)
+    summary = call.summary(T0 + timedelta(hours=1))
+    assert summary["duration_seconds"] == 80.0
+    assert summary["talk_seconds"] == 60.0
+    assert summary["ended_by"] == "2"
+    assert [t["Result"] for t in summary["transfers"]] == ["1289", "1280"]
+    assert summary["transfers"][0]["DN1"] == "74951112233"
+
+
+def test_state_survives_its_json_form() -> None:
+    from ascrm.calls.state import DecisionRecord
+    from ascrm.protocol import Action
+
+    call = CallState.begin(5, ev(5, EventType.CallAccepted, T0, an="7916", un="7495"), T0)
+    call.apply(ev(5, EventType.CallAccepted, T0, an="7916", un="7495"), T0)
+    call.apply(ev(5, EventType.DTMF, T0 + timedelta(seconds=3), dtmf="7"), T0)
+    call.apply(ev(5, 42, T0 + timedelta(seconds=4)), T0)
+    call.decided(DecisionRecord(T0, "poll", Action.TransferPBX, "PBX123", "escalate", None, "abc"))
+    call.push(Action.BackFromConsultCall, "", T0)
+    again = CallState.from_json(call.to_json())
+    assert again == call
+    assert again.fired_polls == {"escalate"}

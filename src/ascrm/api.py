@@ -178,7 +178,7 @@ class PlatformAPI:
                 record = DecisionRecord(
                     now, trigger, decision.action, decision.param, decision.rule_id, None, runtime.rules.revision
                 )
-                await runtime.store.record(event.call_id, record)
+                await _record(runtime, event.call_id, record)
             if event.event_type == EventType.EndCall:
                 log.info("call_ended", **call.summary(now))
             return decision
@@ -206,7 +206,7 @@ class PlatformAPI:
                     decision.command_id,
                     runtime.rules.revision,
                 )
-                await runtime.store.record(call_id, record)
+                await _record(runtime, call_id, record)
             return decision
         except StoreUnavailableError as exc:
             log.warning("store_unavailable", call_id=call_id, error=str(exc))
@@ -233,6 +233,14 @@ class PlatformAPI:
             command=decision.command_id,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
+
+
+async def _record(runtime: Runtime, call_id: int, record: DecisionRecord) -> None:
+    """Remember a decision; a store outage loses the record, never the answer."""
+    try:
+        await runtime.store.record(call_id, record)
+    except StoreUnavailableError as exc:
+        log.warning("store_unavailable", call_id=call_id, error=str(exc), lost="decision record")
 
 
 def _path_call_id(text: str) -> int | None:

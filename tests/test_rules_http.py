@@ -21,10 +21,10 @@ from tests.conftest import PASSWORD, Server, platform_config, start_server
 
 CONTENT_TYPE = "application/json; charset=UTF-8"
 
-# Event codes (PROTOCOL.md, "EventType"), written out so the tests do not borrow them from src.
+# Event codes (the protocol's EventType table), written out so the tests do not borrow them from src.
 CALL_ACCEPTED, CALL_ANSWERED, HELLO_MESSAGE, DTMF, T38, FAX_TONE, RUN_IVR = 1, 2, 3, 4, 5, 6, 7
 TRANSFER, SHORT_TRANSFER, REC_START, BDROPPED, PREPARE_TO_CONNECT = 9, 11, 13, 17, 16
-# Action codes (PROTOCOL.md, "Actions").
+# Action codes (the protocol's action table).
 ACTION_CODES = {
     "TransferDN": 1,
     "TransferEXT": 2,

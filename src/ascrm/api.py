@@ -6,6 +6,7 @@ hot path builds no Request or Response objects.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -244,11 +245,13 @@ async def _record(runtime: Runtime, call_id: int, record: DecisionRecord) -> Non
 
 
 def _path_call_id(text: str) -> int | None:
-    try:
-        value = int(text)
-    except ValueError:
+    if not _CALL_ID.fullmatch(text):  # int() would also take '1_000', ' 12' and non-ASCII digits
         return None
+    value = int(text)
     return value if INT64_MIN <= value <= INT64_MAX else None
+
+
+_CALL_ID = re.compile(r"-?[0-9]{1,20}")
 
 
 def _short(value: Any) -> Any:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ascrm import engine
+from ascrm.admin import AdminAPI
 from ascrm.api import PlatformAPI, Runtime, utc_now
 from ascrm.calls import open_store
 from ascrm.observe import AnswerLog
@@ -67,6 +68,7 @@ def create_app(
     server's clock; answers: the per-request log (default: through structlog).
     """
     api = PlatformAPI(settings, clock, answers or AnswerLog())
+    admin = AdminAPI(settings, clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -90,6 +92,7 @@ def create_app(
     routes = []
     for prefix in dict.fromkeys((settings.root_path, "")):  # with the prefix, or with it stripped by a proxy
         routes += api.routes(prefix)
+        routes += admin.routes(prefix)
     return _App(
         routes=routes,
         lifespan=lifespan,

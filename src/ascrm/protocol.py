@@ -348,7 +348,7 @@ def load_json(body: bytes) -> Any:
         return json.loads(body)
 
 
-# Param formats (PROTOCOL.md, "Actions").
+# Param formats (the protocol's action table).
 _FULL_NUMBER = re.compile(r"[1-9]\d{9,14}")
 _EXTENSION = re.compile(r"\d{4}")
 _PBX_NUMBER = re.compile(r"PBX[A-Za-z0-9_.\-]+")

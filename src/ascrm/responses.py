@@ -18,8 +18,10 @@ _ERROR_NAMES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "content_too_large",
+    409: "conflict",
     422: "unprocessable",
     500: "internal_error",
+    503: "service_unavailable",
 }
 _CONTENT_TYPE = (b"content-type", CONTENT_TYPE.encode())
 _CHALLENGE = ((b"www-authenticate", f'Basic realm="{REALM}", charset="UTF-8"'.encode()),)

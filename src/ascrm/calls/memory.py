@@ -54,9 +54,10 @@ class MemoryCallStore:
 
     async def poll(self, call_id: int, now: datetime) -> tuple[CallState | None, Command | None]:
         """Record a GET poll; the call and its oldest pending command, which is taken off the queue."""
-        call = self._calls.get(call_id)
+        call = self._calls.pop(call_id, None)
         if call is None:
             return None, None
+        self._calls[call_id] = call  # a polled call is alive: it moves to the newest end
         call.polled(now)
         return call, call.commands.pop(0) if call.commands else None
 

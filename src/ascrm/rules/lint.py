@@ -1,4 +1,4 @@
-"""Warnings for rules the platform will ignore or that can never match (PROTOCOL.md semantics)."""
+"""Warnings for rules the platform will ignore or that can never match (the protocol's rules)."""
 
 from __future__ import annotations
 

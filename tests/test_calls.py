@@ -40,8 +40,8 @@ def test_events_build_up_the_state() -> None:
     assert call.connected_at == T0 + timedelta(seconds=20)
     assert call.ended
     assert [code for code, _, _ in call.events] == [1, 4, 4, 9, 9, 15]
-    assert call.events[1][2] == {"DTMF": "1"}
-    assert call.events[3][2] == {"Result": "1289"}
+    assert call.events[1][2] == ("DTMF", "1")
+    assert call.events[3][2] == ("Result", "1289")
     assert call.ended_by == "1"
 
 

@@ -284,3 +284,17 @@ def test_end_of_call_record_is_logged_once(server: Server, client: httpx.Client)
     assert record["ended_by"] == "1"
     assert record["transfers"][0]["Result"] == "1280"
     assert record["an"] == "79161234567"
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready", "/autosecretary/health", "/autosecretary/ready"])
+def test_health_and_ready_need_no_credentials(server: Server, path: str) -> None:
+    root = server.base_url.removesuffix("/autosecretary")
+    with httpx.Client(base_url=root, timeout=10) as http:
+        response = http.get(path)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == CONTENT_TYPE
+    body = response.json()
+    assert body["status"] in ("ok", "ready")
+    if path.endswith("ready"):
+        assert body["store"] == "ok"
+        assert body["rules"] == 0

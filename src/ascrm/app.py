@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ascrm import engine
+from ascrm import engine, health
 from ascrm.admin import AdminAPI
 from ascrm.api import PlatformAPI, Runtime, utc_now
 from ascrm.calls import open_store
@@ -93,6 +93,7 @@ def create_app(
     for prefix in dict.fromkeys((settings.root_path, "")):  # with the prefix, or with it stripped by a proxy
         routes += api.routes(prefix)
         routes += admin.routes(prefix)
+        routes += health.routes(prefix)
     return _App(
         routes=routes,
         lifespan=lifespan,

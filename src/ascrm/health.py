@@ -1,0 +1,33 @@
+"""Liveness and readiness for load balancers and orchestrators: unauthenticated, JSON."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ascrm.responses import JSONAnswer
+
+
+async def health(request: Request) -> Response:
+    """GET `/health`: the process is up and answering (a rejected rule reload never changes this)."""
+    return JSONAnswer(orjson.dumps({"status": "ok"}))
+
+
+async def ready(request: Request) -> Response:
+    """GET `/ready`: rules are loaded and the call store answers; 503 while the store does not."""
+    runtime = request.state.runtime
+    store_ok = await runtime.store.ping()
+    body = {
+        "status": "ready" if store_ok else "not_ready",
+        "rules_revision": runtime.rules.revision,
+        "rules": len(runtime.rules.rules),
+        "store": "ok" if store_ok else "unavailable",
+    }
+    return JSONAnswer(orjson.dumps(body), status_code=200 if store_ok else 503)
+
+
+def routes(prefix: str) -> list[Route]:
+    """The health routes under prefix."""
+    return [Route(f"{prefix}/health", health, methods=["GET"]), Route(f"{prefix}/ready", ready, methods=["GET"])]

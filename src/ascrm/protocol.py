@@ -186,7 +186,18 @@ def _read_time(value: Any, tz: tzinfo) -> datetime:
     if not isinstance(value, str) or len(value) < 16 or value[10] not in "Tt ":
         raise ValueError("expected an ISO 8601 date and time")
     moment = datetime.fromisoformat(value.strip())
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
+    zone = moment.tzinfo
+    if zone is None:
+        return moment.replace(tzinfo=tz)
+    shared = _ZONES.get(zone)  # one "+03:00" object for every stored time, not one each
+    if shared is None:
+        if len(_ZONES) >= 256:  # odd offsets in bulk: stop sharing rather than grow
+            return moment
+        shared = _ZONES[zone] = zone
+    return moment if shared is zone else moment.replace(tzinfo=shared)
+
+
+_ZONES: dict[tzinfo, tzinfo] = {}  # the fixed offsets seen in EventTime, shared
 
 
 def _read_event_type(value: Any, tz: tzinfo) -> EventType | int:

@@ -25,7 +25,9 @@ __all__ = [
 def open_store(settings: StateSettings) -> CallStore:
     """The call store the settings ask for (connections are opened lazily)."""
     if settings.backend == "redis":
-        raise NotImplementedError("state.backend: redis")
+        from ascrm.calls.redis import RedisCallStore  # imported only when used
+
+        return RedisCallStore(settings)
     return MemoryCallStore(
         ttl=timedelta(seconds=settings.ttl_seconds),
         ended_grace=timedelta(seconds=settings.ended_grace_seconds),

@@ -59,7 +59,7 @@ class MemoryCallStore:
             return None, None
         self._calls[call_id] = call  # a polled call is alive: it moves to the newest end
         call.polled(now)
-        return call, call.commands.pop(0) if call.commands else None
+        return call, call.take_command()
 
     async def record(self, call_id: int, record: DecisionRecord) -> None:
         """Remember an answer that carried an action."""
@@ -104,10 +104,7 @@ class MemoryCallStore:
         call = self._calls.get(call_id)
         if call is None:
             raise UnknownCallError(f"no call {call_id}")
-        kept = [command for command in call.commands if command.id != command_id]
-        dropped = len(kept) != len(call.commands)
-        call.commands = kept
-        return dropped
+        return call.cancel_command(command_id)
 
     async def ping(self) -> bool:
         """Always: memory answers."""

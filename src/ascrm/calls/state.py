@@ -63,7 +63,7 @@ class CallState:
     ended_by: str | None = None  # EndCall's Result: 1 caller, 2 called party, 3 caller while ringing, …
     fired_polls: frozenset[str] = frozenset()  # poll rules that already answered (shared while empty)
     decisions: list[DecisionRecord] = field(default_factory=list)
-    commands: list[Command] = field(default_factory=list)  # pending, oldest first
+    commands: tuple[Command, ...] = ()  # pending, oldest first (shared while empty)
     next_command_id: int = 1
 
     @classmethod
@@ -129,8 +129,22 @@ class CallState:
         """Queue a command; it and its 1-based position in the queue."""
         command = Command(self.next_command_id, action, param, now)
         self.next_command_id += 1
-        self.commands.append(command)
+        self.commands = (*self.commands, command)
         return command, len(self.commands)
+
+    def take_command(self) -> Command | None:
+        """The oldest pending command, taken off the queue (None when there is none)."""
+        if not self.commands:
+            return None
+        command, self.commands = self.commands[0], self.commands[1:]
+        return command
+
+    def cancel_command(self, command_id: int) -> bool:
+        """Drop a pending command; whether it was pending."""
+        kept = tuple(command for command in self.commands if command.id != command_id)
+        dropped = len(kept) != len(self.commands)
+        self.commands = kept
+        return dropped
 
     @property
     def ended(self) -> bool:
@@ -222,10 +236,10 @@ class CallState:
                 )
                 for item in data["decisions"]
             ],
-            commands=[
+            commands=tuple(
                 Command(item["id"], Action[item["action"]], item["param"], datetime.fromisoformat(item["pushed_at"]))
                 for item in data["commands"]
-            ],
+            ),
             next_command_id=data["next_command_id"],
         )
 

@@ -625,11 +625,17 @@ def test_requests_are_answered_in_time_while_redis_is_down_or_hung(
         timed("POST", call_id, body(call_id, 1))
         timed("POST", call_id, body(call_id, 4, 5, DTMF="1"))
 
+        root = server.base_url
+        assert httpx.get(f"{root}/ready", timeout=5).json()["store"] == "ok"
         own_redis.stop()  # down: connections refused
         outage(call_id)
         assert server.logged("store_unavailable", call_id=call_id)
+        not_ready = httpx.get(f"{root}/ready", timeout=5)
+        assert (not_ready.status_code, not_ready.json()["store"]) == (503, "unavailable")
+        assert httpx.get(f"{root}/health", timeout=5).status_code == 200  # alive all along
         own_redis.start()  # back, empty
         assert wait_for(served_from_redis, deadline=10)
+        assert httpx.get(f"{root}/ready", timeout=5).status_code == 200
 
         call_id = next(_CALL_IDS)
         timed("POST", call_id, body(call_id, 1))

@@ -86,7 +86,7 @@ class MemoryCallStore:
             for call in reversed(self._calls.values())
             if (an is None or call.an == an)
             and (un is None or call.un == un)
-            and (state is None or _state(call) == state)
+            and (state is None or call.status == state)
         ]
         return found[offset : offset + limit], len(found)
 
@@ -129,7 +129,3 @@ class MemoryCallStore:
                 log.warning("call_evicted", call_id=oldest_id, reason="max_calls", max_calls=self._max_calls)
             else:
                 break
-
-
-def _state(call: CallState) -> str:
-    return "ended" if call.ended else "connected" if call.connected_at else "live"

@@ -151,6 +151,11 @@ class CallState:
         """Whether EndCall has been seen."""
         return self.ended_at is not None
 
+    @property
+    def status(self) -> str:
+        """`live`, `connected` (talking to an operator) or `ended`."""
+        return "ended" if self.ended else "connected" if self.connected_at else "live"
+
     def summary(self, now: datetime) -> dict[str, Any]:
         """The end-of-call record: duration, talk time, who ended it, transfers, decisions."""
         end = self.ended_at or now
@@ -180,7 +185,7 @@ class CallState:
             "an": self.an,
             "un": self.un,
             "service_type": None if self.service_type is None else int(self.service_type),
-            "state": "ended" if self.ended else "connected" if self.connected_at else "live",
+            "state": self.status,
             "started_at": self.started_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
             "connected_at": _iso(self.connected_at),

@@ -37,7 +37,7 @@ from ascrm.calls import (
     UnknownCallError,
 )
 from ascrm.calls.redis import RedisCallStore
-from ascrm.protocol import Action, CallEvent, EventType
+from ascrm.protocol import NO_ACTION, Action, CallEvent, Decision, EventType
 from ascrm.settings import StateSettings
 from tests.conftest import PASSWORD, Server, platform_config, start_server, wait_for
 
@@ -294,6 +294,33 @@ async def test_concurrent_polls_take_each_command_once(backend: Backend) -> None
     polls = [client.poll(8, now) for client in itertools.islice(itertools.cycle(clients), 40)]
     taken = [command.id for _, command in await asyncio.gather(*polls) if command is not None]
     assert sorted(taken) == list(range(1, 21))
+
+
+@pytest.mark.anyio
+async def test_simultaneous_polls_fire_a_one_shot_poll_rule_once(backend: Backend) -> None:
+    store = backend.store()
+    clients = [store, *(backend.replica(store) for _ in range(3))]  # four processes polled at once
+    now = utc_now()
+    await start_call(store, 11, now)
+    await store.push(11, Action.BackFromConsultCall, "", now)
+
+    def one_shot(call: CallState) -> Decision:  # a poll rule without repeat: true
+        fired = "escalate" in call.fired_polls
+        return NO_ACTION if fired else Decision(Action.TransferPBX, "PBX4951001", "escalate")
+
+    polls = [client.answer_poll(11, now, one_shot, "rev") for client in itertools.islice(itertools.cycle(clients), 20)]
+    answers = [decision for _, decision in await asyncio.gather(*polls) if decision.action is not None]
+    assert sorted(decision.action.name for decision in answers if decision.action) == [
+        "BackFromConsultCall",
+        "TransferPBX",
+    ]
+    call = await store.get(11)
+    assert call is not None
+    assert [(d.trigger, d.rule_id, d.command_id) for d in call.decisions] == [
+        ("poll", None, 1),
+        ("poll", "escalate", None),
+    ]
+    assert await store.answer_poll(404, now, one_shot, "rev") == (None, NO_ACTION)
 
 
 @pytest.mark.anyio

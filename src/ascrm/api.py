@@ -190,24 +190,12 @@ class PlatformAPI:
     async def _decide_poll(self, runtime: Runtime, call_id: int) -> Decision:
         try:
             now = self._clock()
-            call, command = await runtime.store.poll(call_id, now)
-            if call is None:
-                return NO_ACTION
-            if command is not None:  # a command pushed through the admin API goes first, once
-                decision = Decision(command.action, command.param, command_id=command.id)
-            else:
-                decision = engine.decide(runtime.rules, None, call, now)
-            if decision.action is not None:
-                record = DecisionRecord(
-                    now,
-                    "poll",
-                    decision.action,
-                    decision.param,
-                    decision.rule_id,
-                    decision.command_id,
-                    runtime.rules.revision,
-                )
-                await _record(runtime, call_id, record)
+            rules = runtime.rules
+
+            def decide(call: CallState) -> Decision:
+                return engine.decide(rules, None, call, now)
+
+            _, decision = await runtime.store.answer_poll(call_id, now, decide, rules.revision)
             return decision
         except StoreUnavailableError as exc:
             log.warning("store_unavailable", call_id=call_id, error=str(exc))

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 import structlog
 
 from ascrm.calls.state import CallState, Command, DecisionRecord
-from ascrm.calls.store import CallEndedError, UnknownCallError
-from ascrm.protocol import Action, CallEvent
+from ascrm.calls.store import CallEndedError, Decide, UnknownCallError, settle_poll
+from ascrm.protocol import NO_ACTION, Action, CallEvent, Decision
 
 log = structlog.get_logger("ascrm.calls")
 _SWEEP_EVERY = timedelta(seconds=1)  # idle calls are dropped at most this late after their TTL
@@ -60,6 +60,17 @@ class MemoryCallStore:
         self._calls[call_id] = call  # a polled call is alive: it moves to the newest end
         call.polled(now)
         return call, call.take_command()
+
+    async def answer_poll(
+        self, call_id: int, now: datetime, decide: Decide, revision: str
+    ) -> tuple[CallState | None, Decision]:
+        """A GET poll: the oldest pushed command, else the rules; the answer recorded in the same step."""
+        call = self._calls.pop(call_id, None)
+        if call is None:
+            return None, NO_ACTION
+        self._calls[call_id] = call
+        call.polled(now)
+        return call, settle_poll(call, now, decide, revision)
 
     async def record(self, call_id: int, record: DecisionRecord) -> None:
         """Remember an answer that carried an action."""

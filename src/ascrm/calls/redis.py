@@ -36,8 +36,8 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ascrm.calls.state import CallState, Command, DecisionRecord
-from ascrm.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError
-from ascrm.protocol import Action, CallEvent
+from ascrm.calls.store import CallEndedError, Decide, StoreUnavailableError, UnknownCallError, settle_poll
+from ascrm.protocol import NO_ACTION, Action, CallEvent, Decision
 from ascrm.settings import StateSettings
 
 log = structlog.get_logger("ascrm.calls")
@@ -159,6 +159,22 @@ class RedisCallStore:
                 return (None, None), None
             call.polled(now)
             return (call, call.take_command()), call
+
+        async with self._guard("poll"):
+            result, _ = await self._transact(call_id, change, now)
+        return result
+
+    async def answer_poll(
+        self, call_id: int, now: datetime, decide: Decide, revision: str
+    ) -> tuple[CallState | None, Decision]:
+        """A GET poll: the oldest pushed command, else the rules; decided and recorded in one transaction,
+        so two replicas polled at once neither deliver a command twice nor fire a poll rule twice."""
+
+        def change(call: CallState | None) -> tuple[tuple[CallState | None, Decision], CallState | None]:
+            if call is None:
+                return (None, NO_ACTION), None
+            call.polled(now)
+            return (call, settle_poll(call, now, decide, revision)), call
 
         async with self._guard("poll"):
             result, _ = await self._transact(call_id, change, now)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
 from ascrm.calls.state import CallState, Command, DecisionRecord
 from ascrm.errors import AscrmError
-from ascrm.protocol import Action, CallEvent
+from ascrm.protocol import Action, CallEvent, Decision
+
+Decide = Callable[[CallState], Decision]  # the rule engine, for a poll of this call
 
 
 class StoreError(AscrmError):
@@ -35,6 +38,12 @@ class CallStore(Protocol):
 
     async def poll(self, call_id: int, now: datetime) -> tuple[CallState | None, Command | None]:
         """Record a GET poll; the call (None if unknown) and its oldest pending command, now taken."""
+        ...
+
+    async def answer_poll(
+        self, call_id: int, now: datetime, decide: Decide, revision: str
+    ) -> tuple[CallState | None, Decision]:
+        """A GET poll, answered in one atomic step (see settle_poll); (None, no action) for an unknown call."""
         ...
 
     async def record(self, call_id: int, record: DecisionRecord) -> None:
@@ -72,3 +81,16 @@ class CallStore(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+def settle_poll(call: CallState, now: datetime, decide: Decide, revision: str) -> Decision:
+    """Answer a poll of call (already marked polled): its oldest pending command, taken, else decide(call);
+    an answer with an action is recorded in the call (a poll rule that fired is then not fired again).
+    Stores run this inside one atomic change of the call, so two simultaneous polls fire a rule once."""
+    command = call.take_command()
+    # a command pushed through the admin API goes first, once; else the rules
+    decision = decide(call) if command is None else Decision(command.action, command.param, command_id=command.id)
+    if decision.action is not None:
+        action, param, rule, pushed = decision.action, decision.param, decision.rule_id, decision.command_id
+        call.decided(DecisionRecord(now, "poll", action, param, rule, pushed, revision))
+    return decision

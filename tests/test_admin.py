@@ -484,3 +484,28 @@ def test_store_unavailable_is_503(monkeypatch: pytest.MonkeyPatch) -> None:
         ]
     for response in responses:
         refused(response, 503, "unavailable", "timed out")
+
+
+def test_metrics_count_calls_evicted_by_the_cap(tmp_path: Path) -> None:
+    config = platform_config(state={"max_calls": 3})
+    config["auth"]["admin"] = [{"user": "ops", "password": "${TEST_ADMIN_PASSWORD}"}]
+    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": "metrics-pw"}
+    server = start_server(tmp_path, config, env=env)
+    try:
+        with server.client() as http, server.client(auth=("ops", "metrics-pw")) as admin:
+
+            def evicted() -> float:
+                response = admin.get("/metrics")
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/plain")
+                [line] = [line for line in response.text.splitlines() if line.startswith("ascrm_calls_evicted_total")]
+                return float(line.split()[-1])
+
+            assert evicted() == 0
+            for call_id in range(7001, 7006):  # five calls, room for three
+                http.post("/CallEvent", json={"CallID": call_id, "EventType": 1, "AN": "79161234567"})
+            assert evicted() == 2
+            assert len(server.logged("call_evicted")) == 2
+            assert http.get("/metrics").status_code == 401  # platform credentials do not open it
+    finally:
+        server.stop()

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ascrm import engine, health
+from ascrm import engine, health, metrics
 from ascrm.admin import AdminAPI
 from ascrm.api import PlatformAPI, Runtime, utc_now
 from ascrm.calls import open_store
@@ -94,6 +94,7 @@ def create_app(
         routes += api.routes(prefix)
         routes += admin.routes(prefix)
         routes += health.routes(prefix)
+        routes += metrics.routes(prefix, settings)
     return _App(
         routes=routes,
         lifespan=lifespan,

@@ -32,6 +32,8 @@ class CallEndedError(StoreError):
 class CallStore(Protocol):
     """Call state keyed by CallID; each method is atomic for its call."""
 
+    evicted: int  # calls this process dropped because of the cap
+
     async def update(self, event: CallEvent, now: datetime) -> CallState:
         """Apply a platform event to its call (a new call for an unknown CallID); the new state."""
         ...

@@ -89,7 +89,24 @@ class AdminAPI:
             Route(f"{calls}/{{call_id}}", self._guarded(self.get_call), methods=["GET"]),
             Route(commands, self._guarded(self.push_command), methods=["POST"]),
             Route(f"{commands}/{{command_id}}", self._guarded(self.cancel_command), methods=["DELETE"]),
+            Route(f"{prefix}/admin/rules", self._guarded(self.get_rules), methods=["GET"]),
+            Route(f"{prefix}/admin/reload", self._guarded(self.reload_rules), methods=["POST"]),
         ]
+
+    async def get_rules(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """GET `/admin/rules`: the live revision, its files, load time, and the last rejected reload."""
+        assert runtime.reloader is not None
+        return answer(runtime.reloader.describe())
+
+    async def reload_rules(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """POST `/admin/reload[?force=true]`: reload now; 422 with the problems when rejected."""
+        assert runtime.reloader is not None
+        force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
+        outcome = await runtime.reloader.reload(trigger=f"admin:{user}", force=force)
+        body: dict[str, Any] = {"status": outcome.status, "revision": outcome.revision}
+        if outcome.problems:
+            body["problems"] = [str(problem) for problem in outcome.problems]
+        return answer(body, 422 if outcome.status == "rejected" else 200)
 
     def _guarded(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         """handler behind the admin credentials, with refusals and store outages answered as JSON errors."""

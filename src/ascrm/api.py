@@ -34,6 +34,7 @@ from ascrm.protocol import (
     parse_call_event,
     render_answer,
 )
+from ascrm.reload import RuleReloader
 from ascrm.responses import UNAUTHORIZED, Answer, error_answer
 from ascrm.settings import Settings
 
@@ -52,7 +53,8 @@ class Runtime:
     """What lives for as long as the server runs: the call store and the active rule set."""
 
     store: CallStore
-    rules: engine.RuleSet
+    rules: engine.RuleSet  # swapped whole by a reload; a request reads it once
+    reloader: RuleReloader | None = None
 
 
 class Endpoint:
@@ -173,11 +175,12 @@ class PlatformAPI:
                 log.warning("store_unavailable", call_id=event.call_id, error=str(exc))
                 call, stored = CallState.begin(event.call_id or 0, event, now), False
                 call.apply(event, now)
-            decision = engine.decide(runtime.rules, event, call, now)
+            rules = runtime.rules
+            decision = engine.decide(rules, event, call, now)
             if stored and decision.action is not None and event.call_id:
                 trigger = code_name(event.event_type) or "unknown"
                 record = DecisionRecord(
-                    now, trigger, decision.action, decision.param, decision.rule_id, None, runtime.rules.revision
+                    now, trigger, decision.action, decision.param, decision.rule_id, None, rules.revision
                 )
                 await _record(runtime, event.call_id, record)
             if event.event_type == EventType.EndCall:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -19,6 +21,7 @@ from ascrm.admin import AdminAPI
 from ascrm.api import PlatformAPI, Runtime, utc_now
 from ascrm.calls import open_store
 from ascrm.observe import AnswerLog
+from ascrm.reload import RuleReloader
 from ascrm.responses import error_response
 from ascrm.rules import load_rules, rules_source
 from ascrm.settings import Settings
@@ -55,6 +58,28 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error")
 
 
+class _SighupReload:
+    """SIGHUP reloads the rules (in the main thread's event loop; elsewhere, as under a test client, no-op)."""
+
+    def __init__(self, reloader: RuleReloader) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._installed = False
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._fire, reloader)
+            self._installed = True
+        except (RuntimeError, ValueError, NotImplementedError):
+            log.info("sighup_reload_unavailable")
+
+    def _fire(self, reloader: RuleReloader) -> None:
+        task = asyncio.ensure_future(reloader.reload(trigger="SIGHUP"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        if self._installed:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -72,9 +97,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        ruleset = rules or load_rules(rules_source(settings.rules), settings.timezone)
+        source = rules_source(settings.rules)
+        ruleset = rules or load_rules(source, settings.timezone)
         store = open_store(settings.state)
         runtime = Runtime(store=store, rules=ruleset)
+        runtime.reloader = RuleReloader(runtime, source, settings.timezone, clock)
+        on_sighup = _SighupReload(runtime.reloader)
         log.info(
             "service_started",
             root_path=settings.root_path or "/",
@@ -86,6 +114,7 @@ def create_app(
         try:
             yield {"runtime": runtime}
         finally:
+            on_sighup.close()
             await store.close()
         log.info("service_stopped")
 

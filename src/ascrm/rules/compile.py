@@ -132,7 +132,7 @@ class _Compiler:
 
     def definitions(self, file: Path, document: MarkedMap) -> None:
         zone, normalize = self.settings(file, document)
-        for name, spec in document.get("schedules", {}).items():
+        for name, spec in (document.get("schedules") or {}).items():
             if not self.define("schedules", name, file, document):
                 continue
             try:
@@ -140,10 +140,10 @@ class _Compiler:
             except ScheduleError as exc:
                 at = ("schedules", name, *schedule_path(spec, exc.key))
                 self.problem(file, document, at, f"schedule {name!r}: {exc}")
-        for name, spec in document.get("lists", {}).items():
+        for name, spec in (document.get("lists") or {}).items():
             if self.define("lists", name, file, document):
                 self.list_of(file, document, name, spec, normalize)
-        for name, spec in document.get("maps", {}).items():
+        for name, spec in (document.get("maps") or {}).items():
             if self.define("maps", name, file, document):
                 self.map_of(file, document, name, spec, normalize)
 
@@ -186,7 +186,7 @@ class _Compiler:
 
     def rules_of(self, file: Path, document: MarkedMap) -> None:
         zone, normalize = self.settings(file, document)
-        for number, raw in enumerate(document.get("rules", [])):
+        for number, raw in enumerate(document.get("rules") or []):
             at = ("rules", number)
             rule_id = raw["id"]
             where = locate(document, (*at, "id"), Location(file))

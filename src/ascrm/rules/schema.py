@@ -29,11 +29,13 @@ FILE: dict[str, Any] = {
     "normalize": {"type": "string", "allowed": ["none", "ru"]},
     "schedules": {
         "type": "dict",
+        "nullable": True,
         "keysrules": {"type": "string", "regex": NAME},
         "valuesrules": {"type": "dict"},
     },
     "lists": {
         "type": "dict",
+        "nullable": True,
         "keysrules": {"type": "string", "regex": NAME},
         "valuesrules": {
             "anyof": [
@@ -44,10 +46,11 @@ FILE: dict[str, Any] = {
     },
     "maps": {
         "type": "dict",
+        "nullable": True,
         "keysrules": {"type": "string", "regex": NAME},
         "valuesrules": {"type": "dict"},
     },
-    "rules": {"type": "list", "schema": {"type": "dict", "schema": RULE}},
+    "rules": {"type": "list", "nullable": True, "schema": {"type": "dict", "schema": RULE}},  # `rules:` alone: none
 }
 
 
@@ -96,6 +99,8 @@ def _message(error: Any) -> str:
         return f"{key!r}: {shown} is not a valid name (letters, digits, _ . -; starting with a letter or _)"
     if rule == "allowed":
         return f"{key!r}: {shown} is not one of {', '.join(map(str, error.constraint))}"
+    if rule == "nullable":
+        return f"{key if str(key).startswith(('rule ', 'item ')) else repr(key)} has no value"
     if rule in ("empty", "minlength"):
         return f"{key!r} must not be empty"
     if rule == "anyof" and key == "on":

@@ -1,0 +1,120 @@
+"""Reloading the rules without a restart: built apart from the live set, swapped in whole, or not at all."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import structlog
+
+from ascrm.engine import RuleSet
+from ascrm.rules import Location, Problem, RulesError, load_rules
+
+log = structlog.get_logger("ascrm.reload")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """What a reload did: `reloaded`, `unchanged` (same revision) or `rejected` (with the problems)."""
+
+    status: str
+    revision: str
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The last rejected reload."""
+
+    at: datetime
+    trigger: str
+    problems: tuple[Problem, ...]
+
+
+class RuleReloader:
+    """Loads the rules source off the event loop and swaps the result into `holder.rules` in one step.
+
+    A set with any error is rejected whole and the last good set keeps serving. So is a set that
+    suddenly has no rules while the live one has some (a file caught half-written, a deleted folder's
+    leftovers), unless the reload is forced.
+    """
+
+    def __init__(self, holder: Any, source: Path, timezone: str, clock: Callable[[], datetime]) -> None:
+        self._holder = holder  # anything with a `rules: RuleSet` attribute (the app's Runtime)
+        self.source = source
+        self._timezone = timezone
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self.loaded_at = clock()
+        self.last_failure: Failure | None = None
+
+    @property
+    def rules(self) -> RuleSet:
+        """The live rule set."""
+        rules: RuleSet = self._holder.rules
+        return rules
+
+    async def reload(self, *, trigger: str, force: bool = False) -> ReloadOutcome:
+        """Load, check and compile the source; swap it in when it is good and new."""
+        async with self._lock:  # one reload at a time; requests go on with the live set meanwhile
+            live = self.rules
+            try:
+                fresh = await anyio.to_thread.run_sync(load_rules, self.source, self._timezone)
+            except RulesError as exc:
+                return self._reject(trigger, tuple(exc.problems))
+            except Exception as exc:  # any failure to read leaves the live set serving
+                return self._reject(trigger, (Problem(Location(self.source), f"cannot load: {exc}"),))
+            if fresh.revision == live.revision:
+                return ReloadOutcome("unchanged", live.revision)
+            if not force and not fresh.rules and live.rules:
+                message = (
+                    f"the new rule set has no rules (the live one has {len(live.rules)}): kept the live one;"
+                    " reload with force to accept an empty set"
+                )
+                return self._reject(trigger, (Problem(Location(self.source), message),))
+            self._holder.rules = fresh
+            self.loaded_at = self._clock()
+            log.info(
+                "rules_reloaded",
+                trigger=trigger,
+                revision=fresh.revision,
+                previous=live.revision,
+                rule_count=len(fresh.rules),
+                warnings=[str(warning) for warning in fresh.warnings],
+            )
+            return ReloadOutcome("reloaded", fresh.revision)
+
+    def _reject(self, trigger: str, problems: tuple[Problem, ...]) -> ReloadOutcome:
+        self.last_failure = Failure(self._clock(), trigger, problems)
+        log.error(
+            "rules_reload_rejected",
+            trigger=trigger,
+            revision=self.rules.revision,
+            problems=[str(problem) for problem in problems],
+        )
+        return ReloadOutcome("rejected", self.rules.revision, problems)
+
+    def describe(self) -> dict[str, Any]:
+        """The live set and the last rejected reload, as JSON-ready values (GET /admin/rules)."""
+        rules = self.rules
+        failure = self.last_failure
+        return {
+            "revision": rules.revision,
+            "source": str(self.source),
+            "files": [str(path) for path in rules.files],
+            "rule_count": len(rules.rules),
+            "loaded_at": self.loaded_at.isoformat(),
+            "warnings": [str(warning) for warning in rules.warnings],
+            "last_failed_reload": None
+            if failure is None
+            else {
+                "at": failure.at.isoformat(),
+                "trigger": failure.trigger,
+                "problems": [str(problem) for problem in failure.problems],
+            },
+        }

@@ -21,7 +21,7 @@ from ascrm.admin import AdminAPI
 from ascrm.api import PlatformAPI, Runtime, utc_now
 from ascrm.calls import open_store
 from ascrm.observe import AnswerLog
-from ascrm.reload import RuleReloader
+from ascrm.reload import RuleReloader, watch
 from ascrm.responses import error_response
 from ascrm.rules import load_rules, rules_source
 from ascrm.settings import Settings
@@ -103,6 +103,10 @@ def create_app(
         runtime = Runtime(store=store, rules=ruleset)
         runtime.reloader = RuleReloader(runtime, source, settings.timezone, clock)
         on_sighup = _SighupReload(runtime.reloader)
+        stop_watching = asyncio.Event()
+        watcher = None
+        if settings.reload.watch:
+            watcher = asyncio.create_task(watch(runtime.reloader, stop_watching, settings.reload.debounce_ms))
         log.info(
             "service_started",
             root_path=settings.root_path or "/",
@@ -115,6 +119,9 @@ def create_app(
             yield {"runtime": runtime}
         finally:
             on_sighup.close()
+            stop_watching.set()
+            if watcher is not None:
+                await asyncio.wait({watcher}, timeout=2)
             await store.close()
         log.info("service_stopped")
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio.to_thread
 import structlog
+import watchfiles
 
 from ascrm.engine import RuleSet
 from ascrm.rules import Location, Problem, RulesError, load_rules
@@ -118,3 +119,36 @@ class RuleReloader:
                 "problems": [str(problem) for problem in failure.problems],
             },
         }
+
+
+_RELEVANT = (".yaml", ".yml", ".txt", ".csv")  # rule files, list files, map files
+
+
+def _worth_a_look(change: watchfiles.Change, path: str) -> bool:
+    """A change to a rule, list or map file, or to a `..`-named entry (a ConfigMap's `..data` symlink
+    swap names no rule file); not editor litter (`.x.swp`, `x~`, `.#x`) nor anything else in the folder
+    (a log file beside a rules file would otherwise reload it on every line). Whether the rules really
+    changed is then decided by their content hash."""
+    name = Path(path).name
+    if name.startswith(".."):
+        return True
+    return name.endswith(_RELEVANT) and not name.startswith((".#", "."))
+
+
+def watched_folders(reloader: RuleReloader) -> list[Path]:
+    """The rules folder (or a rules file's folder), watched with its subfolders (lists/, maps/): watching
+    folders rather than files sees a file deleted and re-created, renamed over, or a symlink swapped."""
+    source = reloader.source
+    return [source if source.is_dir() else source.parent]
+
+
+async def watch(reloader: RuleReloader, stop: asyncio.Event, debounce_ms: int) -> None:
+    """Reload whenever the watched folders change (bursts debounced); the revision hash decides whether
+    anything really changed. Runs until stop is set."""
+    folders = watched_folders(reloader)
+    log.info("rules_watch_started", folders=[str(folder) for folder in folders], debounce_ms=debounce_ms)
+    async for changes in watchfiles.awatch(
+        *folders, watch_filter=_worth_a_look, debounce=debounce_ms, step=50, stop_event=stop, recursive=True
+    ):
+        log.debug("rules_changed", changes=sorted(path for _, path in changes)[:10])
+        await reloader.reload(trigger="watch")

@@ -65,6 +65,14 @@ class StateSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReloadSettings:
+    """Reloading the rules when their files change."""
+
+    watch: bool = True
+    debounce_ms: int = 300  # an editor's save is several events: wait this long for quiet
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     """Log rendering and level; `auto` is console on a terminal, JSON lines otherwise."""
 
@@ -87,6 +95,7 @@ class Settings:
     noop: NoopAnswer = field(default_factory=NoopAnswer)
     log: LogSettings = field(default_factory=LogSettings)
     state: StateSettings = field(default_factory=StateSettings)
+    reload: ReloadSettings = field(default_factory=ReloadSettings)
     source: Path | None = None
 
     @property
@@ -175,6 +184,10 @@ SCHEMA: dict[str, Any] = {
             "timeout_ms": {"type": "integer", "min": 1},
         },
     },
+    "reload": {
+        "type": "dict",
+        "schema": {"watch": {"type": "boolean"}, "debounce_ms": {"type": "integer", "min": 0, "max": 60000}},
+    },
     "log": {
         "type": "dict",
         "schema": {
@@ -239,6 +252,7 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
         noop=NoopAnswer(event_type=noop.get("event_type", 0), param=noop.get("param", "")),
         log=LogSettings(format=log.get("format", "auto"), level=log.get("level", "info")),
         state=StateSettings(**doc.get("state", {})),
+        reload=ReloadSettings(**doc.get("reload", {})),
         source=path,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ascrm.protocol import RESULT_CONNECTED, Action, CallEvent, EventType, ServiceType, code_name
 
@@ -32,9 +32,11 @@ class Command:
     pushed_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionRecord:
-    """An answer that carried an action: to which event (or poll), from which rule or command."""
+class DecisionRecord(NamedTuple):
+    """An answer that carried an action: to which event (or poll), from which rule or command.
+
+    An immutable value; a NamedTuple because one is built per answered request and builds fastest.
+    """
 
     at: datetime
     trigger: str  # the event's name, or "poll"

@@ -7,7 +7,6 @@ request/response endpoints.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -24,14 +23,13 @@ from ascrm.calls.state import CallState, command_json
 from ascrm.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError
 from ascrm.errors import AscrmError
 from ascrm.protocol import (
-    INT64_MAX,
-    INT64_MIN,
     OUTGOING_POLL_ACTIONS,
     Action,
     ServiceType,
     load_json,
     param_error,
     parse_code,
+    parse_int64,
 )
 from ascrm.responses import JSONAnswer, error_response
 from ascrm.settings import Settings
@@ -48,7 +46,6 @@ _BODY_KEYS: Final = ("action", "param")
 _FACTS: Final = ("call_id", "an", "un", "service_type", "state")  # a listing's fields of to_json()
 _TIMES: Final = ("started_at", "updated_at", "connected_at", "ended_at")
 _KNOWN_ACTIONS: Final = ", ".join(member.name for member in Action)
-_INTEGER: Final = re.compile(r"-?[0-9]{1,19}")  # ASCII digits only: no "1_000", " 12", "١٢"
 
 Handler = Callable[[Request, Runtime, str], Awaitable[Response]]
 
@@ -200,24 +197,16 @@ def _count(query: Mapping[str, str], key: str, default: int) -> int:
     text = query.get(key)
     if text is None:
         return default
-    value = _integer(text)
+    value = parse_int64(text)
     if value is None or value < 0:
         raise RefusedError(400, f"{key}: must be a non-negative integer (got {text!r})")
     return value
 
 
-def _integer(text: str) -> int | None:
-    """An int64 written in plain ASCII digits, or None."""
-    if not _INTEGER.fullmatch(text):
-        return None
-    value = int(text)
-    return value if INT64_MIN <= value <= INT64_MAX else None
-
-
 def _path_int(request: Request, key: str) -> int:
     """An integer path parameter (the call or command id)."""
     text: str = request.path_params[key]
-    value = _integer(text)
+    value = parse_int64(text)
     if value is None:
         raise RefusedError(400, f"{key}: must be an int64 (got {text!r})")
     return value

@@ -6,7 +6,6 @@ hot path builds no Request or Response objects.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from ascrm.calls.state import CallState, DecisionRecord
 from ascrm.calls.store import CallStore, StoreUnavailableError
 from ascrm.observe import AnswerLog
 from ascrm.protocol import (
-    INT64_MAX,
-    INT64_MIN,
     NO_ACTION,
     CallEvent,
     Decision,
@@ -32,6 +29,7 @@ from ascrm.protocol import (
     code_name,
     load_json,
     parse_call_event,
+    parse_int64,
     render_answer,
 )
 from ascrm.reload import RuleReloader
@@ -121,7 +119,7 @@ class PlatformAPI:
         """GET `/CallEvent/{CallID}`: a poll. POST: a call event (CallID 0: the connection test)."""
         if await self._auth.authenticate(_header(scope, b"authorization")) is None:
             return UNAUTHORIZED
-        call_id = _path_call_id(scope["path_params"]["call_id"])
+        call_id = parse_int64(scope["path_params"]["call_id"])
         if call_id is None:
             return error_answer(400, "CallID in the path must be an int64")
         if scope["method"] == "POST":
@@ -233,16 +231,6 @@ async def _record(runtime: Runtime, call_id: int, record: DecisionRecord) -> Non
         await runtime.store.record(call_id, record)
     except StoreUnavailableError as exc:
         log.warning("store_unavailable", call_id=call_id, error=str(exc), lost="decision record")
-
-
-def _path_call_id(text: str) -> int | None:
-    if not _CALL_ID.fullmatch(text):  # int() would also take '1_000', ' 12' and non-ASCII digits
-        return None
-    value = int(text)
-    return value if INT64_MIN <= value <= INT64_MAX else None
-
-
-_CALL_ID = re.compile(r"-?[0-9]{1,20}")
 
 
 def _short(value: Any) -> Any:

@@ -110,6 +110,18 @@ def _read_int64(value: Any) -> int | str | None:
     return None
 
 
+def parse_int64(text: str) -> int | None:
+    """An int64 written in plain ASCII digits (a CallID in a URL path), or None; int() alone would also
+    take '1_000', ' 12' and non-ASCII digits."""
+    if not _INT64_TEXT.fullmatch(text):
+        return None
+    value = int(text)
+    return value if INT64_MIN <= value <= INT64_MAX else None
+
+
+_INT64_TEXT = re.compile(r"-?[0-9]{1,20}")
+
+
 def parse_code(value: Any, table: type[E]) -> E | int | None:
     """Read a code given as an int, its decimal string or its name; unknown numbers stay raw ints."""
     number = _read_int64(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import json
 import logging
 from collections.abc import Iterator
@@ -63,7 +64,7 @@ def test_tracebacks_carry_no_local_variables(output: io.TextIOWrapper) -> None:
 
 def test_info_lines_wait_for_the_flush_warnings_do_not() -> None:
     raw = io.BytesIO()
-    writer = LineWriter(raw)  # type: ignore[arg-type]
+    writer = LineWriter(raw)
     writer.immediate(b'{"event":"now"}')
     assert raw.getvalue() == b'{"event":"now"}\n'
     writer.buffered(b'{"event":"later"}')  # no event loop here: flushed at once
@@ -90,7 +91,7 @@ def test_buffered_lines_are_flushed_by_the_event_loop_soon() -> None:
 
 def test_a_broken_output_drops_lines_without_raising() -> None:
     raw = io.BytesIO()
-    writer = LineWriter(raw)  # type: ignore[arg-type]
+    writer = LineWriter(raw)
     raw.close()
     writer.immediate(b"{}")
     writer.buffered(b"{}")
@@ -106,6 +107,7 @@ def test_answer_log_fast_path_writes_the_same_line_as_structlog(output: io.TextI
     fast, slow = lines(output)
     assert fast.pop("timestamp")
     assert slow.pop("timestamp")
+    assert re.fullmatch(r"[0-9a-f]{8}-1", fast.pop("decision_id"))  # the only field the fast path adds
     assert list(fast.items()) == list(slow.items())
 
 
@@ -121,9 +123,17 @@ def test_answer_log_goes_through_structlog_by_default() -> None:
 
     from ascrm.observe import AnswerLog
 
+    answers = AnswerLog()
     with capture_logs() as captured:
-        AnswerLog().write("poll_answered", call_id=3)
-    assert captured == [{"event": "poll_answered", "call_id": 3, "log_level": "info"}]
+        answers.write("poll_answered", call_id=3)
+        answers.write("poll_answered", call_id=4)
+    first, second = (entry.pop("decision_id") for entry in captured)
+    assert captured == [
+        {"event": "poll_answered", "call_id": 3, "log_level": "info"},
+        {"event": "poll_answered", "call_id": 4, "log_level": "info"},
+    ]
+    assert first != second  # every answer gets its own id
+    assert first.rsplit("-", 1)[0] == second.rsplit("-", 1)[0]  # under this process's prefix
 
 
 def test_console_rendering_for_a_terminal() -> None:

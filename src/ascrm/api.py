@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ from ascrm.protocol import (
 from ascrm.reload import RuleReloader
 from ascrm.responses import UNAUTHORIZED, Answer, error_answer
 from ascrm.settings import Settings
+from ascrm.stats import Stats
 
 log = structlog.get_logger("ascrm.api")
 
@@ -53,6 +54,7 @@ class Runtime:
     store: CallStore
     rules: engine.RuleSet  # swapped whole by a reload; a request reads it once
     reloader: RuleReloader | None = None
+    stats: Stats = field(default_factory=Stats)
 
 
 class Endpoint:
@@ -113,7 +115,7 @@ class PlatformAPI:
         if scope["method"] == "POST":
             return await self._event(scope, receive, None)
         log.info("connection_test", method="GET")
-        return self._answer(0, NO_ACTION)
+        return Answer(200, render_answer(0, NO_ACTION, self._noop))
 
     async def call_event_by_id(self, scope: Scope, receive: Receive) -> Answer | None:
         """GET `/CallEvent/{CallID}`: a poll. POST: a call event (CallID 0: the connection test)."""
@@ -125,9 +127,10 @@ class PlatformAPI:
         if scope["method"] == "POST":
             return await self._event(scope, receive, call_id)
         started = time.perf_counter()
-        decision = await self._decide_poll(scope["state"]["runtime"], call_id)
-        self._log_answer("poll_answered", call_id, None, decision, started)
-        return self._answer(call_id, decision)
+        runtime: Runtime = scope["state"]["runtime"]
+        decision, revision = await self._decide_poll(runtime, call_id)
+        self._log_answer(runtime.stats, "poll_answered", call_id, None, decision, revision=revision, started=started)
+        return self._answer(runtime.stats, call_id, decision)
 
     async def _event(self, scope: Scope, receive: Receive, path_call_id: int | None) -> Answer | None:
         started = time.perf_counter()
@@ -146,7 +149,9 @@ class PlatformAPI:
                 return error_answer(400, f"body must be a JSON object (CRMDData), not {kind}")
         event, warnings = parse_call_event(data, self._tz)
         call_id = event.call_id if event.call_id is not None else path_call_id
+        runtime: Runtime = scope["state"]["runtime"]
         for warning in warnings:
+            runtime.stats.parse_warnings[warning.field] += 1
             log.warning(
                 "field_unreadable",
                 call_id=call_id,
@@ -156,24 +161,26 @@ class PlatformAPI:
             )
         if path_call_id == 0:  # the connection test: always a plain 200, whatever the rules say
             log.info("connection_test", method="POST", un=event.un)
-            return self._answer(call_id, NO_ACTION)
+            return Answer(200, render_answer(call_id, NO_ACTION, self._noop))
         if event.call_id is None and call_id is not None:
             event = event._replace(call_id=call_id)
-        decision = await self._decide_event(scope["state"]["runtime"], event)
-        self._log_answer("event_answered", call_id, event, decision, started)
-        return self._answer(call_id, decision)
+        decision, revision = await self._decide_event(runtime, event)
+        self._log_answer(runtime.stats, "event_answered", call_id, event, decision, revision=revision, started=started)
+        return self._answer(runtime.stats, call_id, decision)
 
-    async def _decide_event(self, runtime: Runtime, event: CallEvent) -> Decision:
+    async def _decide_event(self, runtime: Runtime, event: CallEvent) -> tuple[Decision, str]:
+        """The decision for event, and the revision of the rules that made it."""
+        rules = runtime.rules  # read once: this request is decided wholly by one rule set
         try:
             now = self._clock()
             try:
                 call = await runtime.store.update(event, now)
                 stored = True
             except StoreUnavailableError as exc:  # decide from this event alone: call-state conditions fail
+                runtime.stats.store_errors["update"] += 1
                 log.warning("store_unavailable", call_id=event.call_id, error=str(exc))
                 call, stored = CallState.begin(event.call_id or 0, event, now), False
                 call.apply(event, now)
-            rules = runtime.rules
             decision = engine.decide(rules, event, call, now)
             if stored and decision.action is not None and event.call_id:
                 trigger = code_name(event.event_type) or "unknown"
@@ -183,45 +190,70 @@ class PlatformAPI:
                 await _record(runtime, event.call_id, record)
             if event.event_type == EventType.EndCall:
                 log.info("call_ended", **call.summary(now))
-            return decision
+            return decision, rules.revision
         except Exception:  # a failure of ours still answers 200, or the platform drops the call
+            runtime.stats.decision_failures += 1
             log.exception("decision_failed", call_id=event.call_id)
-            return NO_ACTION
+            return NO_ACTION, rules.revision
 
-    async def _decide_poll(self, runtime: Runtime, call_id: int) -> Decision:
+    async def _decide_poll(self, runtime: Runtime, call_id: int) -> tuple[Decision, str]:
+        """The decision for a poll of call_id, and the revision of the rules that made it."""
+        rules = runtime.rules
         try:
             now = self._clock()
-            rules = runtime.rules
 
             def decide(call: CallState) -> Decision:
                 return engine.decide(rules, None, call, now)
 
             _, decision = await runtime.store.answer_poll(call_id, now, decide, rules.revision)
-            return decision
+            return decision, rules.revision
         except StoreUnavailableError as exc:
+            runtime.stats.store_errors["poll"] += 1
             log.warning("store_unavailable", call_id=call_id, error=str(exc))
-            return NO_ACTION
+            return NO_ACTION, rules.revision
         except Exception:
+            runtime.stats.decision_failures += 1
             log.exception("decision_failed", call_id=call_id)
-            return NO_ACTION
+            return NO_ACTION, rules.revision
 
-    def _answer(self, call_id: int | None, decision: Decision) -> Answer:
+    def _answer(self, stats: Stats, call_id: int | None, decision: Decision) -> Answer:
         if decision.problem is not None:
+            stats.params_rejected += 1
             log.warning("param_rejected", call_id=call_id, rule=decision.rule_id, problem=decision.problem)
         return Answer(200, render_answer(call_id, decision, self._noop))
 
     def _log_answer(
-        self, name: str, call_id: int | None, event: CallEvent | None, decision: Decision, started: float
+        self,
+        stats: Stats,
+        name: str,
+        call_id: int | None,
+        event: CallEvent | None,
+        decision: Decision,
+        *,
+        revision: str,
+        started: float,
     ) -> None:
+        """Count the answer and write its decision log line."""
+        elapsed = time.perf_counter() - started
+        kind = "poll" if event is None else "event"
+        event_name = (code_name(event.event_type) or "unknown") if event else "poll"
+        action = code_name(decision.action)
+        stats.latency[kind].observe(elapsed)
+        if event is not None:
+            stats.events[event_name] += 1
+        if action is not None:
+            source = decision.rule_id or ("admin_command" if decision.command_id is not None else "")
+            stats.decisions[source, action] += 1
         self._answers.write(
             name,
             call_id=call_id,
-            event_type=code_name(event.event_type) if event else "poll",
-            action=code_name(decision.action),
+            event_type=event_name,
+            action=action,
             param=decision.param or None,
             rule=decision.rule_id,
             command=decision.command_id,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            revision=revision,
+            latency_ms=round(elapsed * 1000, 3),
         )
 
 
@@ -230,6 +262,7 @@ async def _record(runtime: Runtime, call_id: int, record: DecisionRecord) -> Non
     try:
         await runtime.store.record(call_id, record)
     except StoreUnavailableError as exc:
+        runtime.stats.store_errors["record"] += 1
         log.warning("store_unavailable", call_id=call_id, error=str(exc), lost="decision record")
 
 

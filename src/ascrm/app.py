@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ascrm import engine, health, metrics
 from ascrm.admin import AdminAPI
@@ -30,20 +30,38 @@ log = structlog.get_logger("ascrm.app")
 
 
 class _App(Starlette):
-    """Starlette, answering a declared oversize body with JSON before its body-limit middleware does."""
+    """Starlette, counting every answered request by endpoint and status, and answering a declared
+    oversize body with JSON before its body-limit middleware does."""
 
-    def __init__(self, *args: Any, max_body_size: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_body_size: int, root_path: str, **kwargs: Any) -> None:
         super().__init__(*args, max_body_size=max_body_size, **kwargs)
         self._limit = max_body_size
+        self._root_path = root_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        status = 0
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
             for name, value in scope["headers"]:
                 if name == b"content-length" and value.isdigit() and int(value) > self._limit:
                     response = error_response(413, f"request body is larger than {self._limit} bytes")
-                    await response(scope, receive, send)
+                    await response(scope, receive, counting_send)
                     return
-        await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, counting_send)
+        finally:
+            runtime = scope.get("state", {}).get("runtime")
+            if status and runtime is not None:
+                endpoint = metrics.endpoint_of(scope["path"], scope["method"], self._root_path)
+                runtime.stats.requests[endpoint, status] += 1
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -101,7 +119,7 @@ def create_app(
         ruleset = rules or load_rules(source, settings.timezone)
         store = open_store(settings.state)
         runtime = Runtime(store=store, rules=ruleset)
-        runtime.reloader = RuleReloader(runtime, source, settings.timezone, clock)
+        runtime.reloader = RuleReloader(runtime, source, settings.timezone, clock, runtime.stats.reloads)
         on_sighup = _SighupReload(runtime.reloader)
         stop_watching = asyncio.Event()
         watcher = None
@@ -136,4 +154,5 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         max_body_size=settings.limits.max_body_bytes,
+        root_path=settings.root_path,
     )

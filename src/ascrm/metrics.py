@@ -1,48 +1,196 @@
-"""Prometheus metrics at `GET /metrics`, behind the admin credentials."""
+"""Prometheus metrics at `GET /metrics`, behind the admin credentials (or open, if so configured).
+
+Nothing is registered globally: each scrape builds a registry around the app's Stats, its call store
+and its active rule set, so two apps in one process (tests) never share a number.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ascrm.auth import BasicAuth
-from ascrm.calls.store import CallStore
+from ascrm.calls.store import StoreError
 from ascrm.responses import error_response
 from ascrm.settings import Settings
+from ascrm.stats import LATENCY_BUCKETS, Histogram, Stats
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="ascrm-admin", charset="UTF-8"'}
 
 
-class StoreCollector(Collector):
-    """The call store's counters, read when Prometheus scrapes."""
+def endpoint_of(path: str, method: str, root_path: str) -> str:
+    """The `endpoint` label of a request: what the platform or an operator asked for."""
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :] or "/"
+    if path == "/CallEvent":
+        return "event" if method == "POST" else "connection_test"
+    if path.startswith("/CallEvent/"):
+        if method == "POST":
+            return "connection_test" if path == "/CallEvent/0" else "event"
+        return "poll"
+    if path.startswith("/admin/"):
+        return "admin"
+    if path in ("/health", "/ready", "/metrics", "/openapi.json"):
+        return path[1:]
+    return "other"
 
-    def __init__(self, store: CallStore) -> None:
-        self._store = store
+
+class ServiceCollector(Collector):
+    """The app's counters, call counts and rule set, as of the scrape."""
+
+    def __init__(self, stats: Stats, runtime: Any, calls: tuple[int, int] | None) -> None:
+        self._stats = stats
+        self._runtime = runtime
+        self._calls = calls  # (tracked, ended), or None when the store did not answer
 
     def collect(self) -> Iterator[Metric]:
         """The metrics, as of now."""
+        stats = self._stats
+        yield _counter(
+            "ascrm_requests",
+            "HTTP requests answered, by endpoint and status.",
+            ("endpoint", "status"),
+            {(endpoint, str(status)): n for (endpoint, status), n in stats.requests.items()},
+        )
+        yield _counter(
+            "ascrm_events",
+            "Platform call events received, by event type.",
+            ("event_type",),
+            {(name,): n for name, n in stats.events.items()},
+        )
+        yield _counter(
+            "ascrm_decisions",
+            "Answers that carried an action, by deciding rule and action.",
+            ("rule", "action"),
+            dict(stats.decisions),
+        )
+        latency = HistogramMetricFamily(
+            "ascrm_decision_seconds",
+            "Time from a platform request read to its answer ready (call state and rules), by kind.",
+            labels=("kind",),
+        )
+        for kind, histogram in stats.latency.items():
+            latency.add_metric((kind,), _buckets(histogram), histogram.total)
+        yield latency
+        yield _counter(
+            "ascrm_store_errors",
+            "Call store operations that failed or timed out, by operation.",
+            ("operation",),
+            {(name,): n for name, n in stats.store_errors.items()},
+        )
+        yield _counter(
+            "ascrm_parse_warnings",
+            "CRMDData fields that could not be read (treated as missing).",
+            ("field",),
+            {(name,): n for name, n in stats.parse_warnings.items()},
+        )
+        yield CounterMetricFamily(
+            "ascrm_params_rejected",
+            "Rendered params that failed the protocol's format for their action (answered as no action).",
+            value=stats.params_rejected,
+        )
+        yield CounterMetricFamily(
+            "ascrm_decision_failures", "Failures while deciding (answered as no action).", value=stats.decision_failures
+        )
+        yield from self._rules()
+        yield from self._store()
+        from ascrm import __version__  # here: the package imports this module
+
+        yield InfoMetricFamily("ascrm_build", "The running version.", value={"version": __version__})
+
+    def _rules(self) -> Iterator[Metric]:
+        reloads = self._stats.reloads
+        yield _counter(
+            "ascrm_rule_reloads",
+            "Rule reloads by outcome (reloaded, unchanged, rejected).",
+            ("outcome",),
+            {(name,): n for name, n in reloads.outcomes.items()},
+        )
+        yield GaugeMetricFamily(
+            "ascrm_rules_last_reload_success",
+            "1 if the last reload (or the start-up load) succeeded, 0 if it was rejected.",
+            value=int(reloads.last_success),
+        )
+        yield GaugeMetricFamily(
+            "ascrm_rules_last_reload_timestamp_seconds",
+            "Unix time of the last reload attempt (or the start-up load).",
+            value=reloads.last_at,
+        )
+        rules = self._runtime.rules
+        yield InfoMetricFamily("ascrm_rules", "The active rule set.", value={"revision": rules.revision})
+        yield GaugeMetricFamily("ascrm_rules_active", "Rules in the active rule set.", value=len(rules.rules))
+        reloader = self._runtime.reloader
+        if reloader is not None:
+            yield GaugeMetricFamily(
+                "ascrm_rules_loaded_timestamp_seconds",
+                "Unix time the active rule set was loaded.",
+                value=reloader.loaded_at.timestamp(),
+            )
+
+    def _store(self) -> Iterator[Metric]:
+        store = self._runtime.store
         yield CounterMetricFamily(
             "ascrm_calls_evicted",
             "Calls dropped by this process because state.max_calls was reached.",
-            value=self._store.evicted,
+            value=store.evicted,
         )
+        yield GaugeMetricFamily(
+            "ascrm_store_up", "1 if the call store answered this scrape.", value=int(self._calls is not None)
+        )
+        if self._calls is not None:
+            tracked, ended = self._calls
+            yield GaugeMetricFamily(
+                "ascrm_live_calls", "Calls in progress (seen, not ended) in the call store.", value=tracked - ended
+            )
+            yield GaugeMetricFamily(
+                "ascrm_calls_tracked", "Calls held in the call store, recently ended ones included.", value=tracked
+            )
+
+
+def _counter(name: str, documentation: str, labels: tuple[str, ...], values: dict[Any, int]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for label_values, value in sorted(values.items()):
+        family.add_metric(label_values, value)
+    return family
+
+
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    """Cumulative buckets in prometheus-client's form, ending with +Inf."""
+    buckets, running = [], 0
+    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), histogram.counts, strict=True):
+        running += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+    return buckets
 
 
 def routes(prefix: str, settings: Settings) -> list[Route]:
     """The metrics route under prefix."""
     auth = BasicAuth(settings.admin_credentials)
+    public = settings.metrics_public
 
     async def metrics(request: Request) -> Response:
-        if await auth.authenticate(request.headers.get("authorization")) is None:
+        if not public and await auth.authenticate(request.headers.get("authorization")) is None:
             return error_response(401, "valid admin Basic credentials are required", _CHALLENGE)
+        runtime = request.state.runtime
+        try:
+            calls: tuple[int, int] | None = await runtime.store.counts()
+        except StoreError:
+            calls = None
         registry = CollectorRegistry(auto_describe=False)  # per scrape: nothing global
-        registry.register(StoreCollector(request.state.runtime.store))
+        registry.register(ServiceCollector(runtime.stats, runtime, calls))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return [Route(f"{prefix}/metrics", metrics, methods=["GET"])]

@@ -15,6 +15,7 @@ import watchfiles
 
 from ascrm.engine import RuleSet
 from ascrm.rules import Location, Problem, RulesError, load_rules
+from ascrm.stats import ReloadStats
 
 log = structlog.get_logger("ascrm.reload")
 
@@ -45,8 +46,16 @@ class RuleReloader:
     leftovers), unless the reload is forced.
     """
 
-    def __init__(self, holder: Any, source: Path, timezone: str, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        holder: Any,
+        source: Path,
+        timezone: str,
+        clock: Callable[[], datetime],
+        stats: ReloadStats | None = None,
+    ) -> None:
         self._holder = holder  # anything with a `rules: RuleSet` attribute (the app's Runtime)
+        self._stats = stats or ReloadStats()
         self.source = source
         self._timezone = timezone
         self._clock = clock
@@ -62,6 +71,11 @@ class RuleReloader:
 
     async def reload(self, *, trigger: str, force: bool = False) -> ReloadOutcome:
         """Load, check and compile the source; swap it in when it is good and new."""
+        outcome = await self._reload(trigger, force)
+        self._stats.count(outcome.status)
+        return outcome
+
+    async def _reload(self, trigger: str, force: bool) -> ReloadOutcome:
         async with self._lock:  # one reload at a time; requests go on with the live set meanwhile
             live = self.rules
             try:

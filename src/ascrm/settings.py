@@ -73,11 +73,24 @@ class ReloadSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionLogFile:
+    """The decision log in its own file, rotated by size: `path`, `path.1` … `path.<backups>`."""
+
+    path: Path
+    max_bytes: int = 100 * 1024 * 1024
+    backups: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
-    """Log rendering and level; `auto` is console on a terminal, JSON lines otherwise."""
+    """Log rendering and level; `auto` is console on a terminal, JSON lines otherwise.
+
+    decisions: the file of the decision log (one line per answered request); None: the main log.
+    """
 
     format: Literal["auto", "json", "console"] = "auto"
     level: str = "info"
+    decisions: DecisionLogFile | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +109,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     state: StateSettings = field(default_factory=StateSettings)
     reload: ReloadSettings = field(default_factory=ReloadSettings)
+    metrics_public: bool = False  # `metrics.public`: /metrics without credentials (a scraper on a private network)
     source: Path | None = None
 
     @property
@@ -193,8 +207,18 @@ SCHEMA: dict[str, Any] = {
         "schema": {
             "format": {"type": "string", "allowed": ["auto", "json", "console"]},
             "level": {"type": "string", "allowed": list(LOG_LEVELS)},
+            "decisions": {
+                "type": "dict",
+                "nullable": True,
+                "schema": {
+                    "file": {"type": "string", "required": True, "empty": False},
+                    "max_bytes": {"type": "integer", "min": 1024},
+                    "backups": {"type": "integer", "min": 0, "max": 1000},
+                },
+            },
         },
     },
+    "metrics": {"type": "dict", "schema": {"public": {"type": "boolean"}}},
 }
 
 
@@ -250,11 +274,22 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
         ),
         limits=Limits(max_body_bytes=doc.get("limits", {}).get("max_body_bytes", defaults.limits.max_body_bytes)),
         noop=NoopAnswer(event_type=noop.get("event_type", 0), param=noop.get("param", "")),
-        log=LogSettings(format=log.get("format", "auto"), level=log.get("level", "info")),
+        log=LogSettings(
+            format=log.get("format", "auto"), level=log.get("level", "info"), decisions=_decision_log(log, base)
+        ),
         state=StateSettings(**doc.get("state", {})),
         reload=ReloadSettings(**doc.get("reload", {})),
+        metrics_public=doc.get("metrics", {}).get("public", False),
         source=path,
     )
+
+
+def _decision_log(log: dict[str, Any], base: Path) -> DecisionLogFile | None:
+    decisions = log.get("decisions")
+    if not decisions:
+        return None
+    extra = {key: decisions[key] for key in ("max_bytes", "backups") if key in decisions}
+    return DecisionLogFile(path=_resolve(base, decisions["file"]), **extra)
 
 
 def _credentials(

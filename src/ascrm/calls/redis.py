@@ -214,6 +214,12 @@ class RedisCallStore:
                 return await self._page(offset, limit)
             return await self._filtered(an, un, state, offset, limit)
 
+    async def counts(self) -> tuple[int, int]:
+        """How many calls the calls set holds, and how many of those have ended (as of the last sweep)."""
+        async with self._guard("counts"), self._connection() as conn:
+            held, ended = await _pipeline(conn, [("ZCARD", self._calls_key), ("ZCARD", self._ended_key)])
+        return int(held), int(ended)
+
     async def push(self, call_id: int, action: Action, param: str, now: datetime) -> tuple[Command, int]:
         """Queue a command for a live call; it and its position in the queue."""
 

@@ -76,6 +76,10 @@ class CallStore(Protocol):
         """Drop a pending command; whether it was still pending (UnknownCallError)."""
         ...
 
+    async def counts(self) -> tuple[int, int]:
+        """How many calls the store holds, and how many of those have ended (metrics)."""
+        ...
+
     async def ping(self) -> bool:
         """Whether the store answers."""
         ...

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -144,5 +146,99 @@ def test_a_configmap_symlink_swap_is_picked_up(tmp_path: Path) -> None:
             (mount / "..data_tmp").symlink_to(second.name)
             (mount / "..data_tmp").replace(mount / "..data")  # the atomic swap
             assert wait_for(lambda: prompt(http, 13) == "hello_cm2", deadline=10)
+    finally:
+        server.stop()
+
+
+def rule_set(version: str, fillers: int = 300) -> str:
+    """A rule set answering CallAccepted with prompt_<version> from rule `answer_<version>`, behind
+    fillers rules that never match (so a reload takes a while and lands in the middle of the burst)."""
+    lines = ["rules:"]
+    for n in range(fillers):
+        lines += [f"  - id: filler_{n}", "    on: CallAccepted", f"    if: {{AN: '7000{n:07d}'}}", "    do: Hangup"]
+    lines += [f"  - id: answer_{version}", "    on: CallAccepted", f"    do: {{PlayPrompt: prompt_{version}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_swap_during_a_burst_never_mixes_rule_sets(server: Server, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rule_set("v0"))
+    stop = threading.Event()
+    answers: list[tuple[int, str]] = []
+
+    def platform(worker: int) -> None:
+        with server.client() as http:
+            call_id = worker * 1_000_000
+            while not stop.is_set():
+                call_id += 1
+                response = http.post("/CallEvent", json={"CallID": call_id, "EventType": "CallAccepted"})
+                answers.append((response.status_code, response.json().get("Param", "")))
+
+    with server.client(auth=ADMIN) as admin:
+        assert admin.post("/admin/reload").json()["status"] == "reloaded"
+        revisions = {admin.get("/admin/rules").json()["revision"]: "v0"}
+        workers = [threading.Thread(target=platform, args=(n,)) for n in range(1, 4)]
+        for worker in workers:
+            worker.start()
+        try:
+            for version in ("v1", "broken", "v2", "v3", "broken", "v4"):
+                seen = len(answers)
+                assert wait_for(lambda seen=seen: len(answers) > seen + 20)  # requests in flight meanwhile
+                if version == "broken":
+                    rules.write_text(rule_set("v9").replace("PlayPrompt: prompt_v9", "TransferEXT: '12'"))
+                    assert admin.post("/admin/reload").status_code == 422
+                    continue
+                rules.write_text(rule_set(version))
+                outcome = admin.post("/admin/reload").json()
+                assert outcome["status"] == "reloaded"
+                revisions[outcome["revision"]] = version
+            seen = len(answers)
+            assert wait_for(lambda: len(answers) > seen + 20)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(10)
+    assert {status for status, _ in answers} == {200}
+    assert {param for _, param in answers} <= {f"prompt_v{n}" for n in range(5)}
+
+    def logged_all() -> list[dict[str, Any]]:
+        lines = server.logged("event_answered", deadline=0)
+        return lines if len(lines) == len(answers) else []
+
+    decided = wait_for(logged_all)  # every answer is logged (lines are flushed within 0.2 s)
+    assert decided, f"{len(answers)} answers, {len(server.logged('event_answered', deadline=0))} logged"
+    by_revision: dict[str, set[tuple[str, str]]] = {}
+    for line in decided:
+        by_revision.setdefault(line["revision"], set()).add((line["rule"], line["param"]))
+    for revision, outcomes in by_revision.items():
+        if revision not in revisions:  # the set the fixture started with, before this test's reload
+            continue
+        version = revisions[revision]
+        assert outcomes == {(f"answer_{version}", f"prompt_{version}")}, (version, outcomes)
+    assert sum(revision in by_revision for revision in revisions) >= 4  # the swaps happened under load
+
+
+def test_a_list_file_outside_the_rules_folder_is_watched_too(tmp_path: Path) -> None:
+    folder, lists = tmp_path / "rules", tmp_path / "shared-lists"
+    folder.mkdir()
+    lists.mkdir()
+    (lists / "vip.txt").write_text("79160000001\n")
+    (folder / "rules.yaml").write_text(
+        "lists:\n  vip: {file: ../shared-lists/vip.txt}\n"
+        "rules:\n  - id: vip\n    on: CallAccepted\n    if: {AN: {in: vip}}\n    do: {PlayPrompt: vip}\n"
+    )
+    config = platform_config(rules=str(folder), reload={"debounce_ms": 50})
+    server = start_server(tmp_path / "ascrm", config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    try:
+        with server.client() as http:
+
+            def answer(call_id: int) -> str:
+                event = {"CallID": call_id, "EventType": "CallAccepted", "AN": "79160000002"}
+                return str(http.post("/CallEvent", json=event).json()["Param"])
+
+            assert answer(1) == ""
+            assert server.logged("rules_watch_started")[0]["folders"] == [str(folder), str(lists)]
+            (lists / "vip.txt").write_text("79160000001\n79160000002\n")
+            assert wait_for(lambda: answer(2) == "vip", deadline=10)
     finally:
         server.stop()

@@ -40,7 +40,8 @@ class RuleSet:
     rules: Sequence[Rule] = ()
     revision: str = "empty"
     index: RuleIndex | None = None
-    files: tuple[Path, ...] = ()
+    files: tuple[Path, ...] = ()  # the rule files
+    data_files: tuple[Path, ...] = ()  # the list and map files they name
     warnings: tuple[Any, ...] = ()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -122,6 +123,7 @@ class RuleReloader:
             "revision": rules.revision,
             "source": str(self.source),
             "files": [str(path) for path in rules.files],
+            "data_files": [str(path) for path in rules.data_files],
             "rule_count": len(rules.rules),
             "loaded_at": self.loaded_at.isoformat(),
             "warnings": [str(warning) for warning in rules.warnings],
@@ -150,19 +152,48 @@ def _worth_a_look(change: watchfiles.Change, path: str) -> bool:
 
 
 def watched_folders(reloader: RuleReloader) -> list[Path]:
-    """The rules folder (or a rules file's folder), watched with its subfolders (lists/, maps/): watching
-    folders rather than files sees a file deleted and re-created, renamed over, or a symlink swapped."""
+    """The rules folder (or a rules file's folder), watched with its subfolders (lists/, maps/), and the
+    folders of list and map files the rules name elsewhere. Watching folders rather than files sees a
+    file deleted and re-created, renamed over, or a symlink swapped."""
     source = reloader.source
-    return [source if source.is_dir() else source.parent]
+    root = source if source.is_dir() else source.parent
+    folders = [root]
+    for path in reloader.rules.data_files:
+        folder = Path(os.path.normpath(path.parent))  # `rules/../lists` is not inside `rules`
+        if folder not in folders and not folder.is_relative_to(root):
+            folders.append(folder)
+    return folders
+
+
+RETRY_SECONDS = 1.0  # a watched folder that vanished is looked for again this often
 
 
 async def watch(reloader: RuleReloader, stop: asyncio.Event, debounce_ms: int) -> None:
     """Reload whenever the watched folders change (bursts debounced); the revision hash decides whether
-    anything really changed. Runs until stop is set."""
-    folders = watched_folders(reloader)
-    log.info("rules_watch_started", folders=[str(folder) for folder in folders], debounce_ms=debounce_ms)
-    async for changes in watchfiles.awatch(
-        *folders, watch_filter=_worth_a_look, debounce=debounce_ms, step=50, stop_event=stop, recursive=True
-    ):
-        log.debug("rules_changed", changes=sorted(path for _, path in changes)[:10])
-        await reloader.reload(trigger="watch")
+    anything really changed. A reload that names list or map files in other folders moves the watch.
+    Runs until stop is set."""
+    failing = False
+    while not stop.is_set():
+        folders = watched_folders(reloader)
+        if not failing:
+            log.info("rules_watch_started", folders=[str(folder) for folder in folders], debounce_ms=debounce_ms)
+        try:
+            watcher = watchfiles.awatch(
+                *folders, watch_filter=_worth_a_look, debounce=debounce_ms, step=50, stop_event=stop, recursive=True
+            )
+            async for changes in watcher:
+                log.debug("rules_changed", changes=sorted(path for _, path in changes)[:10])
+                await reloader.reload(trigger="watch")
+                if watched_folders(reloader) != folders:
+                    break
+        except (OSError, RuntimeError) as exc:  # a watched folder deleted: the live set keeps serving
+            if not failing:
+                log.warning("rules_watch_failed", folders=[str(folder) for folder in folders], error=str(exc))
+                failing = True
+            try:
+                await asyncio.wait_for(stop.wait(), RETRY_SECONDS)
+            except TimeoutError:
+                if all(folder.exists() for folder in folders):  # back: what changed meanwhile counts
+                    log.info("rules_watch_resumed", folders=[str(folder) for folder in folders])
+                    failing = False
+                    await reloader.reload(trigger="watch")

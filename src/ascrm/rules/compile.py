@@ -68,6 +68,7 @@ def load_rules(source: Path, default_timezone: str) -> RuleSet:
         revision=compiler.revision(),
         index=build_index(compiler.rules, compiler.index_hints),
         files=tuple(files),
+        data_files=tuple(compiler.data_files),
         warnings=tuple(lint(compiler.rules, compiler.raw_rules)),
     )
 
@@ -87,6 +88,7 @@ class _Compiler:
         self.raw_rules: list[Mapping[str, Any]] = []
         self.index_hints: dict[str, Hint] = {}
         self.digest = hashlib.sha256()
+        self.data_files: list[Path] = []  # list and map files, in the order read
 
     def check(self) -> None:
         if self.problems:
@@ -151,6 +153,7 @@ class _Compiler:
         try:
             if isinstance(spec, dict):
                 path = file.parent / spec["file"]
+                self.data_files.append(path)
                 self.lists[name] = load_list_file(path, normalize)
                 self.digest.update(path.read_bytes())
             else:
@@ -165,6 +168,7 @@ class _Compiler:
         try:
             if set(spec) == {"file"}:
                 path = file.parent / spec["file"]
+                self.data_files.append(path)
                 self.maps[name] = load_map_file(path, normalize)
                 self.digest.update(path.read_bytes())
             else:

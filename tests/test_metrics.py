@@ -1,0 +1,183 @@
+"""`GET /metrics` on a running server: the numbers move as the platform's requests come in."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import PASSWORD, Server, platform_config, start_server, wait_for
+
+ADMIN = ("ops", "metrics-pw")
+RULES = """\
+rules:
+  - id: menu_sales
+    on: DTMF
+    if: {DTMF: "1"}
+    do: {TransferDN: "74951110000"}
+  - id: long_talk
+    on: poll
+    do: {TransferPBX: "PBX1200"}
+"""
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(admin: httpx.Client) -> Samples:
+    """Every sample of one scrape, keyed by name and sorted labels."""
+    response = admin.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def serving(tmp_path: Path, **extra: object) -> Server:
+    (tmp_path / "rules.yaml").write_text(RULES)
+    config = platform_config(rules=str(tmp_path / "rules.yaml"), reload={"watch": False}, **extra)
+    config["auth"]["admin"] = [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}]
+    return start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = serving(tmp_path_factory.mktemp("metrics"))
+    yield running
+    running.stop()
+
+
+def test_requests_events_decisions_and_latency_are_counted(server: Server) -> None:
+    with server.client() as http, server.client(auth=ADMIN) as admin:
+        before = scrape(admin)
+        http.post("/CallEvent", json={"CallID": 501, "EventType": "CallAccepted", "AN": "79161234567"})
+        answer = http.post("/CallEvent", json={"CallID": 501, "EventType": "DTMF", "DTMF": "1"}).json()
+        assert answer["Param"] == "74951110000"
+        http.post("/CallEvent", json={"CallID": 501, "EventType": "DTMF", "DTMF": "2"})
+        http.get("/CallEvent/501")  # the poll rule answers once
+        http.get("/CallEvent")
+        http.post("/CallEvent", json={"CallID": 501}, auth=("autosecretary", "wrong"))
+        http.post("/CallEvent", content=b"[1]")
+        after = scrape(admin)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("ascrm_requests_total", endpoint="event", status="200") == 3
+    assert grew("ascrm_requests_total", endpoint="poll", status="200") == 1
+    assert grew("ascrm_requests_total", endpoint="connection_test", status="200") == 1
+    assert grew("ascrm_requests_total", endpoint="event", status="401") == 1
+    assert grew("ascrm_requests_total", endpoint="event", status="400") == 1
+    assert grew("ascrm_requests_total", endpoint="metrics", status="200") == 1  # the first scrape
+    assert grew("ascrm_events_total", event_type="CallAccepted") == 1
+    assert grew("ascrm_events_total", event_type="DTMF") == 2
+    assert grew("ascrm_decisions_total", rule="menu_sales", action="TransferDN") == 1
+    assert grew("ascrm_decisions_total", rule="long_talk", action="TransferPBX") == 1
+    assert grew("ascrm_decision_seconds_count", kind="event") == 3
+    assert grew("ascrm_decision_seconds_count", kind="poll") == 1
+    assert value(after, "ascrm_decision_seconds_bucket", kind="event", le="+Inf") == value(
+        after, "ascrm_decision_seconds_count", kind="event"
+    )
+    assert grew("ascrm_decision_seconds_sum", kind="event") > 0
+
+
+def test_live_calls_follow_the_calls(server: Server) -> None:
+    with server.client() as http, server.client(auth=ADMIN) as admin:
+        live = value(scrape(admin), "ascrm_live_calls")
+        http.post("/CallEvent", json={"CallID": 601, "EventType": "CallAccepted"})
+        http.post("/CallEvent", json={"CallID": 602, "EventType": "CallAccepted"})
+        assert value(scrape(admin), "ascrm_live_calls") == live + 2
+        http.post("/CallEvent", json={"CallID": 601, "EventType": "EndCall", "Result": "1"})
+        samples = scrape(admin)
+        assert value(samples, "ascrm_live_calls") == live + 1
+        assert value(samples, "ascrm_calls_tracked") >= live + 2  # an ended call is kept for late polls
+        assert value(samples, "ascrm_store_up") == 1
+
+
+def test_unreadable_fields_are_counted_by_field(server: Server) -> None:
+    with server.client() as http, server.client(auth=ADMIN) as admin:
+        before = value(scrape(admin), "ascrm_parse_warnings_total", field="EventTime")
+        http.post("/CallEvent", json={"CallID": 701, "EventType": 1, "EventTime": "yesterday"})
+        assert value(scrape(admin), "ascrm_parse_warnings_total", field="EventTime") == before + 1
+
+
+def test_reloads_by_outcome_and_the_active_revision(tmp_path: Path) -> None:
+    server = serving(tmp_path)
+    rules = tmp_path / "rules.yaml"
+    try:
+        with server.client(auth=ADMIN) as admin:
+            start = scrape(admin)
+            revision = admin.get("/admin/rules").json()["revision"]
+            assert value(start, "ascrm_rules_info", revision=revision) == 1
+            assert value(start, "ascrm_rules_active") == 2
+            assert value(start, "ascrm_rules_last_reload_success") == 1
+
+            rules.write_text(RULES.replace('"74951110000"', '"12"'))  # a bad edit
+            assert admin.post("/admin/reload").status_code == 422
+            rejected = scrape(admin)
+            assert value(rejected, "ascrm_rule_reloads_total", outcome="rejected") == 1
+            assert value(rejected, "ascrm_rules_last_reload_success") == 0
+            assert value(rejected, "ascrm_rules_info", revision=revision) == 1  # the last good set serves
+            assert value(rejected, "ascrm_rules_last_reload_timestamp_seconds") >= value(
+                start, "ascrm_rules_last_reload_timestamp_seconds"
+            )
+
+            rules.write_text(RULES.replace("74951110000", "74952220000"))  # the fix
+            fresh = admin.post("/admin/reload").json()["revision"]
+            fixed = scrape(admin)
+            assert value(fixed, "ascrm_rule_reloads_total", outcome="reloaded") == 1
+            assert value(fixed, "ascrm_rules_last_reload_success") == 1
+            assert value(fixed, "ascrm_rules_info", revision=fresh) == 1
+            assert ("ascrm_rules_info", (("revision", revision),)) not in fixed
+            assert admin.post("/admin/reload").json()["status"] == "unchanged"
+            assert value(scrape(admin), "ascrm_rule_reloads_total", outcome="unchanged") == 1
+    finally:
+        server.stop()
+
+
+def test_metrics_need_admin_credentials_unless_public(server: Server, tmp_path: Path) -> None:
+    with server.client() as http:
+        refused = http.get("/metrics")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Basic")
+        assert http.get("/metrics", auth=ADMIN).status_code == 200
+    public = serving(tmp_path, metrics={"public": True})
+    try:
+        with httpx.Client(base_url=public.base_url) as anonymous:
+            assert anonymous.get("/metrics").status_code == 200
+    finally:
+        public.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_store_errors_are_counted_and_the_answer_still_given(tmp_path: Path) -> None:
+    state = {"backend": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}/0", "timeout_ms": 200}
+    server = serving(tmp_path, state=state)  # nothing listens there: every store call fails fast
+    try:
+        with server.client() as http, server.client(auth=ADMIN) as admin:
+            answer = http.post("/CallEvent", json={"CallID": 801, "EventType": "DTMF", "DTMF": "1"})
+            assert answer.status_code == 200
+            assert answer.json()["Param"] == "74951110000"  # decided from the event alone
+            assert http.get("/CallEvent/801").json()["EventType"] == 0
+            samples = wait_for(lambda: scrape(admin))
+            assert value(samples, "ascrm_store_errors_total", operation="update") == 1
+            assert value(samples, "ascrm_store_errors_total", operation="poll") == 1
+            assert value(samples, "ascrm_store_up") == 0
+            assert ("ascrm_live_calls", ()) not in samples  # unknown, not zero
+    finally:
+        server.stop()

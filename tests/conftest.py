@@ -38,7 +38,8 @@ class Server:
         kwargs.setdefault("auth", self.auth)
         kwargs.setdefault("verify", self.verify)
         kwargs.setdefault("base_url", self.base_url)
-        client = httpx.Client(timeout=10, **kwargs)
+        kwargs.setdefault("timeout", 10)
+        client = httpx.Client(**kwargs)
         self._clients.append(client)
         return client
 

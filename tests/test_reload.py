@@ -242,3 +242,20 @@ def test_a_list_file_outside_the_rules_folder_is_watched_too(tmp_path: Path) -> 
             assert wait_for(lambda: answer(2) == "vip", deadline=10)
     finally:
         server.stop()
+
+
+def test_requests_are_answered_while_a_big_rule_set_loads(server: Server, tmp_path: Path) -> None:
+    """The load and compile run off the event loop: the platform is answered meanwhile, from the old set."""
+    (tmp_path / "rules.yaml").write_text(rule_set("big", fillers=5000))
+    outcome: list[httpx.Response] = []
+    with server.client() as http, server.client(auth=ADMIN, timeout=60) as admin:
+        reloading = threading.Thread(target=lambda: outcome.append(admin.post("/admin/reload")))
+        reloading.start()
+        during: list[str] = []
+        while reloading.is_alive():
+            during.append(prompt(http, 100 + len(during)))
+        reloading.join()
+        assert outcome[0].json()["status"] == "reloaded"
+        assert prompt(http, 99) == "prompt_big"
+    assert len(during) >= 5, during  # answered while the new set was being built
+    assert set(during[:5]) == {"hello_v1"}

@@ -259,3 +259,41 @@ def test_requests_are_answered_while_a_big_rule_set_loads(server: Server, tmp_pa
         assert prompt(http, 99) == "prompt_big"
     assert len(during) >= 5, during  # answered while the new set was being built
     assert set(during[:5]) == {"hello_v1"}
+
+
+def test_a_save_caught_half_written_is_never_served(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    full = rule_set("v1", fillers=8)
+    rules.write_text(full)
+    config = platform_config(rules=str(rules), reload={"debounce_ms": 50, "settle_ms": 5000})
+    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    try:
+        with server.client() as http:
+            assert prompt(http, 1) == "prompt_v1"
+            complete = rule_set("v2", fillers=8)
+            rules.write_text(complete[: complete.index("  - id: filler_3")])  # three fillers, no answer rule
+            assert server.logged("rules_settling")  # seen, and held back
+            answers = {prompt(http, 2)}
+            rules.write_text(complete)  # the rest of the write
+            assert wait_for(lambda: prompt(http, 3) == "prompt_v2", deadline=10)
+            answers.add(prompt(http, 4))
+        assert answers <= {"prompt_v1", "prompt_v2"}  # never the answer of the truncated set ("")
+        reloaded = server.logged("rules_reloaded")
+        assert [line["rule_count"] for line in reloaded] == [9]
+    finally:
+        server.stop()
+
+
+def test_a_watched_save_that_drops_most_rules_is_taken_once_it_settles(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rule_set("v1", fillers=8))
+    config = platform_config(rules=str(rules), reload={"debounce_ms": 50, "settle_ms": 300})
+    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    try:
+        with server.client() as http:
+            rules.write_text(rule_set("small", fillers=0))  # nine rules down to one, on purpose
+            assert wait_for(lambda: prompt(http, 5) == "prompt_small", deadline=10)
+        assert server.logged("rules_settling")
+        assert server.logged("rules_reloaded")[-1]["rule_count"] == 1
+    finally:
+        server.stop()

@@ -119,7 +119,14 @@ def create_app(
         ruleset = rules or load_rules(source, settings.timezone)
         store = open_store(settings.state)
         runtime = Runtime(store=store, rules=ruleset)
-        runtime.reloader = RuleReloader(runtime, source, settings.timezone, clock, runtime.stats.reloads)
+        runtime.reloader = RuleReloader(
+            runtime,
+            source,
+            settings.timezone,
+            clock,
+            stats=runtime.stats.reloads,
+            settle_seconds=settings.reload.settle_ms / 1000,
+        )
         on_sighup = _SighupReload(runtime.reloader)
         stop_watching = asyncio.Event()
         watcher = None

@@ -39,12 +39,28 @@ class Failure:
     problems: tuple[Problem, ...]
 
 
+_SETTLE_ROUNDS = 5  # at most this many waits, for files that keep changing
+
+
+def _shrank(live: RuleSet, fresh: RuleSet) -> bool:
+    """Whether fresh has lost more than half of live's rules (and live has a few)."""
+    return len(live.rules) >= 4 and len(fresh.rules) * 2 < len(live.rules)
+
+
+def _same(one: RuleSet | tuple[Problem, ...], other: RuleSet | tuple[Problem, ...]) -> bool:
+    """Whether two loads found the same: one revision, or the same problems."""
+    if isinstance(one, tuple) or isinstance(other, tuple):
+        return isinstance(one, tuple) and isinstance(other, tuple) and list(map(str, one)) == list(map(str, other))
+    return one.revision == other.revision
+
+
 class RuleReloader:
     """Loads the rules source off the event loop and swaps the result into `holder.rules` in one step.
 
     A set with any error is rejected whole and the last good set keeps serving. So is a set that
     suddenly has no rules while the live one has some (a file caught half-written, a deleted folder's
-    leftovers), unless the reload is forced.
+    leftovers), unless the reload is forced. A watched change that breaks the set or loses more than
+    half of its rules is judged only after the files stayed unchanged for settle_seconds.
     """
 
     def __init__(
@@ -53,7 +69,9 @@ class RuleReloader:
         source: Path,
         timezone: str,
         clock: Callable[[], datetime],
+        *,
         stats: ReloadStats | None = None,
+        settle_seconds: float = 1.0,
     ) -> None:
         self._holder = holder  # anything with a `rules: RuleSet` attribute (the app's Runtime)
         self._stats = stats or ReloadStats()
@@ -63,6 +81,7 @@ class RuleReloader:
         self._lock = asyncio.Lock()
         self.loaded_at = clock()
         self.last_failure: Failure | None = None
+        self.settle_seconds = settle_seconds
 
     @property
     def rules(self) -> RuleSet:
@@ -76,15 +95,33 @@ class RuleReloader:
         self._stats.count(outcome.status)
         return outcome
 
+    async def _load(self) -> RuleSet | tuple[Problem, ...]:
+        """The source's rule set, built in a worker thread; its problems if it has any."""
+        try:
+            return await anyio.to_thread.run_sync(load_rules, self.source, self._timezone)
+        except RulesError as exc:
+            return tuple(exc.problems)
+        except Exception as exc:  # any failure to read leaves the live set serving
+            return (Problem(Location(self.source), f"cannot load: {exc}"),)
+
     async def _reload(self, trigger: str, force: bool) -> ReloadOutcome:
         async with self._lock:  # one reload at a time; requests go on with the live set meanwhile
             live = self.rules
-            try:
-                fresh = await anyio.to_thread.run_sync(load_rules, self.source, self._timezone)
-            except RulesError as exc:
-                return self._reject(trigger, tuple(exc.problems))
-            except Exception as exc:  # any failure to read leaves the live set serving
-                return self._reject(trigger, (Problem(Location(self.source), f"cannot load: {exc}"),))
+            fresh = await self._load()
+            # A watched save that breaks the rules or drops most of them may be a file caught half-
+            # written: judge it only once the files have stayed the same for a while (the rest of a
+            # write changes them, and the next look sees the whole file).
+            for _ in range(_SETTLE_ROUNDS):
+                if trigger != "watch" or not (isinstance(fresh, tuple) or _shrank(live, fresh)):
+                    break
+                log.info("rules_settling", source=str(self.source), seconds=self.settle_seconds)
+                await asyncio.sleep(self.settle_seconds)
+                again = await self._load()
+                if _same(again, fresh):
+                    break
+                fresh = again
+            if isinstance(fresh, tuple):
+                return self._reject(trigger, fresh)
             if fresh.revision == live.revision:
                 return ReloadOutcome("unchanged", live.revision)
             if not force and not fresh.rules and live.rules:

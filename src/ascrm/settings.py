@@ -70,6 +70,7 @@ class ReloadSettings:
 
     watch: bool = True
     debounce_ms: int = 300  # an editor's save is several events: wait this long for quiet
+    settle_ms: int = 1000  # a save that breaks the set or loses most rules must stay unchanged this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +201,11 @@ SCHEMA: dict[str, Any] = {
     },
     "reload": {
         "type": "dict",
-        "schema": {"watch": {"type": "boolean"}, "debounce_ms": {"type": "integer", "min": 0, "max": 60000}},
+        "schema": {
+            "watch": {"type": "boolean"},
+            "debounce_ms": {"type": "integer", "min": 0, "max": 60000},
+            "settle_ms": {"type": "integer", "min": 0, "max": 60000},
+        },
     },
     "log": {
         "type": "dict",

@@ -126,12 +126,20 @@ def test_with_overrides_keeps_the_rest() -> None:
     assert (settings.listen.port, settings.timezone) == (9000, "UTC")
 
 
-def test_the_shipped_example_config_loads() -> None:
+def test_the_shipped_example_config_loads(tmp_path: Path) -> None:
     path = Path(__file__).parent.parent / "deploy" / "ascrm.example.yaml"
     settings = load_settings(path, env={"ASCRM_PLATFORM_PASSWORD": "p", "ASCRM_ADMIN_PASSWORD": "a"})
     assert settings.root_path == "/autosecretary"
-    assert settings.tls is not None
+    assert settings.listen == Listen("127.0.0.1", 8080, ("127.0.0.1",))  # behind nginx on this host
+    assert settings.tls is None
     assert [c.user for c in settings.platform_credentials] == ["autosecretary"]
+    native = path.read_text().replace("# tls:", "tls:").replace("#   ", "  ")
+    (tmp_path / "native.yaml").write_text(native)
+    settings = load_settings(
+        tmp_path / "native.yaml", env={"ASCRM_PLATFORM_PASSWORD": "p", "ASCRM_ADMIN_PASSWORD": "a"}
+    )
+    assert settings.tls is not None  # the commented-out native HTTPS block is valid once uncommented
+    assert settings.tls.certfile == Path("/etc/ascrm/tls/fullchain.pem")
 
 
 def test_trusted_proxies_default_to_loopback_and_are_normalised(tmp_path: Path) -> None:

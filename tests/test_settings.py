@@ -126,9 +126,44 @@ def test_with_overrides_keeps_the_rest() -> None:
     assert (settings.listen.port, settings.timezone) == (9000, "UTC")
 
 
-def test_the_shipped_example_config_loads() -> None:
+def test_the_shipped_example_config_loads(tmp_path: Path) -> None:
     path = Path(__file__).parent.parent / "deploy" / "ascrm.example.yaml"
     settings = load_settings(path, env={"ASCRM_PLATFORM_PASSWORD": "p", "ASCRM_ADMIN_PASSWORD": "a"})
     assert settings.root_path == "/autosecretary"
-    assert settings.tls is not None
+    assert settings.listen == Listen("127.0.0.1", 8080, ("127.0.0.1",))  # behind nginx on this host
+    assert settings.tls is None
     assert [c.user for c in settings.platform_credentials] == ["autosecretary"]
+    native = path.read_text().replace("# tls:", "tls:").replace("#   ", "  ")
+    (tmp_path / "native.yaml").write_text(native)
+    settings = load_settings(
+        tmp_path / "native.yaml", env={"ASCRM_PLATFORM_PASSWORD": "p", "ASCRM_ADMIN_PASSWORD": "a"}
+    )
+    assert settings.tls is not None  # the commented-out native HTTPS block is valid once uncommented
+    assert settings.tls.certfile == Path("/etc/ascrm/tls/fullchain.pem")
+
+
+def test_trusted_proxies_default_to_loopback_and_are_normalised(tmp_path: Path) -> None:
+    assert Settings().listen.forwarded_allow_ips == ("127.0.0.1", "::1")
+    path = tmp_path / "ascrm.yaml"
+    path.write_text("listen: {forwarded_allow_ips: [10.0.0.0/8, 192.0.2.5/32, '::1', 'fd00::/8']}\n")
+    assert load_settings(path, env={}).listen.forwarded_allow_ips == ("10.0.0.0/8", "192.0.2.5", "::1", "fd00::/8")
+    path.write_text("listen: {forwarded_allow_ips: []}\n")
+    assert load_settings(path, env={}).listen.forwarded_allow_ips == ()
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ("['*']", "'*' lets any client forge its address: name the proxies' addresses or networks (CIDR) (got '*')"),
+        ("[127.0.0.1, nginx]", "not an IP address or network: 'nginx' does not appear to be an IPv4 or IPv6 network"),
+        ("[10.1.2.3/8]", "10.1.2.3/8 has host bits set (got '10.1.2.3/8')"),
+        ("127.0.0.1", "must be of list type"),
+    ],
+)
+def test_bad_trusted_proxies_are_named(tmp_path: Path, entries: str, message: str) -> None:
+    path = tmp_path / "ascrm.yaml"
+    path.write_text(f"listen: {{forwarded_allow_ips: {entries}}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert caught.value.key == "listen.forwarded_allow_ips"
+    assert message in str(caught.value)

@@ -76,6 +76,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _client(scope: Scope) -> str | None:
+    """The client's address: the peer's, or a trusted proxy's X-Forwarded-For (listen.forwarded_allow_ips)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
 async def _read_body(receive: Receive) -> bytes | None:
     """The whole request body (the app's body limit applies while reading); None if the client left."""
     chunks = []
@@ -114,7 +120,7 @@ class PlatformAPI:
             return UNAUTHORIZED
         if scope["method"] == "POST":
             return await self._event(scope, receive, None)
-        log.info("connection_test", method="GET")
+        log.info("connection_test", method="GET", client=_client(scope))
         return Answer(200, render_answer(0, NO_ACTION, self._noop))
 
     async def call_event_by_id(self, scope: Scope, receive: Receive) -> Answer | None:
@@ -160,7 +166,7 @@ class PlatformAPI:
                 reason=warning.reason,
             )
         if path_call_id == 0:  # the connection test: always a plain 200, whatever the rules say
-            log.info("connection_test", method="POST", un=event.un)
+            log.info("connection_test", method="POST", un=event.un, client=_client(scope))
             return Answer(200, render_answer(call_id, NO_ACTION, self._noop))
         if event.call_id is None and call_id is not None:
             event = event._replace(call_id=call_id)

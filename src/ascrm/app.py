@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from ascrm import engine, health, metrics
+from ascrm import engine, health, metrics, openapi
 from ascrm.admin import AdminAPI
 from ascrm.api import PlatformAPI, Runtime, utc_now
 from ascrm.calls import open_store
@@ -156,6 +156,7 @@ def create_app(
         routes += admin.routes(prefix)
         routes += health.routes(prefix)
         routes += metrics.routes(prefix, settings)
+        routes += openapi.routes(prefix, settings)
     return _App(
         routes=routes,
         lifespan=lifespan,

@@ -9,6 +9,7 @@ import os
 import secrets
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ascrm import __version__
@@ -16,7 +17,7 @@ from ascrm.auth import Credential, hash_password
 from ascrm.engine import RuleSet
 from ascrm.errors import AscrmError
 from ascrm.rules import RulesError, load_rules, rules_source
-from ascrm.settings import Listen, Settings, load_settings
+from ascrm.settings import Settings, load_settings, trusted_proxies
 
 GENERATED_USER = "autosecretary"
 
@@ -45,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--rules", type=Path, help="rules file or folder (overrides the config's `rules`)")
     serve.add_argument("--host", help="address to listen on (overrides `listen.host`)")
     serve.add_argument("--port", type=int, help="port to listen on (overrides `listen.port`)")
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="LIST",
+        help="comma-separated proxy addresses or networks whose X-Forwarded-For is believed; '' for none"
+        " (overrides `listen.forwarded_allow_ips`)",
+    )
     serve.set_defaults(func=_serve)
 
     check = commands.add_parser("check", help="check rule files; exit 1 on errors (or warnings with --strict)")
@@ -62,9 +69,14 @@ def _parser() -> argparse.ArgumentParser:
 def _settings_from(args: argparse.Namespace) -> Settings:
     path = args.config or (Path(os.environ["ASCRM_CONFIG"]) if os.environ.get("ASCRM_CONFIG") else None)
     settings = load_settings(path)
-    listen = Listen(
-        host=args.host or settings.listen.host, port=settings.listen.port if args.port is None else args.port
+    listen = replace(
+        settings.listen,
+        host=args.host or settings.listen.host,
+        port=settings.listen.port if args.port is None else args.port,
     )
+    if args.forwarded_allow_ips is not None:
+        values = [value for value in args.forwarded_allow_ips.split(",") if value.strip()]
+        listen = replace(listen, forwarded_allow_ips=trusted_proxies(values, "--forwarded-allow-ips"))
     return settings.with_overrides(listen=listen, rules=args.rules or settings.rules)
 
 

@@ -44,7 +44,7 @@ def endpoint_of(path: str, method: str, root_path: str) -> str:
     if path.startswith("/admin/"):
         return "admin"
     if path in ("/health", "/ready", "/metrics", "/openapi.json"):
-        return path[1:]
+        return path[1:].removesuffix(".json")
     return "other"
 
 

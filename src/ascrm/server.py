@@ -24,6 +24,7 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "log_config": None,
     "server_header": False,
     "timeout_graceful_shutdown": 10,
+    "timeout_keep_alive": 5,  # seconds an idle connection stays open; a proxy's upstream pool must idle less
 }
 
 
@@ -42,6 +43,8 @@ def uvicorn_config(
         host=settings.listen.host,
         port=settings.listen.port,
         ssl_context_factory=tls_factory if context else None,
+        proxy_headers=bool(settings.listen.forwarded_allow_ips),
+        forwarded_allow_ips=list(settings.listen.forwarded_allow_ips),
         **UVICORN_OPTIONS,
     )
 

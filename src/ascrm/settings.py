@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ DEFAULT_CIPHERS = (
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
 )
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Addresses whose X-Forwarded-For / X-Forwarded-Proto are believed: a proxy on this host.
+LOOPBACK_PROXIES = ("127.0.0.1", "::1")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -33,6 +36,7 @@ class Listen:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    forwarded_allow_ips: tuple[str, ...] = LOOPBACK_PROXIES  # () trusts no proxy headers at all
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,29 @@ def _check_timezone(field_name: str, value: str, error: Any) -> None:
         error(field_name, "unknown time zone (use an IANA name such as Europe/Moscow)")
 
 
+def trusted_proxies(values: list[str], key: str = "listen.forwarded_allow_ips") -> tuple[str, ...]:
+    """The proxy addresses and networks to trust, each checked; ConfigError names the bad entry."""
+    trusted = []
+    for index, value in enumerate(values):
+        where = f"{key}[{index}]"
+        if value.strip() == "*":
+            message = "'*' lets any client forge its address: name the proxies' addresses or networks (CIDR)"
+            raise ConfigError(where, message, value)
+        try:
+            network = ipaddress.ip_network(value.strip())
+        except ValueError as exc:
+            raise ConfigError(where, f"not an IP address or network: {exc}", value) from None
+        trusted.append(str(network.network_address) if network.num_addresses == 1 else str(network))
+    return tuple(trusted)
+
+
+def _check_proxies(field_name: str, value: list[str], error: Any) -> None:
+    try:
+        trusted_proxies(value, field_name)
+    except ConfigError as exc:
+        error(field_name, f"{exc.message} (got {exc.value!r})")
+
+
 def _check_hash(field_name: str, value: str, error: Any) -> None:
     try:
         PasswordHash.parse(value)
@@ -159,6 +186,11 @@ SCHEMA: dict[str, Any] = {
         "schema": {
             "host": {"type": "string", "empty": False},
             "port": {"type": "integer", "min": 0, "max": 65535},
+            "forwarded_allow_ips": {
+                "type": "list",
+                "schema": {"type": "string", "empty": False},
+                "check_with": _check_proxies,
+            },
         },
     },
     "root_path": {"type": "string", "regex": r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*/?"},
@@ -264,7 +296,13 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
     log = doc.get("log", {})
     defaults = Settings()
     return Settings(
-        listen=Listen(host=listen.get("host", defaults.listen.host), port=listen.get("port", defaults.listen.port)),
+        listen=Listen(
+            host=listen.get("host", defaults.listen.host),
+            port=listen.get("port", defaults.listen.port),
+            forwarded_allow_ips=trusted_proxies(listen["forwarded_allow_ips"])
+            if "forwarded_allow_ips" in listen
+            else defaults.listen.forwarded_allow_ips,
+        ),
         root_path=doc.get("root_path", "").rstrip("/"),
         rules=_resolve(base, doc["rules"]) if "rules" in doc else None,
         timezone=doc.get("timezone", defaults.timezone),

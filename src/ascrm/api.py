@@ -17,8 +17,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ascrm import engine
+from ascrm.answering import answer_event, answer_poll
 from ascrm.auth import BasicAuth
-from ascrm.calls.state import CallState, DecisionRecord
 from ascrm.calls.store import CallStore, StoreUnavailableError
 from ascrm.observe import AnswerLog
 from ascrm.protocol import (
@@ -166,21 +166,7 @@ class PlatformAPI:
     async def _decide_event(self, runtime: Runtime, event: CallEvent) -> Decision:
         try:
             now = self._clock()
-            try:
-                call = await runtime.store.update(event, now)
-                stored = True
-            except StoreUnavailableError as exc:  # decide from this event alone: call-state conditions fail
-                log.warning("store_unavailable", call_id=event.call_id, error=str(exc))
-                call, stored = CallState.begin(event.call_id or 0, event, now), False
-                call.apply(event, now)
-            rules = runtime.rules
-            decision = engine.decide(rules, event, call, now)
-            if stored and decision.action is not None and event.call_id:
-                trigger = code_name(event.event_type) or "unknown"
-                record = DecisionRecord(
-                    now, trigger, decision.action, decision.param, decision.rule_id, None, rules.revision
-                )
-                await _record(runtime, event.call_id, record)
+            call, decision = await answer_event(runtime.store, runtime.rules, event, now)
             if event.event_type == EventType.EndCall:
                 log.info("call_ended", **call.summary(now))
             return decision
@@ -190,13 +176,7 @@ class PlatformAPI:
 
     async def _decide_poll(self, runtime: Runtime, call_id: int) -> Decision:
         try:
-            now = self._clock()
-            rules = runtime.rules
-
-            def decide(call: CallState) -> Decision:
-                return engine.decide(rules, None, call, now)
-
-            _, decision = await runtime.store.answer_poll(call_id, now, decide, rules.revision)
+            _, decision = await answer_poll(runtime.store, runtime.rules, call_id, self._clock())
             return decision
         except StoreUnavailableError as exc:
             log.warning("store_unavailable", call_id=call_id, error=str(exc))
@@ -223,14 +203,6 @@ class PlatformAPI:
             command=decision.command_id,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
-
-
-async def _record(runtime: Runtime, call_id: int, record: DecisionRecord) -> None:
-    """Remember a decision; a store outage loses the record, never the answer."""
-    try:
-        await runtime.store.record(call_id, record)
-    except StoreUnavailableError as exc:
-        log.warning("store_unavailable", call_id=call_id, error=str(exc), lost="decision record")
 
 
 def _short(value: Any) -> Any:

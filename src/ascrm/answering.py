@@ -22,12 +22,13 @@ Decide = Callable[[engine.RuleSet, CallEvent | None, CallState, datetime], Decis
 
 
 async def answer_event(
-    store: CallStore, rules: engine.RuleSet, event: CallEvent, now: datetime, decide: Decide = engine.decide
+    store: CallStore, rules: engine.RuleSet, event: CallEvent, now: datetime, decide: Decide | None = None
 ) -> tuple[CallState, Decision]:
     """Apply a call event to its call, decide, and remember an answer that carries an action.
 
-    When the store does not answer, the call is decided from this event alone (call-state conditions
-    then fail) and a `store_unavailable` warning is logged.
+    decide is engine.decide unless told (looked up per call, so it can be replaced). When the store
+    does not answer, the call is decided from this event alone (call-state conditions then fail) and
+    a `store_unavailable` warning is logged.
     """
     try:
         call = await store.update(event, now)
@@ -36,7 +37,7 @@ async def answer_event(
         log.warning("store_unavailable", call_id=event.call_id, error=str(exc))
         call, stored = CallState.begin(event.call_id or 0, event, now), False
         call.apply(event, now)
-    decision = decide(rules, event, call, now)
+    decision = (decide or engine.decide)(rules, event, call, now)
     if stored and decision.action is not None and event.call_id:
         trigger = code_name(event.event_type) or "unknown"
         record = DecisionRecord(now, trigger, decision.action, decision.param, decision.rule_id, None, rules.revision)
@@ -48,15 +49,16 @@ async def answer_event(
 
 
 def answer_poll(
-    store: CallStore, rules: engine.RuleSet, call_id: int, now: datetime, decide: Decide = engine.decide
+    store: CallStore, rules: engine.RuleSet, call_id: int, now: datetime, decide: Decide | None = None
 ) -> Awaitable[tuple[CallState | None, Decision]]:
     """A GET poll: a pushed command first, else the poll rules; recorded in the same atomic change.
 
-    An unknown call gets no action. Awaiting it may raise StoreUnavailableError. (A plain function
-    returning the store's coroutine: no coroutine frame of its own on the poll path.)
+    decide is engine.decide unless told. An unknown call gets no action. Awaiting the result may raise
+    StoreUnavailableError. (A plain function returning the store's coroutine: no coroutine frame of its
+    own on the poll path.)
     """
 
     def decide_poll(call: CallState) -> Decision:
-        return decide(rules, None, call, now)
+        return (decide or engine.decide)(rules, None, call, now)
 
     return store.answer_poll(call_id, now, decide_poll, rules.revision)

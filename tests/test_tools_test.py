@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import ascrm
+from ascrm.tools.test import HELP
 
 ASCRM = [sys.executable, "-m", "ascrm"]
 SOURCE = str(Path(ascrm.__file__).resolve().parents[1])  # the subprocess runs the code under test, from any cwd
@@ -407,3 +408,15 @@ def test_help_documents_where_tests_live_and_the_exit_status() -> None:
     assert result.returncode == 0
     for text in ("rules/tests/*.yaml", "expect:", "after:", "lists:", "Exit status: 0", "1 a case failed", "2 a test"):
         assert text in result.stdout
+
+
+def test_the_documented_examples_pass(tmp_path: Path) -> None:
+    in_help = "\n".join(line[2:] for line in HELP.split("\n\n")[1].splitlines())
+    in_readme = (EXAMPLES.parent / "README.md").read_text().split("# rules/tests/inbound.yaml\n")[1].split("```")[0]
+    (tmp_path / "tests").mkdir()
+    for name, text in (("help", in_help), ("readme", in_readme)):
+        assert text.startswith("rules: ..")
+        (tmp_path / "tests" / f"{name}.yaml").write_text(text.replace("rules: ..", f"rules: {EXAMPLES}", 1))
+    result = run("test", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.endswith("3 passed, 0 failed\n")

@@ -34,10 +34,10 @@ a test file, a `tests` folder, or a rules folder (its tests/ is read); by defaul
   at: 2027-01-11T10:00:00+03:00    # when each call starts, unless its case says
   cases:
     - name: a caller dialling 1 reaches sales
-      at: 2027-01-11T10:00:00+03:00             # this call's start (ISO 8601, as EventTime is read)
-      AN: "79031112233"                          # CRMDData fields every event carries (ServiceType: 1
+      at: 2027-01-11T19:00:00+03:00             # this call's start (ISO 8601, as EventTime is read)
+      AN: "79990000000"                          # CRMDData fields every event carries (ServiceType: 1
       UN: "74951234567"                          #   unless given; null sends none); names in any case
-      lists: {blocked: ["7903*"]}                # replace a list or a map of the rules for this case
+      lists: {blocked: ["7800*"]}                # replace a list or a map of the rules for this case
       steps:
         - event: CallAccepted                    # a name or code as the server reads EventType, or poll
           expect: {PlayPrompt: after_hours}      # none, Hangup, {Action: param}, {rule: ID}, {rule: ID, do: ...}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,7 +14,7 @@ from ascrm.protocol import Action, field_name, param_error, parse_call_event, pa
 from ascrm.rules.lists import ListError, inline_map, number_list
 from ascrm.rules.load import Location, MarkedList, MarkedMap, Problem, RulesError, key_location, locate, read_yaml
 from ascrm.rules.schema import schema_errors
-from ascrm.tools.scenario import CASE_FIELDS, STEP_FIELDS, Case, Expectation, Step, parse_duration, parse_event
+from ascrm.tools.scenario import CASE_FIELDS, POLL, STEP_FIELDS, Case, Expectation, Step, parse_duration, parse_event
 
 DEFAULT_TIMEZONE = "Europe/Moscow"
 _NONE = ("none", "no action")
@@ -198,46 +198,38 @@ class _Reader:
             return None
         return event.event_time
 
-    def fields(self, at: tuple[Any, ...], fields: dict[str, Any], zone: ZoneInfo, label: str) -> bool:
+    def fields(self, at: tuple[Any, ...], fields: dict[str, Any], zone: ZoneInfo, label: str) -> None:
         """Check fields as the server reads them; string fields become text, ServiceType its code."""
-        good = True
         for key, value in fields.items():
             if value is None or value == "":
                 continue
             event, warnings = parse_call_event({key: value}, zone)
             if warnings:
                 self.problem((*at, key), f"{label}: {key} {value!r}: {warnings[0].reason}")
-                good = False
             elif key == "ServiceType":
                 fields[key] = int(event.service_type) if event.service_type is not None else None
             elif key != "EventTime":
                 fields[key] = str(value)
-        return good
 
     def step(self, at: tuple[Any, ...], raw: MarkedMap, zone: ZoneInfo, label: str) -> Step | None:
-        good = True
+        """The step (None when its event is unknown); other problems are collected, and refuse the file."""
         try:
             event = parse_event(raw["event"])
         except ValueError as exc:
             self.problem((*at, "event"), f"{label}: {exc}")
             return None
+        after = timedelta(0)
         try:
             after = parse_duration(raw.get("after", 0))
         except ValueError as exc:
             self.problem((*at, "after"), f"{label}: after: {exc}")
-            good = False
         fields = {key: raw[key] for key in STEP_FIELDS if key in raw}
-        if fields and event == "poll":
-            self.problem(
-                (*at, next(iter(fields))), f"{label}: a poll carries no fields (it is a GET): {', '.join(fields)}"
-            )
-            good = False
-        good = self.fields(at, fields, zone, label) and good
-        expect = None
-        if "expect" in raw:
-            expect = self.expect((*at, "expect"), raw["expect"], label)
-            good = good and expect is not None
-        return Step(event, after, fields, expect, self.where(at)) if good else None
+        if fields and event == POLL:
+            message = f"{label}: a poll carries no fields (it is a GET): {', '.join(fields)}"
+            self.problem((*at, next(iter(fields))), message)
+        self.fields(at, fields, zone, label)
+        expect = self.expect((*at, "expect"), raw["expect"], label) if "expect" in raw else None
+        return Step(event, after, fields, expect, self.where(at))
 
     def expect(self, at: tuple[Any, ...], value: Any, label: str) -> Expectation | None:
         where = self.where(at)

@@ -17,8 +17,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ascrm import engine
+from ascrm.answering import answer_event, answer_poll
 from ascrm.auth import BasicAuth
-from ascrm.calls.state import CallState, DecisionRecord
 from ascrm.calls.store import CallStore, StoreUnavailableError
 from ascrm.observe import AnswerLog
 from ascrm.protocol import (
@@ -179,21 +179,7 @@ class PlatformAPI:
         rules = runtime.rules  # read once: this request is decided wholly by one rule set
         try:
             now = self._clock()
-            try:
-                call = await runtime.store.update(event, now)
-                stored = True
-            except StoreUnavailableError as exc:  # decide from this event alone: call-state conditions fail
-                runtime.stats.store_errors["update"] += 1
-                log.warning("store_unavailable", call_id=event.call_id, error=str(exc))
-                call, stored = CallState.begin(event.call_id or 0, event, now), False
-                call.apply(event, now)
-            decision = engine.decide(rules, event, call, now)
-            if stored and decision.action is not None and event.call_id:
-                trigger = code_name(event.event_type) or "unknown"
-                record = DecisionRecord(
-                    now, trigger, decision.action, decision.param, decision.rule_id, None, rules.revision
-                )
-                await _record(runtime, event.call_id, record)
+            call, decision = await answer_event(runtime.store, rules, event, now, errors=runtime.stats.store_errors)
             if event.event_type == EventType.EndCall:
                 log.info("call_ended", **call.summary(now))
             return decision, rules.revision
@@ -206,12 +192,7 @@ class PlatformAPI:
         """The decision for a poll of call_id, and the revision of the rules that made it."""
         rules = runtime.rules
         try:
-            now = self._clock()
-
-            def decide(call: CallState) -> Decision:
-                return engine.decide(rules, None, call, now)
-
-            _, decision = await runtime.store.answer_poll(call_id, now, decide, rules.revision)
+            _, decision = await answer_poll(runtime.store, rules, call_id, self._clock())
             return decision, rules.revision
         except StoreUnavailableError as exc:
             runtime.stats.store_errors["poll"] += 1
@@ -261,15 +242,6 @@ class PlatformAPI:
             revision=revision,
             latency_ms=round(elapsed * 1000, 3),
         )
-
-
-async def _record(runtime: Runtime, call_id: int, record: DecisionRecord) -> None:
-    """Remember a decision; a store outage loses the record, never the answer."""
-    try:
-        await runtime.store.record(call_id, record)
-    except StoreUnavailableError as exc:
-        runtime.stats.store_errors["record"] += 1
-        log.warning("store_unavailable", call_id=call_id, error=str(exc), lost="decision record")
 
 
 def _short(value: Any) -> Any:

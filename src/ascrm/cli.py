@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     hashing = commands.add_parser("hash-password", help="print a password_hash for the config")
     hashing.add_argument("--stdin", action="store_true", help="read the password from standard input")
     hashing.set_defaults(func=_hash_password)
+
+    from ascrm.tools import simulate, test  # the rule tools: their own modules, flags and help
+
+    test.add_command(commands)
+    simulate.add_command(commands)
     return parser
 
 

@@ -239,6 +239,11 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[Any, tzinfo], Any]]]] = {
 _CANONICAL: Final = {name.lower(): name for name in _FIELDS}
 
 
+def field_name(key: str) -> str | None:
+    """The CRMDData field a key names, matched case-insensitively as the reader does ('dtmf' -> 'DTMF')."""
+    return _CANONICAL.get(key.lower())
+
+
 def parse_call_event(data: Mapping[str, Any], tz: tzinfo) -> tuple[CallEvent, list[FieldWarning]]:
     """Read a CRMDData object; fields that fail to parse become None and are reported as warnings."""
     event = _read_well_formed(data, tz)

@@ -31,6 +31,7 @@ class Template:
     """A param with {FIELD} and {map[FIELD]} placeholders; literal text is kept as one part."""
 
     parts: tuple[str | tuple[Getter, Mapping[str, str] | None, Normalize | None], ...]
+    names: tuple[tuple[str, str | None], ...] = ()  # (field, map or None) per placeholder, for explaining
     literal: str | None = field(init=False)  # the param when it has no placeholders
 
     def __post_init__(self) -> None:
@@ -55,6 +56,21 @@ class Template:
             out.append(value)
         return "".join(out)
 
+    def missing(self, event: CallEvent | None, call: CallState) -> str | None:
+        """Why render() gives None: the first placeholder without a value, in words; None when all have one."""
+        names = iter(self.names)
+        for part in self.parts:
+            if isinstance(part, str):
+                continue
+            (read, table, normalize), (name, table_name) = part, next(names)
+            value = read(event, call)
+            shown = name if table_name is None else f"{table_name}[{name}]"
+            if value is None:
+                return f"{{{shown}}}: {name} has no value"
+            if table is not None and table.get(normalize(value) if normalize is not None else value) is None:
+                return f"{{{shown}}}: {name} {value!r} is not a key of map {table_name}"
+        return None
+
 
 def parse_template(text: str, maps: Mapping[str, Mapping[str, str]], normalize: Normalize | None = None) -> Template:
     """Compile a param; ActionError names an unknown field or map, or a stray brace.
@@ -62,6 +78,7 @@ def parse_template(text: str, maps: Mapping[str, Mapping[str, str]], normalize: 
     normalize is the file's number normalisation: a map is looked up with the normalised number.
     """
     parts: list[str | tuple[Getter, Mapping[str, str] | None, Normalize | None]] = []
+    names: list[tuple[str, str | None]] = []
     literal = ""
     position = 0
     for match in _PLACEHOLDER.finditer(text):
@@ -81,16 +98,18 @@ def parse_template(text: str, maps: Mapping[str, Mapping[str, str]], normalize: 
             if name not in STRING_FIELDS:
                 raise ActionError((), f"unknown field {{{name}}} in {text!r} (known: {_FIELDS})")
             parts.append((getter(name), None, None))
+            names.append((name, None))
         else:
             if name not in maps:
                 raise ActionError((), f"no map named {name!r} in {text!r}")
             if key not in STRING_FIELDS:
                 raise ActionError((), f"unknown field {key!r} in {text!r} (known: {_FIELDS})")
             parts.append((getter(key), maps[name], normalize if key in NUMBER_FIELDS else None))
+            names.append((key, name))
     literal += text[position:]
     if literal:
         parts.append(literal)
-    return Template(tuple(parts))
+    return Template(tuple(parts), tuple(names))
 
 
 def parse_action(

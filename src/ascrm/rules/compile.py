@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +20,7 @@ from ascrm.rules.conditions import (
     compile_conditions,
     schedule_path,
 )
+from ascrm.rules.explain import Check, build_checks
 from ascrm.rules.index import Hint, build_index
 from ascrm.rules.lists import (
     ListError,
@@ -46,17 +48,32 @@ from ascrm.rules.schema import shape_errors
 _NORMALIZERS: dict[str, Callable[[str], str] | None] = {"none": None, "ru": normalize_ru}
 
 
-def load_rules(source: Path, default_timezone: str) -> RuleSet:
-    """Read, check and compile a rules file or folder; RulesError lists every problem found."""
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Lists and maps, by name, to use instead of the ones the rule files define (a rule test's case)."""
+
+    lists: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+def load_rules(
+    source: Path, default_timezone: str, *, explain: bool = False, overrides: Overrides | None = None
+) -> RuleSet:
+    """Read, check and compile a rules file or folder; RulesError lists every problem found.
+
+    explain: also compile each rule's conditions one by one, for `rules.explain` (tools; the server
+    never does). overrides: lists and maps replacing the defined ones of the same names.
+    """
     files = rule_files(source)
     if not files:
         raise RulesError([Problem(Location(source), "no rule files (*.yaml, *.yml) in this folder")])
-    compiler = _Compiler(default_timezone)
+    compiler = _Compiler(default_timezone, explain=explain, overrides=overrides or Overrides())
     for file in files:
         compiler.read(file)
     compiler.check()
     for file, document in compiler.documents:
         compiler.definitions(file, document)
+    compiler.unknown_overrides(source)
     compiler.check()
     for file, document in compiler.documents:
         compiler.rules_of(file, document)
@@ -76,8 +93,10 @@ def load_rules(source: Path, default_timezone: str) -> RuleSet:
 class _Compiler:
     """Collects definitions, rules and problems across the files of one rule set."""
 
-    def __init__(self, default_timezone: str) -> None:
+    def __init__(self, default_timezone: str, *, explain: bool, overrides: Overrides) -> None:
         self.default_timezone = default_timezone
+        self.explain = explain
+        self.overrides = overrides
         self.documents: list[tuple[Path, MarkedMap]] = []
         self.problems: list[Problem] = []
         self.schedules: dict[str, Schedule] = {}
@@ -149,9 +168,21 @@ class _Compiler:
             if self.define("maps", name, file, document):
                 self.map_of(file, document, name, spec, normalize)
 
+    def unknown_overrides(self, source: Path) -> None:
+        for kind, given in (("lists", self.overrides.lists), ("maps", self.overrides.maps)):
+            defined = sorted(name for (what, name) in self.defined_at if what == kind)
+            for name in given:
+                if name not in defined:
+                    message = (
+                        f"no {kind[:-1]} named {name!r} to replace (the rules define: {', '.join(defined) or 'none'})"
+                    )
+                    self.problems.append(Problem(Location(source), message))
+
     def list_of(self, file: Path, doc: MarkedMap, name: str, spec: Any, normalize: Any) -> None:
         try:
-            if isinstance(spec, dict):
+            if name in self.overrides.lists:
+                self.lists[name] = number_list(self.overrides.lists[name], normalize)
+            elif isinstance(spec, dict):
                 path = file.parent / spec["file"]
                 self.data_files.append(path)
                 self.lists[name] = load_list_file(path, normalize)
@@ -166,7 +197,9 @@ class _Compiler:
             self.problem(file, doc, ("maps", name, "file"), f"map {name!r}: file: takes the path of a CSV file")
             return
         try:
-            if set(spec) == {"file"}:
+            if name in self.overrides.maps:
+                self.maps[name] = inline_map(self.overrides.maps[name], normalize)
+            elif set(spec) == {"file"}:
                 path = file.parent / spec["file"]
                 self.data_files.append(path)
                 self.maps[name] = load_map_file(path, normalize)
@@ -222,7 +255,11 @@ class _Compiler:
                 self.problem(file, document, (*at, "do"), f"{message} (on: poll); answers to events take PBX…")
                 continue
             repeat = bool(raw.get("repeat"))
-            rule = CompiledRule(rule_id, len(self.rules), where, events, condition, action, template, repeat)
+            checks: tuple[Check, ...] = ()
+            if self.explain and "if" in raw:
+                places = {key: key_location(document, (*at, "if", key), where) for key in raw["if"]}
+                checks = build_checks(raw["if"], defs, places.__getitem__)
+            rule = CompiledRule(rule_id, len(self.rules), where, events, condition, action, template, repeat, checks)
             self.rules.append(rule)
             self.raw_rules.append(raw)
             if defs.index_hint:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ascrm.calls.state import CallState
 from ascrm.protocol import Action, CallEvent, Decision, ServiceType, param_error
 from ascrm.rules.actions import Template
 from ascrm.rules.conditions import Predicate
 from ascrm.rules.load import Location
+
+if TYPE_CHECKING:
+    from ascrm.rules.explain import Check
 
 POLL = "poll"  # the event key of GET /CallEvent/{CallID}
 
@@ -26,6 +30,7 @@ class CompiledRule:
     action: Action
     template: Template
     repeat: bool
+    checks: tuple[Check, ...] = ()  # the `if:` conditions one by one, when compiled for explaining
     fixed: Decision | None = field(init=False)  # the decision of a literal param, built once
 
     def __post_init__(self) -> None:

@@ -58,13 +58,24 @@ def shape_errors(document: Any) -> list[tuple[tuple[Any, ...], str, bool]]:
     """(path, message, about_the_key) for each way document departs from FILE."""
     if not isinstance(document, dict):
         return [((), "a rule file is a mapping with keys such as timezone, schedules, lists, maps, rules", False)]
-    validator = cerberus.Validator(FILE)
+    return schema_errors(document, FILE, {("rules",): "rule"})
+
+
+def schema_errors(
+    document: dict[Any, Any], schema: dict[str, Any], items: dict[tuple[Any, ...], str]
+) -> list[tuple[tuple[Any, ...], str, bool]]:
+    """(path, message, about_the_key) for each way document departs from schema, sorted by path.
+
+    items names the entries of lists, by the path of the list (`*` for any index): {("rules",): "rule"}
+    makes the third entry of `rules` "rule 3"; others are "item N".
+    """
+    validator = cerberus.Validator(schema)
     if validator.validate(document, normalize=False):
         return []
     found: list[tuple[tuple[Any, ...], str, bool]] = []
     for error in _leaves(validator._errors):
         path = tuple(error.document_path)
-        found.append((path, _message(error), error.code == cerberus.errors.UNKNOWN_FIELD.code))
+        found.append((path, _message(error, items), error.code == cerberus.errors.UNKNOWN_FIELD.code))
     return sorted(found, key=lambda item: [str(step) for step in item[0]])
 
 
@@ -80,13 +91,15 @@ def _leaves(errors: Any) -> list[Any]:
     return leaves
 
 
-def _message(error: Any) -> str:
+def _message(error: Any, items: dict[tuple[Any, ...], str]) -> str:
     value, rule = error.value, error.rule
     shown = repr(value) if not isinstance(value, (dict, list)) else "a list" if isinstance(value, list) else "a mapping"
     path = error.document_path
-    key = path[-1] if path else "file"
-    if isinstance(key, int):  # an item of a list: 'rule 3', 'item 2'
-        key = f"rule {key + 1}" if len(path) == 2 and path[0] == "rules" else f"item {key + 1}"
+    key: Any = path[-1] if path else "file"
+    item = isinstance(key, int)
+    if item:  # an entry of a list: 'rule 3', 'item 2'
+        noun = items.get(tuple("*" if isinstance(step, int) else step for step in path[:-1]), "item")
+        key = f"{noun} {key + 1}"
     if error.code == cerberus.errors.UNKNOWN_FIELD.code:
         return f"unknown key {key!r}"
     if error.code == cerberus.errors.REQUIRED_FIELD.code:
@@ -94,13 +107,13 @@ def _message(error: Any) -> str:
     if rule == "type":
         wanted = error.constraint if isinstance(error.constraint, str) else " or ".join(error.constraint)
         wanted = wanted.replace("dict", "mapping")
-        return f"{key if str(key).startswith(('rule ', 'item ')) else repr(key)} must be a {wanted}, not {shown}"
+        return f"{key if item else repr(key)} must be a {wanted}, not {shown}"
     if rule == "regex":
         return f"{key!r}: {shown} is not a valid name (letters, digits, _ . -; starting with a letter or _)"
     if rule == "allowed":
         return f"{key!r}: {shown} is not one of {', '.join(map(str, error.constraint))}"
     if rule == "nullable":
-        return f"{key if str(key).startswith(('rule ', 'item ')) else repr(key)} has no value"
+        return f"{key if item else repr(key)} has no value"
     if rule in ("empty", "minlength"):
         return f"{key!r} must not be empty"
     if rule == "anyof" and key == "on":

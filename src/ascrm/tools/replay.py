@@ -1,0 +1,78 @@
+"""Replaying a call through the server's own code: the in-memory call store, the answering sequence, a set clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any
+
+import orjson
+
+from ascrm import engine
+from ascrm.answering import Decide, answer_event, answer_poll
+from ascrm.calls.memory import MemoryCallStore
+from ascrm.calls.state import CallState
+from ascrm.protocol import CallEvent, Decision, NoopAnswer, parse_call_event, render_answer
+from ascrm.rules.explain import Trial, explain
+from ascrm.tools.scenario import CALL_ID, Case, Step
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One step replayed: when, what was sent (None: a poll), the decision and the answer as sent."""
+
+    step: Step
+    at: datetime
+    request: dict[str, Any] | None
+    decision: Decision
+    answer: dict[str, Any]
+    trials: tuple[Trial, ...] = ()
+
+
+def replay(case: Case, rules: engine.RuleSet, zone: tzinfo, *, explain: bool = False) -> list[Outcome]:
+    """Each step of case, answered as `ascrm serve` answers it at the case's clock (explained on request)."""
+    return asyncio.run(_replay(case, rules, zone, explain))
+
+
+def replay_all(
+    cases: Sequence[tuple[Case, engine.RuleSet]], zone: tzinfo, *, explain: bool = False
+) -> list[list[Outcome]]:
+    """replay() for several cases, in one event loop."""
+
+    async def run_all() -> list[list[Outcome]]:
+        return [await _replay(case, rules, zone, explain) for case, rules in cases]
+
+    return asyncio.run(run_all())
+
+
+async def _replay(case: Case, rules: engine.RuleSet, zone: tzinfo, explaining: bool) -> list[Outcome]:
+    store = MemoryCallStore()  # each call alone, as the server holds it
+    clock = case.at
+    outcomes = []
+    for step in case.steps:
+        clock += step.after
+        trials: list[Trial] = []
+        decide = _explaining(trials) if explaining else engine.decide
+        request = None
+        if step.poll:
+            _, decision = await answer_poll(store, rules, CALL_ID, clock, decide)
+        else:
+            request = case.request(step, clock)
+            event, _ = parse_call_event(request, zone)  # the server's reader; fields were checked when read
+            _, decision = await answer_event(store, rules, event, clock, decide)
+        answer = orjson.loads(render_answer(CALL_ID, decision, NoopAnswer()))
+        outcomes.append(Outcome(step, clock, request, decision, answer, tuple(trials)))
+    return outcomes
+
+
+def _explaining(trials: list[Trial]) -> Decide:
+    """engine.decide that also keeps, in trials, why each rule tried answered or passed."""
+
+    def decide(rules: engine.RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:
+        decision = engine.decide(rules, event, call, now)
+        trials.extend(explain(rules, event, call, now))
+        return decision
+
+    return decide

@@ -8,7 +8,8 @@ import pytest
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
-from ascrm import Settings, create_app, engine
+from ascrm import Settings, api, create_app, engine
+from ascrm.api import PlatformRoutes
 from ascrm.auth import Credential
 from ascrm.calls.state import CallState
 from ascrm.protocol import CallEvent, Decision
@@ -54,3 +55,43 @@ def test_clock_is_injected() -> None:
         with TestClient(create_app(SETTINGS, clock=lambda: fixed)) as http:
             http.post("/crm/CallEvent", json={"CallID": 5, "EventType": 1}, auth=("pbx", "pw"))
     assert seen == [fixed]
+
+
+def test_a_failure_outside_deciding_is_a_json_500_and_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(data: object, tz: object) -> object:
+        raise RuntimeError("reader blew up")
+
+    monkeypatch.setattr(api, "parse_call_event", broken)
+    with TestClient(create_app(SETTINGS), raise_server_exceptions=False) as http, capture_logs() as logs:
+        response = http.post("/crm/CallEvent", json={"CallID": 5, "EventType": 1}, auth=("pbx", "pw"))
+        assert http.get("/crm/CallEvent", auth=("pbx", "pw")).status_code == 200  # still serving
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json; charset=UTF-8"
+    assert response.json() == {"error": "internal_error", "message": "internal error"}
+    [failure] = [entry for entry in logs if entry["event"] == "request_failed"]
+    assert failure["path"] == "/crm/CallEvent"
+    assert "reader blew up" not in response.text  # no detail for the client
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("POST", "/crm/CallEvent", "event"),
+        ("GET", "/crm/CallEvent", "connection_test"),
+        ("POST", "/CallEvent/0", "connection_test"),
+        ("POST", "/crm/CallEvent/77", "event"),
+        ("GET", "/crm/CallEvent/77", "poll"),
+    ],
+)
+def test_platform_requests_skip_the_router(method: str, path: str, expected: str) -> None:
+    found = PlatformRoutes(api.PlatformAPI(SETTINGS), ("/crm", "")).match({"method": method, "path": path})
+    assert found is not None
+    assert found[1] == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("PUT", "/crm/CallEvent"), ("GET", "/crm/CallEvent/1/x"), ("GET", "/crm/CallEvent/"), ("GET", "/other")],
+)
+def test_anything_else_goes_through_the_router(method: str, path: str) -> None:
+    assert PlatformRoutes(api.PlatformAPI(SETTINGS), ("/crm", "")).match({"method": method, "path": path}) is None

@@ -57,6 +57,13 @@ class Runtime:
     stats: Stats = field(default_factory=Stats)
 
 
+class BodyTooLargeError(Exception):
+    """The request body grew past limits.max_body_bytes while being read."""
+
+
+_INTERNAL_ERROR = error_answer(500, "internal error")
+
+
 class Endpoint:
     """A raw ASGI app running handler(scope, receive) and sending its Answer (None: client gone)."""
 
@@ -64,9 +71,52 @@ class Endpoint:
         self._handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        answer = await self._handler(scope, receive)
-        if answer is not None:
-            await answer.send(send)
+        await self.serve(scope, receive, send)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer the request; the status sent (0: none, the client left). A failure answers a JSON 500."""
+        try:
+            answer = await self._handler(scope, receive)
+        except Exception:
+            log.exception("request_failed", path=scope["path"], method=scope["method"])
+            answer = _INTERNAL_ERROR
+        if answer is None:
+            return 0
+        await answer.send(send)
+        return answer.status
+
+
+class PlatformRoutes:
+    """Finds the platform endpoint of a request without Starlette's router and middleware: the hot path.
+
+    Only GET and POST on `<prefix>/CallEvent` and `<prefix>/CallEvent/{CallID}`; anything else (other
+    methods: 405) goes through the router as usual.
+    """
+
+    def __init__(self, api: PlatformAPI, prefixes: tuple[str, ...]) -> None:
+        self._exact = {f"{prefix}/CallEvent": Endpoint(api.call_event) for prefix in prefixes}
+        self._by_id = tuple(f"{prefix}/CallEvent/" for prefix in prefixes)
+        self._by_id_endpoint = Endpoint(api.call_event_by_id)
+
+    def match(self, scope: Scope) -> tuple[Endpoint, str] | None:
+        """The endpoint and its metrics label, or None when the router should decide."""
+        method = scope["method"]
+        if method not in ("GET", "POST"):
+            return None
+        path: str = scope["path"]
+        endpoint = self._exact.get(path)
+        if endpoint is not None:
+            return endpoint, "event" if method == "POST" else "connection_test"
+        for prefix in self._by_id:
+            if path.startswith(prefix):
+                call_id = path[len(prefix) :]
+                if not call_id or "/" in call_id:
+                    return None
+                scope["path_params"] = {"call_id": call_id}
+                if method == "GET":
+                    return self._by_id_endpoint, "poll"
+                return self._by_id_endpoint, "connection_test" if call_id == "0" else "event"
+        return None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -82,14 +132,26 @@ def _client(scope: Scope) -> str | None:
     return str(client[0]) if client else None
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body (the app's body limit applies while reading); None if the client left."""
-    chunks = []
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body; None if the client left; BodyTooLargeError once it passes limit bytes."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        return None
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):  # the usual case: one message
+        if len(body) > limit:
+            raise BodyTooLargeError
+        return body
+    chunks, size = [body], len(body)
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
 
@@ -105,6 +167,7 @@ class PlatformAPI:
         self._tz = settings.tzinfo
         self._noop = settings.noop
         self._clock = clock
+        self._limit = settings.limits.max_body_bytes
 
     def routes(self, prefix: str) -> list[Route]:
         """The platform's routes under prefix."""
@@ -140,7 +203,10 @@ class PlatformAPI:
 
     async def _event(self, scope: Scope, receive: Receive, path_call_id: int | None) -> Answer | None:
         started = time.perf_counter()
-        body = await _read_body(receive)
+        try:
+            body = await _read_body(receive, self._limit)
+        except BodyTooLargeError:
+            return error_answer(413, f"request body is larger than {self._limit} bytes")
         if body is None:
             return None
         if not body.strip() and path_call_id == 0:

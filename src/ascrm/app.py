@@ -18,7 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ascrm import engine, health, metrics, openapi
 from ascrm.admin import AdminAPI
-from ascrm.api import PlatformAPI, Runtime, utc_now
+from ascrm.api import PlatformAPI, PlatformRoutes, Runtime, utc_now
 from ascrm.calls import open_store
 from ascrm.observe import AnswerLog
 from ascrm.reload import RuleReloader, watch
@@ -30,17 +30,30 @@ log = structlog.get_logger("ascrm.app")
 
 
 class _App(Starlette):
-    """Starlette, counting every answered request by endpoint and status, and answering a declared
-    oversize body with JSON before its body-limit middleware does."""
+    """Starlette, with the platform's endpoints served straight (no router or middleware: the hot
+    path), every answered request counted by endpoint and status, and a declared oversize body
+    answered with JSON before Starlette's body-limit middleware would answer it in plain text."""
 
-    def __init__(self, *args: Any, max_body_size: int, root_path: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_body_size: int, root_path: str, platform: PlatformRoutes, **kwargs: Any) -> None:
         super().__init__(*args, max_body_size=max_body_size, **kwargs)
         self._limit = max_body_size
         self._root_path = root_path
+        self._platform = platform
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self._limit:
+                response = error_response(413, f"request body is larger than {self._limit} bytes")
+                await response(scope, receive, send)
+                self._count(scope, metrics.endpoint_of(scope["path"], scope["method"], self._root_path), 413)
+                return
+        found = self._platform.match(scope)
+        if found is not None:
+            endpoint, label = found
+            self._count(scope, label, await endpoint.serve(scope, receive, send))
             return
         status = 0
 
@@ -51,17 +64,15 @@ class _App(Starlette):
             await send(message)
 
         try:
-            for name, value in scope["headers"]:
-                if name == b"content-length" and value.isdigit() and int(value) > self._limit:
-                    response = error_response(413, f"request body is larger than {self._limit} bytes")
-                    await response(scope, receive, counting_send)
-                    return
             await super().__call__(scope, receive, counting_send)
         finally:
-            runtime = scope.get("state", {}).get("runtime")
-            if status and runtime is not None:
-                endpoint = metrics.endpoint_of(scope["path"], scope["method"], self._root_path)
-                runtime.stats.requests[endpoint, status] += 1
+            self._count(scope, metrics.endpoint_of(scope["path"], scope["method"], self._root_path), status)
+
+    @staticmethod
+    def _count(scope: Scope, endpoint: str, status: int) -> None:
+        runtime = scope.get("state", {}).get("runtime")
+        if status and runtime is not None:
+            runtime.stats.requests[endpoint, status] += 1
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -151,7 +162,8 @@ def create_app(
         log.info("service_stopped")
 
     routes = []
-    for prefix in dict.fromkeys((settings.root_path, "")):  # with the prefix, or with it stripped by a proxy
+    prefixes = tuple(dict.fromkeys((settings.root_path, "")))  # with the prefix, or with it stripped by a proxy
+    for prefix in prefixes:
         routes += api.routes(prefix)
         routes += admin.routes(prefix)
         routes += health.routes(prefix)
@@ -163,4 +175,5 @@ def create_app(
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         max_body_size=settings.limits.max_body_bytes,
         root_path=settings.root_path,
+        platform=PlatformRoutes(api, prefixes),
     )

@@ -93,6 +93,11 @@ def test_environment_credentials_only_when_the_file_has_none(tmp_path: Path) -> 
         ("auth: {platform: [{user: a, password: b, role: x}]}", "auth.platform[0].role", "x"),
         ("tls: {certfile: a, keyfile: b, ciphers: ''}", "tls.ciphers", ""),
         ("log: {level: verbose}", "log.level", "verbose"),
+        ("log: {decisions: {max_bytes: 5000}}", "log.decisions.file", None),
+        ("log: {decisions: {file: d.log, max_bytes: 10}}", "log.decisions.max_bytes", 10),
+        ("log: {decisions: {file: d.log, backups: -1}}", "log.decisions.backups", -1),
+        ("metrics: {public: 'yes'}", "metrics.public", "yes"),
+        ("reload: {settle_ms: -5}", "reload.settle_ms", -5),
     ],
 )
 def test_errors_name_the_key_and_the_value(tmp_path: Path, text: str, key: str, value: object) -> None:
@@ -167,3 +172,19 @@ def test_bad_trusted_proxies_are_named(tmp_path: Path, entries: str, message: st
         load_settings(path, env={})
     assert caught.value.key == "listen.forwarded_allow_ips"
     assert message in str(caught.value)
+
+
+def test_decision_log_file_and_public_metrics(tmp_path: Path) -> None:
+    path = tmp_path / "ascrm.yaml"
+    path.write_text(
+        "log: {decisions: {file: logs/d.jsonl, backups: 3}}\nmetrics: {public: true}\nreload: {settle_ms: 0}\n"
+    )
+    settings = load_settings(path, env={})
+    assert settings.log.decisions is not None
+    assert settings.log.decisions.path == tmp_path / "logs" / "d.jsonl"  # against the config's folder
+    assert (settings.log.decisions.max_bytes, settings.log.decisions.backups) == (100 * 1024 * 1024, 3)
+    assert settings.metrics_public is True
+    assert settings.reload.settle_ms == 0
+    defaults = load_settings(None, env={})
+    assert defaults.log.decisions is None
+    assert defaults.metrics_public is False

@@ -1,0 +1,1 @@
+"""The tools of the people who write rules and run the service: test, simulate, probe, emulate."""

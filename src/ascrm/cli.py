@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     hashing = commands.add_parser("hash-password", help="print a password_hash for the config")
     hashing.add_argument("--stdin", action="store_true", help="read the password from standard input")
     hashing.set_defaults(func=_hash_password)
+
+    from ascrm.tools.commands import add_tool_commands  # probe, emulate: options only, the work is imported lazily
+
+    add_tool_commands(commands)
     return parser
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ascrm.tools.scenarios import ScenarioError, load_scenarios
 from tests.broken_crm import free_port, serving
 from tests.conftest import PASSWORD, Server, platform_config, start_server, wait_for
 from tests.test_tools_probe import RULES, run_tool
@@ -76,18 +77,18 @@ def test_the_text_summary_and_plain_progress_lines(ascrm: Server) -> None:
 
 
 def test_live_progress_on_request(ascrm: Server) -> None:
-    done = run_tool("emulate", ascrm.base_url, *QUICK, "--progress")
+    done = run_tool("emulate", ascrm.base_url, *QUICK, "--progress", "--duration", "1.2")
     assert done.returncode == 0, done.stderr
     assert "\x1b[K" in done.stderr  # a line rewritten in place
     assert "emulate: " not in done.stderr
 
 
 def test_violations_and_errors_are_counted(broken: str) -> None:
-    status, summary, _ = emulate_json(f"{broken}/bad-param", "--quiet")
+    status, summary, _ = emulate_json(f"{broken}/bad-param", "--quiet", "--duration", "1")
     assert status == 1
     assert summary["violations"]["param_format"] > 0
     assert "TransferEXT: must be a 4-digit short number" in summary["examples"]["param_format"]
-    status, summary, _ = emulate_json(f"{broken}/error-500", "--quiet")
+    status, summary, _ = emulate_json(f"{broken}/error-500", "--quiet", "--duration", "1")
     assert status == 1
     assert summary["errors"] == summary["statuses"]["500"] == summary["requests"]
     assert summary["calls"]["dropped"] > 0  # a POST answered 500: the platform stops sending that call's events
@@ -116,19 +117,17 @@ def test_failing_before_the_load(ascrm: Server, url: str, password: str, status:
 
 
 BAD_SCENARIOS = [
-    (
-        "scenarios:\n  - name: a\n    steps: [CallAcepted]\n",
-        "3:13: error: scenarios[0].steps[0].event: unknown event 'CallAcepted'",
-    ),
+    ("scenarios:\n  - name: a\n    steps: [CallAcepted]\n", "3:13: error: scenarios[0].steps[0].event: unknown event"),
     ("scenarios:\n  - name: a\n    steps:\n      - {event: DTMF, after: [3, 1]}\n", "4:30: error: scenarios[0]"),
     (
         "scenarios:\n  - name: a\n    colour: red\n    steps: [EndCall]\n",
         "3:5: error: scenarios[0].colour: unknown key",
     ),
     ("scenarios:\n  - name: a\n    weight: -1\n    steps: [EndCall]\n", "3:13: error: scenarios[0].weight: weight"),
+    ("scenarios:\n  - name: a\n    steps: [{event: DTMF, DTMF: [1]}]\n", "3:33: error: scenarios[0].steps[0].DTMF"),
     (
-        "scenarios:\n  - name: a\n    steps: [{event: DTMF, DTMF: [1]}]\n",
-        "3:33: error: scenarios[0].steps[0].DTMF: DTMF must be text",
+        "scenarios:\n  - {name: a, steps: [EndCall]}\n  - {name: a, steps: [EndCall]}\n",
+        "3:12: error: scenarios[1].name: a second scenario named",
     ),
     ("scenarios: [\n", "2:1: error: not valid YAML"),
     ("calls: []\n", "1:1: error: expected a mapping with a list under 'scenarios'"),
@@ -136,17 +135,27 @@ BAD_SCENARIOS = [
 
 
 @pytest.mark.parametrize(("text", "message"), BAD_SCENARIOS)
-def test_a_bad_scenario_file_names_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+def test_a_bad_scenario_names_file_line_and_column(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "calls.yaml"
     path.write_text(text)
+    with pytest.raises(ScenarioError) as failure:
+        load_scenarios(path)
+    assert str(failure.value).startswith(f"{path}:{message}")
+
+
+def test_the_command_refuses_a_bad_scenario_file(tmp_path: Path) -> None:
+    path = tmp_path / "calls.yaml"
+    path.write_text(BAD_SCENARIOS[0][0])
     done = run_tool("emulate", f"http://127.0.0.1:{free_port()}", "--scenarios", str(path))
     assert done.returncode == 2
-    assert f"ascrm: error: {path}:{message}" in done.stderr, done.stderr
+    assert (
+        done.stderr == f"ascrm: error: {path}:3:13: error: scenarios[0].steps[0].event: unknown event 'CallAcepted'\n"
+    )
 
 
 def test_the_example_scenario_file_runs(ascrm: Server) -> None:
     example = Path(__file__).resolve().parent.parent / "bench" / "scenarios.yaml"
-    status, summary, stderr = emulate_json(ascrm.base_url, "--quiet", "--scenarios", str(example))
+    status, summary, stderr = emulate_json(ascrm.base_url, "--quiet", "--scenarios", str(example), "--duration", "1")
     assert status == 0, stderr
     assert summary["requests"] > 0
     assert summary["errors"] == 0

@@ -8,11 +8,12 @@ import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from ascrm.tools.client import Target, UsageError, check_url
+if TYPE_CHECKING:
+    from ascrm.tools.client import Target
 
 PASSWORD_ENV = "ASCRM_PROBE_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 T = TypeVar("T")
@@ -77,6 +78,8 @@ def _endpoint_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _target(args: argparse.Namespace, connections: int = 4) -> Target:
+    from ascrm.tools.client import Target, UsageError, check_url  # aiohttp: imported only by the tools
+
     password = args.password
     if password is None:
         name = args.password_env or PASSWORD_ENV
@@ -97,6 +100,7 @@ def _target(args: argparse.Namespace, connections: int = 4) -> Target:
 def run_probe(args: argparse.Namespace) -> int:
     """`ascrm probe URL`."""
     from ascrm.tools.call import Pacing
+    from ascrm.tools.client import UsageError
     from ascrm.tools.probe import ProbeOptions, probe
     from ascrm.tools.scenarios import load_scenarios, pick
 
@@ -119,6 +123,7 @@ def run_probe(args: argparse.Namespace) -> int:
 def run_emulate(args: argparse.Namespace) -> int:
     """`ascrm emulate URL`."""
     from ascrm.tools.call import Pacing
+    from ascrm.tools.client import UsageError
     from ascrm.tools.emulate import Emulator, LoadPlan, ProgressStyle, preflight
     from ascrm.tools.scenarios import load_scenarios
 

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ascrm.tools.call import Exchange, Pacing, play_call
+from ascrm.tools.call import Exchange, Observer, Pacing, play_call
 from ascrm.tools.client import PlatformClient, Reply, Target, TransportError
 from ascrm.tools.conformance import Deviation, Verdict, check_answer
 from ascrm.tools.scenarios import Scenario
@@ -192,7 +192,7 @@ def _check(label: str, reply: Reply, verdict: Verdict) -> Check:
     return Check(label, reply.status, reply.seconds, answer, verdict.deviations)
 
 
-def _recorder(report: ProbeReport, call_id: int) -> Any:
+def _recorder(report: ProbeReport, call_id: int) -> Observer:
     polls = 0
 
     def record(exchange: Exchange) -> None:

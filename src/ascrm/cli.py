@@ -65,9 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     hashing.set_defaults(func=_hash_password)
 
     from ascrm.tools import simulate, test  # the rule tools: their own modules, flags and help
+    from ascrm.tools.commands import add_tool_commands  # probe, emulate: options only, the work is imported lazily
 
     test.add_command(commands)
     simulate.add_command(commands)
+    add_tool_commands(commands)
     return parser
 
 

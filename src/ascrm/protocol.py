@@ -237,6 +237,7 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[Any, tzinfo], Any]]]] = {
     "Result": ("result", _read_string),
 }
 _CANONICAL: Final = {name.lower(): name for name in _FIELDS}
+CRMDDATA_FIELDS: Final = tuple(_FIELDS)  # the CRMDData keys, in the original's order
 
 
 def field_name(key: str) -> str | None:
@@ -355,6 +356,9 @@ class NoopAnswer:
 
     event_type: int | None = 0
     param: str | None = ""
+
+
+ANSWER_FIELDS: Final = ("CallID", "EventType", "Param")  # ReturnCRMData: exactly these keys
 
 
 def render_answer(call_id: int | None, decision: Decision, noop: NoopAnswer) -> bytes:

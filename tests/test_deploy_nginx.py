@@ -25,6 +25,7 @@ from ascrm.server import UVICORN_OPTIONS
 from ascrm.settings import Limits
 from tests.conftest import PASSWORD, USER, Server, start_server, wait_for
 from tests.test_tls import _client_context, _handshake_to, _handshake_with_permissive_server
+from tests.test_tools_probe import QUICK_CALL, run_tool
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 SITE = DEPLOY / "nginx" / "ascrm.conf"
@@ -249,3 +250,16 @@ def test_site_limits_agree_with_ascrms() -> None:
     assert directive("proxy_set_header")[2] == "X-Forwarded-For $remote_addr"  # never the client's own
     for timeout in ("client_header_timeout", "client_body_timeout", "send_timeout", "proxy_read_timeout"):
         assert directive(timeout) == ["10s"], timeout
+
+
+@needs_nginx
+def test_ascrm_probe_passes_through_nginx(proxy: Proxy, tmp_path: Path) -> None:
+    """`ascrm probe` plays the platform's connection test and a whole call through nginx over HTTPS."""
+    ca_file = tmp_path / "ca.pem"
+    proxy.ca.cert_pem.write_to_path(str(ca_file))
+    done = run_tool("probe", proxy.base_url, "--cacert", str(ca_file), *QUICK_CALL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1].startswith("probe: passed: ")
+    untrusted = run_tool("probe", proxy.base_url)  # nginx's certificate is not in the system's store
+    assert untrusted.returncode == 3, untrusted.stdout + untrusted.stderr
+    assert "certificate verify failed" in untrusted.stderr

@@ -135,8 +135,9 @@ def test_tls_certificate_not_trusted_exits_3(tls_ascrm: tuple[Server, Path]) -> 
 def test_tls_with_cacert_or_insecure_passes(tls_ascrm: tuple[Server, Path], trust: str) -> None:
     server, ca_file = tls_ascrm
     args = (trust, str(ca_file)) if trust == "--cacert" else (trust,)
-    done = run_tool("probe", server.base_url, *args)
+    done = run_tool("probe", server.base_url, *args, *QUICK_CALL)  # ascrm's native TLS, a whole call
     assert done.returncode == 0, done.stdout + done.stderr
+    assert sum("(poll " in line for line in done.stdout.splitlines()) == 2
 
 
 def test_unreadable_cacert_is_a_usage_error(tls_ascrm: tuple[Server, Path], tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from ascrm.protocol import (
 from ascrm.reload import RuleReloader
 from ascrm.responses import UNAUTHORIZED, Answer, error_answer
 from ascrm.settings import Settings
-from ascrm.stats import Stats
+from ascrm.stats import Stats, call_event_label
 
 log = structlog.get_logger("ascrm.api")
 
@@ -106,16 +106,14 @@ class PlatformRoutes:
         path: str = scope["path"]
         endpoint = self._exact.get(path)
         if endpoint is not None:
-            return endpoint, "event" if method == "POST" else "connection_test"
+            return endpoint, call_event_label(None, method)
         for prefix in self._by_id:
             if path.startswith(prefix):
                 call_id = path[len(prefix) :]
                 if not call_id or "/" in call_id:
                     return None
                 scope["path_params"] = {"call_id": call_id}
-                if method == "GET":
-                    return self._by_id_endpoint, "poll"
-                return self._by_id_endpoint, "connection_test" if call_id == "0" else "event"
+                return self._by_id_endpoint, call_event_label(call_id, method)
         return None
 
 

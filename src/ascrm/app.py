@@ -25,6 +25,7 @@ from ascrm.reload import RuleReloader, watch
 from ascrm.responses import error_response
 from ascrm.rules import load_rules, rules_source
 from ascrm.settings import Settings
+from ascrm.stats import endpoint_of
 
 log = structlog.get_logger("ascrm.app")
 
@@ -48,7 +49,7 @@ class _App(Starlette):
             if name == b"content-length" and value.isdigit() and int(value) > self._limit:
                 response = error_response(413, f"request body is larger than {self._limit} bytes")
                 await response(scope, receive, send)
-                self._count(scope, metrics.endpoint_of(scope["path"], scope["method"], self._root_path), 413)
+                self._count(scope, endpoint_of(scope["path"], scope["method"], self._root_path), 413)
                 return
         found = self._platform.match(scope)
         if found is not None:
@@ -66,7 +67,7 @@ class _App(Starlette):
         try:
             await super().__call__(scope, receive, counting_send)
         finally:
-            self._count(scope, metrics.endpoint_of(scope["path"], scope["method"], self._root_path), status)
+            self._count(scope, endpoint_of(scope["path"], scope["method"], self._root_path), status)
 
     @staticmethod
     def _count(scope: Scope, endpoint: str, status: int) -> None:

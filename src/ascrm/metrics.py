@@ -31,34 +31,16 @@ from ascrm.stats import LATENCY_BUCKETS, Histogram, Stats
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="ascrm-admin", charset="UTF-8"'}
 
 
-def endpoint_of(path: str, method: str, root_path: str) -> str:
-    """The `endpoint` label of a request: what the platform or an operator asked for."""
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path) :] or "/"
-    if path == "/CallEvent":
-        return "event" if method == "POST" else "connection_test"
-    if path.startswith("/CallEvent/"):
-        if method == "POST":
-            return "connection_test" if path == "/CallEvent/0" else "event"
-        return "poll"
-    if path.startswith("/admin/"):
-        return "admin"
-    if path in ("/health", "/ready", "/metrics", "/openapi.json"):
-        return path[1:].removesuffix(".json")
-    return "other"
-
-
 class ServiceCollector(Collector):
     """The app's counters, call counts and rule set, as of the scrape."""
 
-    def __init__(self, stats: Stats, runtime: Any, calls: tuple[int, int] | None) -> None:
-        self._stats = stats
-        self._runtime = runtime
+    def __init__(self, runtime: Any, calls: tuple[int, int] | None) -> None:
+        self._runtime = runtime  # the app's Runtime: its stats, store, rules and reloader
         self._calls = calls  # (tracked, ended), or None when the store did not answer
 
     def collect(self) -> Iterator[Metric]:
         """The metrics, as of now."""
-        stats = self._stats
+        stats: Stats = self._runtime.stats
         yield _counter(
             "ascrm_requests",
             "HTTP requests answered, by endpoint and status.",
@@ -112,7 +94,7 @@ class ServiceCollector(Collector):
         yield InfoMetricFamily("ascrm_build", "The running version.", value={"version": __version__})
 
     def _rules(self) -> Iterator[Metric]:
-        reloads = self._stats.reloads
+        reloads = self._runtime.stats.reloads
         yield _counter(
             "ascrm_rule_reloads",
             "Rule reloads by outcome (reloaded, unchanged, rejected).",
@@ -190,7 +172,7 @@ def routes(prefix: str, settings: Settings) -> list[Route]:
         except StoreError:
             calls = None
         registry = CollectorRegistry(auto_describe=False)  # per scrape: nothing global
-        registry.register(ServiceCollector(runtime.stats, runtime, calls))
+        registry.register(ServiceCollector(runtime, calls))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return [Route(f"{prefix}/metrics", metrics, methods=["GET"])]

@@ -49,9 +49,9 @@ def _shrank(live: RuleSet, fresh: RuleSet) -> bool:
 
 def _same(one: RuleSet | tuple[Problem, ...], other: RuleSet | tuple[Problem, ...]) -> bool:
     """Whether two loads found the same: one revision, or the same problems."""
-    if isinstance(one, tuple) or isinstance(other, tuple):
-        return isinstance(one, tuple) and isinstance(other, tuple) and list(map(str, one)) == list(map(str, other))
-    return one.revision == other.revision
+    if isinstance(one, RuleSet) and isinstance(other, RuleSet):
+        return one.revision == other.revision
+    return one == other
 
 
 class RuleReloader:

@@ -15,6 +15,28 @@ from dataclasses import dataclass, field
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+def call_event_label(call_id: str | None, method: str) -> str:
+    """The `endpoint` label of a GET or POST on `/CallEvent` (call_id None) or `/CallEvent/{call_id}`."""
+    if method == "POST":
+        return "connection_test" if call_id == "0" else "event"
+    return "connection_test" if call_id is None else "poll"
+
+
+def endpoint_of(path: str, method: str, root_path: str) -> str:
+    """The `endpoint` label of any request: what the platform or an operator asked for."""
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :] or "/"
+    if path == "/CallEvent":
+        return call_event_label(None, method)
+    if path.startswith("/CallEvent/"):
+        return call_event_label(path.removeprefix("/CallEvent/"), method)
+    if path.startswith("/admin/"):
+        return "admin"
+    if path in ("/health", "/ready", "/metrics", "/openapi.json"):
+        return path[1:].removesuffix(".json")
+    return "other"
+
+
 class Histogram:
     """Observations counted into LATENCY_BUCKETS (non-cumulative; the collector sums them)."""
 

@@ -23,12 +23,14 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,10 +99,11 @@ def save(path: Path, text: str, in_place: bool) -> None:
         staged.replace(path)
 
 
-async def wait_until(predicate: object, timeout: float) -> bool:
+async def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Whether predicate came true within timeout seconds (checked every 10 ms)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return True
         await asyncio.sleep(0.01)
     return False
@@ -152,7 +155,7 @@ async def run(url: str, rules: Path, args: argparse.Namespace) -> dict[str, obje
         "good_saves_never_seen": lost,
         "reload_latency_ms": {
             "median": round(statistics.median(latencies) * 1000, 1) if latencies else None,
-            "p90": round(latencies[int(len(latencies) * 0.9) - 1] * 1000, 1) if latencies else None,
+            "p90": round(latencies[math.ceil(len(latencies) * 0.9) - 1] * 1000, 1) if latencies else None,
             "max": round(latencies[-1] * 1000, 1) if latencies else None,
         },
     }

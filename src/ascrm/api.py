@@ -35,7 +35,7 @@ from ascrm.protocol import (
 from ascrm.reload import RuleReloader
 from ascrm.responses import UNAUTHORIZED, Answer, error_answer
 from ascrm.settings import Settings
-from ascrm.stats import Stats, call_event_label
+from ascrm.stats import ADMIN_COMMAND, Stats, action_label, call_event_label, event_label, field_label
 
 log = structlog.get_logger("ascrm.api")
 
@@ -221,7 +221,7 @@ class PlatformAPI:
         call_id = event.call_id if event.call_id is not None else path_call_id
         runtime: Runtime = scope["state"]["runtime"]
         for warning in warnings:
-            runtime.stats.parse_warnings[warning.field] += 1
+            runtime.stats.parse_warnings[field_label(warning.field)] += 1
             log.warning(
                 "field_unreadable",
                 call_id=call_id,
@@ -291,10 +291,10 @@ class PlatformAPI:
         action = code_name(decision.action)
         stats.latency[kind].observe(elapsed)
         if event is not None:
-            stats.events[event_name] += 1
-        if action is not None:
-            source = decision.rule_id or ("admin_command" if decision.command_id is not None else "")
-            stats.decisions[source, action] += 1
+            stats.events[event_label(event.event_type)] += 1
+        if decision.action is not None:
+            source = decision.rule_id or (ADMIN_COMMAND if decision.command_id is not None else "")
+            stats.decisions[source, action_label(decision.action)] += 1
         self._answers.write(
             name,
             call_id=call_id,

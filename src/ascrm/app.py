@@ -25,7 +25,7 @@ from ascrm.reload import RuleReloader, watch
 from ascrm.responses import error_response
 from ascrm.rules import load_rules, rules_source
 from ascrm.settings import Settings
-from ascrm.stats import endpoint_of
+from ascrm.stats import endpoint_of, status_label
 
 log = structlog.get_logger("ascrm.app")
 
@@ -73,7 +73,7 @@ class _App(Starlette):
     def _count(scope: Scope, endpoint: str, status: int) -> None:
         runtime = scope.get("state", {}).get("runtime")
         if status and runtime is not None:
-            runtime.stats.requests[endpoint, status] += 1
+            runtime.stats.requests[endpoint, status_label(status)] += 1
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -26,7 +26,7 @@ from ascrm.auth import BasicAuth
 from ascrm.calls.store import StoreError
 from ascrm.responses import error_response
 from ascrm.settings import Settings
-from ascrm.stats import LATENCY_BUCKETS, Histogram, Stats
+from ascrm.stats import ADMIN_COMMAND, LATENCY_BUCKETS, Histogram, Stats
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="ascrm-admin", charset="UTF-8"'}
 
@@ -55,9 +55,9 @@ class ServiceCollector(Collector):
         )
         yield _counter(
             "ascrm_decisions",
-            "Answers that carried an action, by deciding rule and action.",
+            "Answers that carried an action, by deciding rule (of the active rule set) and action.",
             ("rule", "action"),
-            dict(stats.decisions),
+            self._live_decisions(stats),
         )
         latency = HistogramMetricFamily(
             "ascrm_decision_seconds",
@@ -92,6 +92,14 @@ class ServiceCollector(Collector):
         from ascrm import __version__  # here: the package imports this module
 
         yield InfoMetricFamily("ascrm_build", "The running version.", value={"version": __version__})
+
+    def _live_decisions(self, stats: Stats) -> dict[tuple[str, str], int]:
+        """The decision counts of rules in the active set (and pushed commands); the others are dropped."""
+        live = {rule.id for rule in self._runtime.rules.rules}
+        live.add(ADMIN_COMMAND)
+        for key in [key for key in stats.decisions if key[0] not in live]:
+            del stats.decisions[key]
+        return dict(stats.decisions)
 
     def _rules(self) -> Iterator[Metric]:
         reloads = self._runtime.stats.reloads

@@ -11,6 +11,8 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ascrm.protocol import CRMDDATA_FIELDS, Action, EventType
+
 # Seconds. An answer is expected in a few milliseconds; the platform gives up after a few seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -35,6 +37,31 @@ def endpoint_of(path: str, method: str, root_path: str) -> str:
     if path in ("/health", "/ready", "/metrics", "/openapi.json"):
         return path[1:].removesuffix(".json")
     return "other"
+
+
+UNKNOWN = "unknown"  # the one label value for every code outside the protocol's tables
+ADMIN_COMMAND = "admin_command"  # the `rule` label of a command pushed through the admin API
+_FIELDS = frozenset(CRMDDATA_FIELDS)
+
+
+def event_label(event_type: int | None) -> str:
+    """The `event_type` label: the protocol's name for the code, or `unknown` (a closed set)."""
+    return event_type._name_ if isinstance(event_type, EventType) else UNKNOWN
+
+
+def action_label(action: int) -> str:
+    """The `action` label: the protocol's name for the code, or `unknown` (a closed set)."""
+    return action._name_ if isinstance(action, Action) else UNKNOWN
+
+
+def field_label(name: str) -> str:
+    """The `field` label: a CRMDData field name, or `unknown` (a closed set)."""
+    return name if name in _FIELDS else UNKNOWN
+
+
+def status_label(status: int) -> int:
+    """The `status` label: an HTTP status, or 0 for anything outside 100-599 (a closed set)."""
+    return status if 100 <= status <= 599 else 0
 
 
 class Histogram:

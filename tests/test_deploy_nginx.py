@@ -179,6 +179,44 @@ def test_wrong_credentials_still_get_ascrms_401(proxy: Proxy) -> None:
     assert response.headers["content-type"] == CONTENT_TYPE
 
 
+OPERATOR_PATHS = ("/health", "/ready", "/metrics", "/openapi.json", "/admin/calls", "/admin/rules")
+
+
+@needs_nginx
+@pytest.mark.parametrize("path", OPERATOR_PATHS)
+def test_operator_endpoints_are_not_served_to_the_internet(proxy: Proxy, path: str) -> None:
+    with httpx.Client(verify=proxy.verify, auth=("ops", "ops-pass")) as http:
+        for url in (proxy.base_url + path, proxy.base_url.removesuffix("/autosecretary") + path):
+            response = http.get(url)
+            assert response.status_code == 404, url
+            assert response.headers["content-type"] == CONTENT_TYPE
+            assert response.json()["error"] == "not_found"
+        assert http.get(proxy.ascrm.base_url + path).status_code != 404  # ascrm's own address serves it
+
+
+@needs_nginx
+def test_the_opt_in_block_for_operator_endpoints_is_valid_nginx(tmp_path: Path) -> None:
+    assert NGINX is not None
+    lines = SITE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("# location ~"))
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "# }")
+    block = [line.replace("# ", "", 1) for line in lines[start : end + 1]]
+    site = "\n".join(lines[:start] + block + lines[end + 1 :])
+    assert "allow 10.0.0.0/8;" in site
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "fullchain.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "privkey.pem"))
+    site = _replace_once(site, "/etc/ssl/ascrm/fullchain.pem", str(tmp_path / "fullchain.pem"))
+    site = _replace_once(site, "/etc/ssl/ascrm/privkey.pem", str(tmp_path / "privkey.pem"))
+    site = site.replace("/var/log/nginx/", f"{tmp_path}/")
+    (tmp_path / "ascrm.conf").write_text(site)
+    (tmp_path / "nginx.conf").write_text(f"events {{}}\nhttp {{\n    include {tmp_path / 'ascrm.conf'};\n}}\n")
+    command = [NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "e.log")]
+    command += ["-g", f"pid {tmp_path / 'nginx.pid'};"]
+    checked = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
+    assert checked.returncode == 0, checked.stderr
+
+
 def _connection_test_client(proxy: Proxy, url: str, source: str, forged: str | None, tag: str) -> str:
     headers = {"X-Forwarded-For": forged} if forged else {}
     transport = httpx.HTTPTransport(local_address=source, verify=proxy.verify)

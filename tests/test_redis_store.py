@@ -657,12 +657,14 @@ def test_requests_are_answered_in_time_while_redis_is_down_or_hung(
         own_redis.stop()  # down: connections refused
         outage(call_id)
         assert server.logged("store_unavailable", call_id=call_id)
-        not_ready = httpx.get(f"{root}/ready", timeout=5)
-        assert (not_ready.status_code, not_ready.json()["store"]) == (503, "unavailable")
+        # /ready answers from the background check (health.check_interval_ms): it follows within an interval
+        not_ready = wait_for(lambda: httpx.get(f"{root}/ready", timeout=5).status_code == 503, deadline=5)
+        assert not_ready
+        assert httpx.get(f"{root}/ready", timeout=5).json()["store"] == "unavailable"
         assert httpx.get(f"{root}/health", timeout=5).status_code == 200  # alive all along
         own_redis.start()  # back, empty
         assert wait_for(served_from_redis, deadline=10)
-        assert httpx.get(f"{root}/ready", timeout=5).status_code == 200
+        assert wait_for(lambda: httpx.get(f"{root}/ready", timeout=5).status_code == 200, deadline=5)
 
         call_id = next(_CALL_IDS)
         timed("POST", call_id, body(call_id, 1))

@@ -32,6 +32,7 @@ from ascrm.protocol import (
     parse_int64,
     render_answer,
 )
+from ascrm.readiness import Readiness
 from ascrm.reload import RuleReloader
 from ascrm.responses import UNAUTHORIZED, Answer, error_answer
 from ascrm.settings import Settings
@@ -53,6 +54,7 @@ class Runtime:
 
     store: CallStore
     rules: engine.RuleSet  # swapped whole by a reload; a request reads it once
+    readiness: Readiness  # the store's last background check, for /ready
     reloader: RuleReloader | None = None
     stats: Stats = field(default_factory=Stats)
 

@@ -21,6 +21,7 @@ from ascrm.admin import AdminAPI
 from ascrm.api import PlatformAPI, PlatformRoutes, Runtime, utc_now
 from ascrm.calls import open_store
 from ascrm.observe import AnswerLog
+from ascrm.readiness import Readiness
 from ascrm.reload import RuleReloader, watch
 from ascrm.responses import error_response
 from ascrm.rules import load_rules, rules_source
@@ -130,7 +131,8 @@ def create_app(
         source = rules_source(settings.rules)
         ruleset = rules or load_rules(source, settings.timezone)
         store = open_store(settings.state)
-        runtime = Runtime(store=store, rules=ruleset)
+        readiness = Readiness(store, settings.health.check_interval_ms / 1000, settings.state.timeout_ms / 1000)
+        runtime = Runtime(store=store, rules=ruleset, readiness=readiness)
         runtime.reloader = RuleReloader(
             runtime,
             source,
@@ -140,10 +142,12 @@ def create_app(
             settle_seconds=settings.reload.settle_ms / 1000,
         )
         on_sighup = _SighupReload(runtime.reloader)
-        stop_watching = asyncio.Event()
+        stopping = asyncio.Event()
         watcher = None
         if settings.reload.watch:
-            watcher = asyncio.create_task(watch(runtime.reloader, stop_watching, settings.reload.debounce_ms))
+            watcher = asyncio.create_task(watch(runtime.reloader, stopping, settings.reload.debounce_ms))
+        await readiness.check()  # /ready answers from the first request on
+        checker = asyncio.create_task(readiness.run(stopping))
         log.info(
             "service_started",
             root_path=settings.root_path or "/",
@@ -156,9 +160,10 @@ def create_app(
             yield {"runtime": runtime}
         finally:
             on_sighup.close()
-            stop_watching.set()
-            if watcher is not None:
-                await asyncio.wait({watcher}, timeout=2)
+            stopping.set()
+            background = {checker} if watcher is None else {checker, watcher}
+            await asyncio.wait(background, timeout=2)
+            checker.cancel()
             await store.close()
         log.info("service_stopped")
 

@@ -16,14 +16,18 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """GET `/ready`: rules are loaded and the call store answers; 503 while the store does not."""
+    """GET `/ready`: rules are loaded and the call store answered its last background check; else 503.
+
+    No store round trip here: the answer comes from the check the lifespan runs every
+    `health.check_interval_ms` (see ascrm.readiness).
+    """
     runtime = request.state.runtime
-    store_ok = await runtime.store.ping()
+    store_ok, store = runtime.readiness.current()
     body = {
         "status": "ready" if store_ok else "not_ready",
         "rules_revision": runtime.rules.revision,
         "rules": len(runtime.rules.rules),
-        "store": "ok" if store_ok else "unavailable",
+        "store": store,
     }
     return JSONAnswer(orjson.dumps(body), status_code=200 if store_ok else 503)
 

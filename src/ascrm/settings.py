@@ -69,6 +69,13 @@ class StateSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthSettings:
+    """The background check behind `/ready`."""
+
+    check_interval_ms: int = 1000  # one store check per interval, however often /ready is asked
+
+
+@dataclass(frozen=True, slots=True)
 class ReloadSettings:
     """Reloading the rules when their files change."""
 
@@ -114,6 +121,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     state: StateSettings = field(default_factory=StateSettings)
     reload: ReloadSettings = field(default_factory=ReloadSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
     metrics_public: bool = False  # `metrics.public`: /metrics without credentials (a scraper on a private network)
     source: Path | None = None
 
@@ -239,6 +247,10 @@ SCHEMA: dict[str, Any] = {
             "settle_ms": {"type": "integer", "min": 0, "max": 60000},
         },
     },
+    "health": {
+        "type": "dict",
+        "schema": {"check_interval_ms": {"type": "integer", "min": 50, "max": 60000}},
+    },
     "log": {
         "type": "dict",
         "schema": {
@@ -322,6 +334,7 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
         ),
         state=StateSettings(**doc.get("state", {})),
         reload=ReloadSettings(**doc.get("reload", {})),
+        health=HealthSettings(**doc.get("health", {})),
         metrics_public=doc.get("metrics", {}).get("public", False),
         source=path,
     )

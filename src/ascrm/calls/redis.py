@@ -115,15 +115,18 @@ class RedisCallStore:
         # using a connection idle for a while; RESP2, so the pool checks that a connection it hands
         # out has no unread data (redis-py 8 defaults to RESP3 with "maintenance notifications",
         # and then skips that check).
-        self._pool: ConnectionPool = ConnectionPool.from_url(
-            settings.redis_url,
-            socket_connect_timeout=self._budget,
-            socket_timeout=self._budget,
-            retry_on_timeout=False,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=_HEALTH_CHECK_INTERVAL,
-            protocol=2,
-        )
+        options: dict[str, Any] = {
+            "socket_connect_timeout": self._budget,
+            "socket_timeout": self._budget,
+            "retry_on_timeout": False,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": _HEALTH_CHECK_INTERVAL,
+            "protocol": 2,
+        }
+        self._pool: ConnectionPool = ConnectionPool.from_url(settings.redis_url, **options)
+        # ping() (the background readiness check) has a connection of its own: health checks never
+        # take, nor wait for, a connection of the pool the platform's requests use
+        self._probe_pool: ConnectionPool = ConnectionPool.from_url(settings.redis_url, max_connections=1, **options)
         self._locks = _CallLocks()
         self._next_sweep = 0.0
         self.evicted = 0  # calls dropped because of the cap, by this process
@@ -249,9 +252,9 @@ class RedisCallStore:
         return dropped
 
     async def ping(self) -> bool:
-        """Whether Redis answers within the budget (never raises)."""
+        """Whether Redis answers within the budget (never raises); on the probe's own connection."""
         try:
-            async with self._guard("ping"), self._connection() as conn:
+            async with self._guard("ping"), self._connection(self._probe_pool) as conn:
                 await _command(conn, "PING")
         except StoreUnavailableError:
             return False
@@ -260,6 +263,7 @@ class RedisCallStore:
     async def close(self) -> None:
         """Close every pooled connection."""
         await self._pool.aclose()
+        await self._probe_pool.aclose()
 
     # ------------------------------------------------------------------------------------------------
     # Time budget, errors, connections
@@ -276,8 +280,8 @@ class RedisCallStore:
             raise StoreUnavailableError(f"redis: {operation}: {type(exc).__name__}: {exc}") from exc
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AbstractConnection]:
-        """A pooled connection for a few commands, handed back clean.
+    async def _connection(self, pool: ConnectionPool | None = None) -> AsyncIterator[AbstractConnection]:
+        """A connection of pool (default: the requests' pool) for a few commands, handed back clean.
 
         The redis-py hazard: a command cut short (our budget cancels the task, a client goes away)
         leaves its reply unread on the socket, and the next user of the connection would read it as
@@ -289,7 +293,8 @@ class RedisCallStore:
         Commands go straight to the connection (no Pipeline object: its reset() would send UNWATCH,
         reconnecting first, after the budget is spent).
         """
-        conn: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        pool = self._pool if pool is None else pool
+        conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             yield conn
         except _REFUSALS:  # raised once every reply was read (see _transact): the connection is fine
@@ -298,7 +303,7 @@ class RedisCallStore:
             await conn.disconnect(nowait=True)
             raise
         finally:
-            await asyncio.shield(self._pool.release(conn))
+            await asyncio.shield(pool.release(conn))
 
     # ------------------------------------------------------------------------------------------------
     # Transactions

@@ -1,0 +1,97 @@
+"""An unauthenticated `/ready` flood against a server on Redis: the platform's requests keep their state.
+
+`/ready` answers from the background store check, so the flood sends Redis nothing and takes no
+connection the platform's requests need, even with a Redis that accepts only a few clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import PASSWORD, Server, platform_config, start_server
+from tests.test_redis_store import REDIS_SERVER, RedisServer
+
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+
+FLOOD_CONNECTIONS = 48
+FLOOD_SECONDS = 4.0
+FLOOD_MAX_REQUESTS = 4000
+MAXCLIENTS = 12  # a Redis at its client limit: what an unbounded number of health checks would reach
+RULES = 'rules:\n  - {id: menu-123, on: DTMF, if: {digits: "123"}, do: {TransferEXT: "1234"}}\n'
+
+
+def redis_cli(redis: RedisServer, *args: str) -> str:
+    command = ["redis-cli", "-p", str(redis.port), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout
+
+
+def ping_calls(redis: RedisServer) -> int:
+    """How many PING commands Redis has run so far."""
+    for line in redis_cli(redis, "INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_ping:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+async def flood(base_url: str, stop_at: float) -> list[int]:
+    """Unauthenticated GET /ready on many connections until stop_at (or FLOOD_MAX_REQUESTS); the statuses."""
+    statuses: list[int] = []
+    limits = httpx.Limits(max_connections=FLOOD_CONNECTIONS)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=10) as anonymous:
+
+        async def worker() -> None:
+            while time.monotonic() < stop_at and len(statuses) < FLOOD_MAX_REQUESTS:
+                statuses.append((await anonymous.get("/ready")).status_code)
+
+        await asyncio.gather(*(worker() for _ in range(FLOOD_CONNECTIONS)))
+    return statuses
+
+
+async def platform(base_url: str, calls: int) -> list[dict[str, Any]]:
+    """Calls whose three DTMF digits must add up in the store to be transferred; every last answer."""
+    answers = []
+    async with httpx.AsyncClient(base_url=base_url, auth=("autosecretary", PASSWORD), timeout=10) as http:
+        for call_id in range(8_100_001, 8_100_001 + calls):
+            await http.post("/CallEvent", json={"CallID": call_id, "EventType": 1, "UN": "74950000001"})
+            for digit in "123":
+                answer = await http.post("/CallEvent", json={"CallID": call_id, "EventType": 4, "DTMF": digit})
+            answers.append(answer.json())
+    return answers
+
+
+async def both(server: Server, calls: int) -> tuple[list[int], list[dict[str, Any]]]:
+    stop_at = time.monotonic() + FLOOD_SECONDS
+    flooding = asyncio.create_task(flood(server.base_url, stop_at))
+    await asyncio.sleep(0.5)  # the flood is under way
+    answers = await platform(server.base_url, calls)
+    return await flooding, answers
+
+
+def test_a_ready_flood_costs_redis_nothing_and_the_platform_keeps_its_state(tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    (tmp_path / "rules.yaml").write_text(RULES)
+    state = {"backend": "redis", "redis_url": redis.url, "key_prefix": "flood:", "timeout_ms": 1000}
+    config = platform_config(rules=str(tmp_path / "rules.yaml"), state=state)
+    server = start_server(tmp_path / "ascrm", config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    try:
+        redis_cli(redis, "CONFIG", "SET", "maxclients", str(MAXCLIENTS))
+        pings_before, started = ping_calls(redis), time.monotonic()
+        statuses, answers = asyncio.run(both(server, calls=10))
+        elapsed = time.monotonic() - started
+        pings = ping_calls(redis) - pings_before
+        assert [answer["Param"] for answer in answers] == ["1234"] * 10  # every call's state was kept
+        assert [e for e in server.logs() if e.get("event") == "store_unavailable"] == []
+        assert len(statuses) > 200  # a real flood
+        assert statuses.count(200) == len(statuses)
+        assert pings <= elapsed / 1.0 + 3  # the background check's (health.check_interval_ms), not one per /ready
+    finally:
+        server.stop()
+        redis.stop()

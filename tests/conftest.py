@@ -144,9 +144,11 @@ def platform_config(**extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One ascrm server for the session, served under the prefix /autosecretary."""
+    config = platform_config(root_path="/autosecretary")
+    config["auth"]["limits"] = {"per_client": 100_000}  # the tests send many wrong credentials from one address
     running = start_server(
         tmp_path_factory.mktemp("server"),
-        platform_config(root_path="/autosecretary"),
+        config,
         env={"TEST_PLATFORM_PASSWORD": PASSWORD},
         prefix="/autosecretary",
     )

@@ -44,6 +44,7 @@ def admin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     auth = {
         "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
         "admin": [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}],
+        "limits": {"per_client": 100_000},  # the tests send many wrong credentials from one address
     }
     config = platform_config(auth=auth, root_path=PREFIX, rules="admin-rules.yaml")
     env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}

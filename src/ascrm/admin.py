@@ -22,6 +22,7 @@ from ascrm.auth import BasicAuth
 from ascrm.calls.state import CallState, command_json
 from ascrm.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError
 from ascrm.errors import AscrmError
+from ascrm.login import LoginGuard, LoginRefusedError, client_of
 from ascrm.protocol import (
     OUTGOING_POLL_ACTIONS,
     Action,
@@ -31,7 +32,7 @@ from ascrm.protocol import (
     parse_code,
     parse_int64,
 )
-from ascrm.responses import JSONAnswer, error_response
+from ascrm.responses import JSONAnswer, error_response, refusal_response
 from ascrm.settings import Settings
 
 log = structlog.get_logger("ascrm.admin")
@@ -67,8 +68,10 @@ def answer(data: Any, status: int = 200) -> JSONAnswer:
 class AdminAPI:
     """The admin endpoints, bound to one configuration and clock."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
-        self._auth = BasicAuth(settings.admin_credentials)
+    def __init__(
+        self, settings: Settings, clock: Callable[[], datetime] = utc_now, guard: LoginGuard | None = None
+    ) -> None:
+        self._auth = BasicAuth(settings.admin_credentials, guard=guard, role="admin")
         self._clock = clock
         self._challenge = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
         self._denied = (
@@ -110,7 +113,10 @@ class AdminAPI:
 
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
-            user = await self._auth.authenticate(request.headers.get("authorization"))
+            try:
+                user = await self._auth.authenticate(request.headers.get("authorization"), client_of(request))
+            except LoginRefusedError as exc:
+                return refusal_response(exc)
             if user is None:
                 return error_response(401, self._denied, self._challenge)
             try:

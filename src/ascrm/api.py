@@ -20,6 +20,7 @@ from ascrm import engine
 from ascrm.answering import answer_event, answer_poll
 from ascrm.auth import BasicAuth
 from ascrm.calls.store import CallStore, StoreUnavailableError
+from ascrm.login import LoginGuard, LoginRefusedError
 from ascrm.observe import AnswerLog
 from ascrm.protocol import (
     NO_ACTION,
@@ -34,7 +35,7 @@ from ascrm.protocol import (
 )
 from ascrm.readiness import Readiness
 from ascrm.reload import RuleReloader
-from ascrm.responses import UNAUTHORIZED, Answer, error_answer
+from ascrm.responses import UNAUTHORIZED, Answer, error_answer, refusal_answer
 from ascrm.settings import Settings
 from ascrm.stats import ADMIN_COMMAND, Stats, action_label, call_event_label, event_label, field_label
 
@@ -160,10 +161,14 @@ class PlatformAPI:
     """The endpoints the platform calls, bound to one configuration and clock."""
 
     def __init__(
-        self, settings: Settings, clock: Callable[[], datetime] = utc_now, answers: AnswerLog | None = None
+        self,
+        settings: Settings,
+        clock: Callable[[], datetime] = utc_now,
+        answers: AnswerLog | None = None,
+        guard: LoginGuard | None = None,
     ) -> None:
         self._answers = answers or AnswerLog()
-        self._auth = BasicAuth(settings.platform_credentials)
+        self._auth = BasicAuth(settings.platform_credentials, guard=guard, role="platform")
         self._tz = settings.tzinfo
         self._noop = settings.noop
         self._clock = clock
@@ -179,8 +184,9 @@ class PlatformAPI:
 
     async def call_event(self, scope: Scope, receive: Receive) -> Answer | None:
         """GET `/CallEvent`: the connection test. POST: a call event."""
-        if await self._auth.authenticate(_header(scope, b"authorization")) is None:
-            return UNAUTHORIZED
+        refused = await self._refused(scope)
+        if refused is not None:
+            return refused
         if scope["method"] == "POST":
             return await self._event(scope, receive, None)
         log.info("connection_test", method="GET", client=_client(scope))
@@ -188,8 +194,9 @@ class PlatformAPI:
 
     async def call_event_by_id(self, scope: Scope, receive: Receive) -> Answer | None:
         """GET `/CallEvent/{CallID}`: a poll. POST: a call event (CallID 0: the connection test)."""
-        if await self._auth.authenticate(_header(scope, b"authorization")) is None:
-            return UNAUTHORIZED
+        refused = await self._refused(scope)
+        if refused is not None:
+            return refused
         call_id = parse_int64(scope["path_params"]["call_id"])
         if call_id is None:
             return error_answer(400, "CallID in the path must be an int64")
@@ -200,6 +207,14 @@ class PlatformAPI:
         decision, revision = await self._decide_poll(runtime, call_id)
         self._log_answer(runtime.stats, "poll_answered", call_id, None, decision, revision=revision, started=started)
         return self._answer(runtime.stats, call_id, decision)
+
+    async def _refused(self, scope: Scope) -> Answer | None:
+        """The answer to a request without valid platform credentials (401, 429, 503); None if authenticated."""
+        try:
+            user = await self._auth.authenticate(_header(scope, b"authorization"), _client(scope))
+        except LoginRefusedError as exc:
+            return refusal_answer(exc)
+        return UNAUTHORIZED if user is None else None
 
     async def _event(self, scope: Scope, receive: Receive, path_call_id: int | None) -> Answer | None:
         started = time.perf_counter()

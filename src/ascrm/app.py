@@ -20,6 +20,7 @@ from ascrm import engine, health, metrics, openapi
 from ascrm.admin import AdminAPI
 from ascrm.api import PlatformAPI, PlatformRoutes, Runtime, utc_now
 from ascrm.calls import open_store
+from ascrm.login import LoginGuard
 from ascrm.observe import AnswerLog
 from ascrm.readiness import Readiness
 from ascrm.reload import RuleReloader, watch
@@ -123,8 +124,9 @@ def create_app(
     rules: the compiled rule set (default: loaded from settings.rules at start-up); clock: the
     server's clock; answers: the per-request log (default: through structlog).
     """
-    api = PlatformAPI(settings, clock, answers or AnswerLog())
-    admin = AdminAPI(settings, clock)
+    guard = LoginGuard(settings.login)  # every role's budgets, KDF pool and failure log
+    api = PlatformAPI(settings, clock, answers or AnswerLog(), guard)
+    admin = AdminAPI(settings, clock, guard)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -148,6 +150,7 @@ def create_app(
             watcher = asyncio.create_task(watch(runtime.reloader, stopping, settings.reload.debounce_ms))
         await readiness.check()  # /ready answers from the first request on
         checker = asyncio.create_task(readiness.run(stopping))
+        failure_log = asyncio.create_task(guard.run(stopping))
         log.info(
             "service_started",
             root_path=settings.root_path or "/",
@@ -161,9 +164,10 @@ def create_app(
         finally:
             on_sighup.close()
             stopping.set()
-            background = {checker} if watcher is None else {checker, watcher}
+            background = {checker, failure_log} if watcher is None else {checker, failure_log, watcher}
             await asyncio.wait(background, timeout=2)
             checker.cancel()
+            guard.close()
             await store.close()
         log.info("service_stopped")
 
@@ -173,8 +177,8 @@ def create_app(
         routes += api.routes(prefix)
         routes += admin.routes(prefix)
         routes += health.routes(prefix)
-        routes += metrics.routes(prefix, settings)
-        routes += openapi.routes(prefix, settings)
+        routes += metrics.routes(prefix, settings, guard)
+        routes += openapi.routes(prefix, settings, guard)
     return _App(
         routes=routes,
         lifespan=lifespan,

@@ -24,7 +24,8 @@ from starlette.routing import Route
 
 from ascrm.auth import BasicAuth
 from ascrm.calls.store import StoreError
-from ascrm.responses import error_response
+from ascrm.login import LoginGuard, LoginRefusedError, client_of
+from ascrm.responses import error_response, refusal_response
 from ascrm.settings import Settings
 from ascrm.stats import ADMIN_COMMAND, LATENCY_BUCKETS, Histogram, Stats
 
@@ -166,14 +167,19 @@ def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
     return buckets
 
 
-def routes(prefix: str, settings: Settings) -> list[Route]:
+def routes(prefix: str, settings: Settings, guard: LoginGuard | None = None) -> list[Route]:
     """The metrics route under prefix."""
-    auth = BasicAuth(settings.admin_credentials)
+    auth = BasicAuth(settings.admin_credentials, guard=guard, role="admin")
     public = settings.metrics_public
 
     async def metrics(request: Request) -> Response:
-        if not public and await auth.authenticate(request.headers.get("authorization")) is None:
-            return error_response(401, "valid admin Basic credentials are required", _CHALLENGE)
+        if not public:
+            try:
+                user = await auth.authenticate(request.headers.get("authorization"), client_of(request))
+            except LoginRefusedError as exc:
+                return refusal_response(exc)
+            if user is None:
+                return error_response(401, "valid admin Basic credentials are required", _CHALLENGE)
         runtime = request.state.runtime
         try:
             calls: tuple[int, int] | None = await runtime.store.counts()

@@ -12,7 +12,8 @@ from starlette.routing import Route
 
 from ascrm.admin import REALM
 from ascrm.auth import BasicAuth
-from ascrm.responses import JSONAnswer, error_response
+from ascrm.login import LoginGuard, LoginRefusedError, client_of
+from ascrm.responses import JSONAnswer, error_response, refusal_response
 from ascrm.settings import Settings
 
 
@@ -22,14 +23,18 @@ def document() -> dict[str, Any]:
     return data
 
 
-def routes(prefix: str, settings: Settings) -> list[Route]:
+def routes(prefix: str, settings: Settings, guard: LoginGuard | None = None) -> list[Route]:
     """The document's route under prefix; the served copy's `servers` names that prefix."""
-    auth = BasicAuth(settings.admin_credentials)
+    auth = BasicAuth(settings.admin_credentials, guard=guard, role="admin")
     challenge = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
     body = orjson.dumps({**document(), "servers": [{"url": prefix or "/"}]})
 
     async def openapi(request: Request) -> Response:
-        if await auth.authenticate(request.headers.get("authorization")) is None:
+        try:
+            user = await auth.authenticate(request.headers.get("authorization"), client_of(request))
+        except LoginRefusedError as exc:
+            return refusal_response(exc)
+        if user is None:
             return error_response(401, "valid admin Basic credentials are required", challenge)
         return JSONAnswer(body)
 

@@ -9,6 +9,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Send
 
+from ascrm.login import LoginRefusedError
 from ascrm.protocol import CONTENT_TYPE
 
 REALM = "ascrm"
@@ -20,6 +21,7 @@ _ERROR_NAMES = {
     413: "content_too_large",
     409: "conflict",
     422: "unprocessable",
+    429: "too_many_requests",
     500: "internal_error",
     503: "service_unavailable",
 }
@@ -63,3 +65,13 @@ class JSONAnswer(Response):
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONAnswer:
     """An error as a Starlette response (for exception handlers)."""
     return JSONAnswer(error_body(status, message), status_code=status, headers=headers)
+
+
+def refusal_answer(exc: LoginRefusedError) -> Answer:
+    """A login refused unchecked (429 over budget, 503 KDF queue full), with Retry-After."""
+    return Answer(exc.status, error_body(exc.status, exc.message), ((b"retry-after", b"%d" % exc.retry_after),))
+
+
+def refusal_response(exc: LoginRefusedError) -> JSONAnswer:
+    """refusal_answer as a Starlette response."""
+    return error_response(exc.status, exc.message, {"Retry-After": str(exc.retry_after)})

@@ -16,6 +16,7 @@ import yaml
 
 from ascrm.auth import Credential, PasswordHash
 from ascrm.errors import ConfigError
+from ascrm.login import LoginLimits
 from ascrm.protocol import NoopAnswer
 
 # Mozilla "intermediate" ciphers for TLS 1.2 (TLS 1.3 suites are always on and not configurable here).
@@ -115,6 +116,7 @@ class Settings:
     timezone: str = "Europe/Moscow"
     platform_credentials: tuple[Credential, ...] = ()
     admin_credentials: tuple[Credential, ...] = ()
+    login: LoginLimits = field(default_factory=LoginLimits)  # `auth.limits`
     tls: TLS | None = None
     limits: Limits = field(default_factory=Limits)
     noop: NoopAnswer = field(default_factory=NoopAnswer)
@@ -204,7 +206,26 @@ SCHEMA: dict[str, Any] = {
     "root_path": {"type": "string", "regex": r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*/?"},
     "rules": {"type": "string", "empty": False},
     "timezone": {"type": "string", "check_with": _check_timezone},
-    "auth": {"type": "dict", "schema": {"platform": _CREDENTIALS, "admin": _CREDENTIALS}},
+    "auth": {
+        "type": "dict",
+        "schema": {
+            "platform": _CREDENTIALS,
+            "admin": _CREDENTIALS,
+            "limits": {
+                "type": "dict",
+                "schema": {
+                    "window_seconds": {"type": "integer", "min": 1, "max": 86400},
+                    "per_client": {"type": "integer", "min": 1},
+                    "per_user": {"type": "integer", "min": 1},
+                    "tracked_keys": {"type": "integer", "min": 1, "max": 10_000_000},
+                    "kdf_workers": {"type": "integer", "min": 1, "max": 64},
+                    "kdf_queue": {"type": "integer", "min": 0, "max": 10_000},
+                    "log_interval_seconds": {"type": "integer", "min": 1, "max": 86400},
+                    "log_max_keys": {"type": "integer", "min": 1, "max": 1_000_000},
+                },
+            },
+        },
+    },
     "tls": {
         "type": "dict",
         "nullable": True,
@@ -320,6 +341,7 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
         timezone=doc.get("timezone", defaults.timezone),
         platform_credentials=_credentials(auth.get("platform"), env, "PLATFORM", "autosecretary"),
         admin_credentials=_credentials(auth.get("admin"), env, "ADMIN", "admin"),
+        login=LoginLimits(**auth.get("limits", {})),
         tls=None
         if not tls
         else TLS(

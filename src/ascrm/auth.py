@@ -150,7 +150,7 @@ class BasicAuth:
         if not header:
             return None
         guard = self._guard
-        guard.admit_client(self._role, client)
+        guard.admit_client(self._role, client, lambda: (parse_basic(header) or (b"", b""))[0])
         user = self._cache.get(header)
         if user is not None:
             return user

@@ -93,11 +93,14 @@ class LoginGuard:
         self.kdf = KdfPool(limits.kdf_workers, limits.kdf_queue)
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (role, failed | throttled | busy)
 
-    def admit_client(self, role: str, client: str | None) -> None:
-        """LoginRefusedError (429) when the client has used up its own budget; checked before anything else."""
+    def admit_client(self, role: str, client: str | None, user: Callable[[], bytes]) -> None:
+        """LoginRefusedError (429) when the client has used up its own budget; checked before anything else.
+
+        user: the user name the attempt gives, read only to log a refusal.
+        """
         key = client or UNKNOWN_CLIENT
         if self.clients.exhausted(key):
-            self._throttled(role, key, "", self.clients.retry_after(key))
+            self._throttled(role, key, _name(user()), self.clients.retry_after(key))
 
     def begin(self, role: str, client: str | None, user: bytes) -> Attempt:
         """Charge an attempt to the client and the user name in advance; LoginRefusedError (429) when over.
@@ -106,7 +109,7 @@ class LoginGuard:
         with a clean record (the platform, after a restart) is still checked.
         """
         key = client or UNKNOWN_CLIENT
-        name = user.decode("utf-8", "replace")[:_MAX_USER]
+        name = _name(user)
         rank = self.clients.count(key)
         if rank >= self.clients.limit:
             self._throttled(role, key, name, self.clients.retry_after(key))
@@ -147,3 +150,8 @@ class LoginGuard:
         self.tally.add(role, client, user, throttled=True)
         self.outcomes[role, "throttled"] += 1
         raise LoginRefusedError(429, "too many failed logins; retry later", retry_after)
+
+
+def _name(user: bytes) -> str:
+    """A user name as a budget key and in the log: text, cut to _MAX_USER characters."""
+    return user.decode("utf-8", "replace")[:_MAX_USER]

@@ -98,10 +98,9 @@ def test_one_address_flooding_wrong_passwords(hashed_server: Server) -> None:
     responses, durations = asyncio.run(platform_during_flood(hashed_server, ["127.0.0.1"], [USER]))
     _, peak = memory_kib(hashed_server)
     statuses = [response.status_code for response in responses]
-    print("durations", [round(d, 3) for d in durations], "rss MiB", rss_before // 1024, peak // 1024, len(statuses))
-    assert len(statuses) > 300  # a real flood
     assert max(durations) < PROMPT, durations  # the platform never waits for the attacker's KDF runs
     assert (peak - rss_before) / 1024 < RSS_GROWTH_MIB, (rss_before, peak)
+    assert len(statuses) > 300  # a real flood, answered at once
     assert statuses.count(401) <= 10  # the budget: at most 10 checked (one KDF run each) ...
     assert statuses.count(429) >= len(statuses) - 10  # ... the rest refused unchecked
     refused = next(response for response in responses if response.status_code == 429)
@@ -145,13 +144,12 @@ def test_many_addresses_and_user_names_flooding_wrong_passwords(hashed_server: S
     rss_before, _ = memory_kib(hashed_server)
     responses, durations, fresh = asyncio.run(fresh_credentials_during_flood(hashed_server, sources, users))
     _, peak = memory_kib(hashed_server)
-    print("fresh", fresh, "durations", [round(d, 3) for d in durations], "rss MiB", rss_before // 1024, peak // 1024)
     assert fresh[-1] == 200, fresh  # first attempts from fresh addresses may fill the queue: a retry gets in
     statuses = {response.status_code for response in responses}
-    assert len(responses) > 300
-    assert statuses <= {401, 429, 503}
     assert max(durations) < PROMPT, durations
     assert (peak - rss_before) / 1024 < RSS_GROWTH_MIB, (rss_before, peak)
+    assert len(responses) > 300
+    assert statuses <= {401, 429, 503}
     assert sum(response.status_code == 401 for response in responses) <= 10 * len(sources)
     hashed_server.stop()
     lines = [e for e in hashed_server.logs() if e.get("event") == "auth_failed"]

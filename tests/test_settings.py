@@ -98,6 +98,12 @@ def test_environment_credentials_only_when_the_file_has_none(tmp_path: Path) -> 
         ("log: {decisions: {file: d.log, backups: -1}}", "log.decisions.backups", -1),
         ("metrics: {public: 'yes'}", "metrics.public", "yes"),
         ("reload: {settle_ms: -5}", "reload.settle_ms", -5),
+        ("health: {check_interval_ms: 10}", "health.check_interval_ms", 10),
+        ("auth: {limits: {per_client: 0}}", "auth.limits.per_client", 0),
+        ("auth: {limits: {kdf_workers: 100}}", "auth.limits.kdf_workers", 100),
+        ("auth: {limits: {window_seconds: 'a'}}", "auth.limits.window_seconds", "a"),
+        ("auth: {limits: {tracked_keys: 0}}", "auth.limits.tracked_keys", 0),
+        ("auth: {limits: {bogus: 1}}", "auth.limits.bogus", 1),
     ],
 )
 def test_errors_name_the_key_and_the_value(tmp_path: Path, text: str, key: str, value: object) -> None:
@@ -188,3 +194,22 @@ def test_decision_log_file_and_public_metrics(tmp_path: Path) -> None:
     defaults = load_settings(None, env={})
     assert defaults.log.decisions is None
     assert defaults.metrics_public is False
+
+
+def test_login_limits_and_health_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "ascrm.yaml"
+    path.write_text("auth: {limits: {per_client: 3, kdf_queue: 0}}\nhealth: {check_interval_ms: 250}\n")
+    settings = load_settings(path, env={})
+    assert (settings.login.per_client, settings.login.kdf_queue, settings.login.per_user) == (3, 0, 100)
+    assert settings.health.check_interval_ms == 250
+
+
+def test_scrypt_hashes_past_the_cost_caps_are_refused(tmp_path: Path) -> None:
+    salt, digest = "c2FsdHNhbHRzYWx0c2FsdA==", "aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g="
+    path = tmp_path / "ascrm.yaml"
+    for params, problem in (("131072$8$1", "128 MiB"), ("16384$8$16", "N·r·p")):
+        path.write_text(f"auth: {{platform: [{{user: a, password_hash: 'scrypt${params}${salt}${digest}'}}]}}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert caught.value.key == "auth.platform[0].password_hash"
+        assert problem in str(caught.value)

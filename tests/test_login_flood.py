@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, USER, Server, start_server
+from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
 
 FLOOD_CONNECTIONS = 64
 FLOOD_SECONDS = 4.0
@@ -157,3 +157,43 @@ def test_many_addresses_and_user_names_flooding_wrong_passwords(hashed_server: S
     assert sum(line["failures"] + line["throttled"] for line in lines) == sum(
         response.status_code in (401, 429) for response in responses
     )
+
+
+def guesses(server: Server, source: str, count: int, user: str = USER) -> list[int]:
+    """count wrong passwords for user from source, one after another; the statuses."""
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(base_url=server.base_url, transport=transport, timeout=10) as http:
+        return [http.get("/CallEvent", auth=(user, f"guess-{i}")).status_code for i in range(count)]
+
+
+def test_plain_password_guesses_are_throttled_per_client(tmp_path: Path) -> None:
+    server = start_server(tmp_path, platform_config(), env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    try:
+        statuses = guesses(server, "127.0.0.3", 50)
+        assert statuses == [401] * 10 + [429] * 40  # the default budget: 10 failures a minute per client
+        transport = httpx.HTTPTransport(local_address="127.0.0.4")
+        with server.client(transport=transport) as platform:
+            assert platform.get("/CallEvent").status_code == 200  # another client: never refused
+    finally:
+        server.stop()
+    (line,) = [e for e in server.logs() if e.get("event") == "auth_failed"]
+    assert (line["client"], line["user"], line["failures"], line["throttled"]) == ("127.0.0.3", USER, 10, 40)
+
+
+def test_failed_logins_are_logged_every_interval_and_counted(tmp_path: Path) -> None:
+    config = platform_config()
+    config["auth"]["admin"] = [{"user": "ops", "password": "ops-pw"}]
+    config["auth"]["limits"] = {"per_client": 3, "log_interval_seconds": 1}
+    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    try:
+        assert guesses(server, "127.0.0.5", 5) == [401] * 3 + [429] * 2
+        assert guesses(server, "127.0.0.6", 2, user="nobody") == [401] * 2
+        lines = server.logged("auth_failed", client="127.0.0.5")  # written while running, within a second
+        assert [(line["user"], line["failures"], line["throttled"]) for line in lines] == [(USER, 3, 2)]
+        assert server.logged("auth_failed", client="127.0.0.6", user="nobody", failures=2)
+        with server.client(auth=("ops", "ops-pw")) as admin:
+            text = admin.get("/metrics").text
+        assert 'ascrm_login_refusals_total{reason="failed",role="platform"} 5.0' in text
+        assert 'ascrm_login_refusals_total{reason="throttled",role="platform"} 2.0' in text
+    finally:
+        server.stop()

@@ -57,6 +57,7 @@ class Runtime:
     rules: engine.RuleSet  # swapped whole by a reload; a request reads it once
     readiness: Readiness  # the store's last background check, for /ready
     reloader: RuleReloader | None = None
+    logins: LoginGuard | None = None  # the login budgets and their refusals, for the metrics
     stats: Stats = field(default_factory=Stats)
 
 

@@ -134,7 +134,7 @@ def create_app(
         ruleset = rules or load_rules(source, settings.timezone)
         store = open_store(settings.state)
         readiness = Readiness(store, settings.health.check_interval_ms / 1000, settings.state.timeout_ms / 1000)
-        runtime = Runtime(store=store, rules=ruleset, readiness=readiness)
+        runtime = Runtime(store=store, rules=ruleset, readiness=readiness, logins=guard)
         runtime.reloader = RuleReloader(
             runtime,
             source,

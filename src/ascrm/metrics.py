@@ -88,6 +88,15 @@ class ServiceCollector(Collector):
         yield CounterMetricFamily(
             "ascrm_decision_failures", "Failures while deciding (answered as no action).", value=stats.decision_failures
         )
+        logins = self._runtime.logins
+        if logins is not None:
+            yield _counter(
+                "ascrm_login_refusals",
+                "Logins refused, by role and reason: failed (checked, wrong), throttled (over a failure budget,"
+                " unchecked), busy (the KDF queue was full, unchecked).",
+                ("role", "reason"),
+                dict(logins.outcomes),
+            )
         yield from self._rules()
         yield from self._store()
         from ascrm import __version__  # here: the package imports this module

@@ -6,6 +6,7 @@ and its active rule set, so two apps in one process (tests) never share a number
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -176,10 +177,33 @@ def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
     return buckets
 
 
+class SharedCounts:
+    """The store's call counts for concurrent scrapes from one store call: a flood of scrapes (with
+    `metrics.public`) takes at most one store connection at a time, never the platform's."""
+
+    def __init__(self) -> None:
+        self._running: asyncio.Future[tuple[int, int] | None] | None = None
+
+    async def get(self, store: Any) -> tuple[int, int] | None:
+        """(tracked, ended), or None when the store did not answer."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._counts(store))
+        return await asyncio.shield(self._running)  # one scraper leaving does not cancel the others' call
+
+    @staticmethod
+    async def _counts(store: Any) -> tuple[int, int] | None:
+        try:
+            counts: tuple[int, int] = await store.counts()
+        except StoreError:
+            return None
+        return counts
+
+
 def routes(prefix: str, settings: Settings, guard: LoginGuard | None = None) -> list[Route]:
     """The metrics route under prefix."""
     auth = BasicAuth(settings.admin_credentials, guard=guard, role="admin")
     public = settings.metrics_public
+    shared = SharedCounts()
 
     async def metrics(request: Request) -> Response:
         if not public:
@@ -190,10 +214,7 @@ def routes(prefix: str, settings: Settings, guard: LoginGuard | None = None) -> 
             if user is None:
                 return error_response(401, "valid admin Basic credentials are required", _CHALLENGE)
         runtime = request.state.runtime
-        try:
-            calls: tuple[int, int] | None = await runtime.store.counts()
-        except StoreError:
-            calls = None
+        calls = await shared.get(runtime.store)
         registry = CollectorRegistry(auto_describe=False)  # per scrape: nothing global
         registry.register(ServiceCollector(runtime, calls))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

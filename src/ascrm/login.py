@@ -68,8 +68,7 @@ class Attempt:
 
     def succeeded(self) -> None:
         """The password was right: the advance charge is taken back."""
-        self._guard.clients.refund(self._client)
-        self._guard.users.refund(self._user)
+        self._refund()
 
     def failed(self) -> None:
         """The password was wrong: the charge stays, and the failure is logged (aggregated)."""
@@ -78,8 +77,12 @@ class Attempt:
 
     def unchecked(self) -> None:
         """The attempt was never checked (the KDF queue refused it): the charge is taken back."""
-        self.succeeded()
+        self._refund()
         self._guard.outcomes[self._role, "busy"] += 1
+
+    def _refund(self) -> None:
+        self._guard.clients.refund(self._client)
+        self._guard.users.refund(self._user)
 
 
 class LoginGuard:

@@ -207,7 +207,7 @@ def test_login_limits_and_health_are_read(tmp_path: Path) -> None:
 def test_scrypt_hashes_past_the_cost_caps_are_refused(tmp_path: Path) -> None:
     salt, digest = "c2FsdHNhbHRzYWx0c2FsdA==", "aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g="
     path = tmp_path / "ascrm.yaml"
-    for params, problem in (("131072$8$1", "128 MiB"), ("16384$8$16", "N·r·p")):
+    for params, problem in (("131072$8$1", "128 MiB"), ("16384$8$16", "N·r·p"), ("524288$1$1", "below 2^(16·r)")):
         path.write_text(f"auth: {{platform: [{{user: a, password_hash: 'scrypt${params}${salt}${digest}'}}]}}\n")
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env={})

@@ -66,6 +66,8 @@ def kdf_memory(n: int, r: int, p: int) -> int:
 
 def check_cost(n: int, r: int, p: int) -> None:
     """ValueError when one KDF run would take more than MAX_KDF_MEMORY bytes or MAX_KDF_COST work."""
+    if r < 16 and n >= 2 ** (16 * r):  # OpenSSL's own bound
+        raise ValueError(f"scrypt N={n} must be below 2^(16·r) = {2 ** (16 * r)} with r={r}")
     memory = 128 * r * n  # the big array; kdf_memory adds a little for the small ones
     if memory > MAX_KDF_MEMORY:
         mib = MAX_KDF_MEMORY // 2**20

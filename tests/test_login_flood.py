@@ -23,6 +23,7 @@ FLOOD_CONNECTIONS = 64
 FLOOD_SECONDS = 4.0
 FLOOD_MAX_REQUESTS = 3000
 PROMPT = 1.5  # seconds: a deadline for the platform's answer, far below what a flood used to cause
+QUEUE_DRAIN = 10.0  # seconds: a generous deadline for 16 queued KDF runs of ~60 ms on busy cores
 RSS_GROWTH_MIB = 100  # the KDF pool's one worker takes 16 MiB; 40 unbounded threads took 640
 
 
@@ -146,7 +147,10 @@ def test_many_addresses_and_user_names_flooding_wrong_passwords(hashed_server: S
     _, peak = memory_kib(hashed_server)
     assert fresh[-1] == 200, fresh  # first attempts from fresh addresses may fill the queue: a retry gets in
     statuses = {response.status_code for response in responses}
-    assert max(durations) < PROMPT, durations
+    assert max(durations[:3]) < PROMPT, durations  # verified credentials: never behind the attackers' checks
+    # never seen before: a check that waits its turn behind first attempts from fresh addresses (at
+    # most auth.limits.kdf_queue of them), or a 503 at once
+    assert max(durations[3:]) < QUEUE_DRAIN, durations
     assert (peak - rss_before) / 1024 < RSS_GROWTH_MIB, (rss_before, peak)
     assert len(responses) > 300
     assert statuses <= {401, 429, 503}

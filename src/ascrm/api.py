@@ -33,7 +33,7 @@ from ascrm.protocol import (
     render_answer,
 )
 from ascrm.reload import RuleReloader
-from ascrm.responses import UNAUTHORIZED, Answer, error_answer
+from ascrm.responses import UNAUTHORIZED, Answer, error_answer, error_body
 from ascrm.settings import Settings
 from ascrm.stats import Stats, call_event_label
 
@@ -62,6 +62,13 @@ class BodyTooLargeError(Exception):
 
 
 _INTERNAL_ERROR = error_answer(500, "internal error")
+# HEAD is refused rather than answered as GET: a poll takes a pending command and fires once-only poll
+# rules, so no HEAD could tell what a GET would answer without changing the call.
+_HEAD_REFUSED = Answer(
+    405,
+    error_body(405, "HEAD is not served here: the platform's endpoints take GET and POST"),
+    ((b"allow", b"GET, POST"),),
+)
 
 
 class Endpoint:
@@ -89,8 +96,8 @@ class Endpoint:
 class PlatformRoutes:
     """Finds the platform endpoint of a request without Starlette's router and middleware: the hot path.
 
-    Only GET and POST on `<prefix>/CallEvent` and `<prefix>/CallEvent/{CallID}`; anything else (other
-    methods: 405) goes through the router as usual.
+    GET, POST and HEAD (which the endpoints refuse) on `<prefix>/CallEvent` and
+    `<prefix>/CallEvent/{CallID}`; anything else (other methods: 405) goes through the router as usual.
     """
 
     def __init__(self, api: PlatformAPI, prefixes: tuple[str, ...]) -> None:
@@ -101,7 +108,7 @@ class PlatformRoutes:
     def match(self, scope: Scope) -> tuple[Endpoint, str] | None:
         """The endpoint and its metrics label, or None when the router should decide."""
         method = scope["method"]
-        if method not in ("GET", "POST"):
+        if method not in ("GET", "POST", "HEAD"):
             return None
         path: str = scope["path"]
         endpoint = self._exact.get(path)
@@ -176,7 +183,9 @@ class PlatformAPI:
         ]
 
     async def call_event(self, scope: Scope, receive: Receive) -> Answer | None:
-        """GET `/CallEvent`: the connection test. POST: a call event."""
+        """GET `/CallEvent`: the connection test. POST: a call event. HEAD: 405."""
+        if scope["method"] == "HEAD":
+            return _HEAD_REFUSED
         if await self._auth.authenticate(_header(scope, b"authorization")) is None:
             return UNAUTHORIZED
         if scope["method"] == "POST":
@@ -185,7 +194,10 @@ class PlatformAPI:
         return Answer(200, render_answer(0, NO_ACTION, self._noop))
 
     async def call_event_by_id(self, scope: Scope, receive: Receive) -> Answer | None:
-        """GET `/CallEvent/{CallID}`: a poll. POST: a call event (CallID 0: the connection test)."""
+        """GET `/CallEvent/{CallID}`: a poll. POST: a call event (CallID 0: the connection test). HEAD: 405,
+        as a poll is not safe to repeat."""
+        if scope["method"] == "HEAD":
+            return _HEAD_REFUSED
         if await self._auth.authenticate(_header(scope, b"authorization")) is None:
             return UNAUTHORIZED
         call_id = parse_int64(scope["path_params"]["call_id"])

@@ -30,13 +30,25 @@ from ascrm.stats import endpoint_of
 log = structlog.get_logger("ascrm.app")
 
 
+def plain_path(path: str) -> str:
+    """path without a trailing slash and with doubled slashes collapsed (`/base//CallEvent/` -> `/base/CallEvent`)."""
+    if (path.endswith("/") and path != "/") or "//" in path:
+        return "/" + "/".join(part for part in path.split("/") if part)
+    return path
+
+
 class _App(Starlette):
     """Starlette, with the platform's endpoints served straight (no router or middleware: the hot
     path), every answered request counted by endpoint and status, and a declared oversize body
-    answered with JSON before Starlette's body-limit middleware would answer it in plain text."""
+    answered with JSON before Starlette's body-limit middleware would answer it in plain text.
+
+    A path with a trailing or doubled slash is served as the plain path, never redirected: a platform
+    joining a base URL that ends in `/` with `/CallEvent` must pass its connection test, and a
+    redirect would be answered before authentication, with a Location taken from the Host header."""
 
     def __init__(self, *args: Any, max_body_size: int, root_path: str, platform: PlatformRoutes, **kwargs: Any) -> None:
         super().__init__(*args, max_body_size=max_body_size, **kwargs)
+        self.router.redirect_slashes = False
         self._limit = max_body_size
         self._root_path = root_path
         self._platform = platform
@@ -45,6 +57,7 @@ class _App(Starlette):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        scope["path"] = plain_path(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self._limit:
                 response = error_response(413, f"request body is larger than {self._limit} bytes")

@@ -13,6 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
+from tests.test_redis_store import RedisServer, redis_server
+
+__all__ = ["redis_server"]  # the fixture, shared with the Redis store's tests
 
 CONTENT_TYPE = "application/json; charset=UTF-8"
 PREFIX = "/base"
@@ -254,3 +257,53 @@ def test_unknown_paths_are_json_errors_not_redirects(odd_server: Server, path: s
         assert response.status_code in (400, 404, 405), response.text
         assert "location" not in response.headers
         assert response.headers["content-type"] == CONTENT_TYPE
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"CallID": "123456789012345678901234567890"}, "CallID"),
+        ({"EventType": "-123456789012345678901234567890"}, "EventType"),
+    ],
+)
+def test_integers_past_64_bits_are_unreadable_and_logged(
+    odd_server: Server, platform: httpx.Client, fields: dict[str, str], field: str
+) -> None:
+    call_id = next(_call_ids)
+    body = raw_body({"EventType": 1, **crmd(call_id, 1)}, **fields)
+    answer = json_answer(post(platform, "/CallEvent", body))
+    assert answer["EventType"] == 0
+    assert odd_server.logged("field_unreadable", field=field)
+    assert not odd_server.logged("request_failed", deadline=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The same with the Redis store: nothing unreadable reaches its records
+
+
+def test_lone_surrogates_in_every_field_with_the_redis_store(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> None:
+    tmp = tmp_path_factory.mktemp("odd-redis")
+    auth = {
+        "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
+        "admin": [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}],
+    }
+    state = {"backend": "redis", "redis_url": redis_server.url, "key_prefix": "odd:"}
+    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}
+    running = start_server(tmp, platform_config(auth=auth, state=state), env=env)
+    try:
+        with running.client() as http, running.client(auth=ADMIN) as admin_http:
+            call_id = next(_call_ids)
+            raw = dict.fromkeys(("EventTime", "AN", "UN", "DN1", "DN2", "EXT1", "EXT2"), r'"\ud800x"')
+            raw |= dict.fromkeys(("DTMF", "Generic", "Result"), r'"x\udfff"')
+            no_action(post(http, "/CallEvent", raw_body(crmd(call_id, 9), **raw)), call_id)
+            no_action(post(http, "/CallEvent", raw_body(crmd(call_id, 4, DTMF="5"))), call_id)
+            assert len(running.logged("field_unreadable", call_id=call_id)) == len(raw)
+            detail = json_answer(admin_http.get(f"/admin/calls/{call_id}"))
+            assert [event["code"] for event in detail["events"]] == [9, 4]
+            assert detail["an"] == "79161234567"
+            assert json_answer(admin_http.get("/admin/calls"))["total"] == 1
+            assert not running.logged("call_unreadable", deadline=0)
+    finally:
+        running.stop()

@@ -20,6 +20,7 @@ from ascrm import engine
 from ascrm.answering import answer_event, answer_poll
 from ascrm.auth import BasicAuth
 from ascrm.calls.store import CallStore, StoreUnavailableError
+from ascrm.jsonbody import NestingError, UnreadableText, load_json
 from ascrm.observe import AnswerLog
 from ascrm.protocol import (
     NO_ACTION,
@@ -27,7 +28,6 @@ from ascrm.protocol import (
     Decision,
     EventType,
     code_name,
-    load_json,
     parse_call_event,
     parse_int64,
     render_answer,
@@ -224,6 +224,8 @@ class PlatformAPI:
         else:
             try:
                 data = load_json(body)
+            except NestingError as exc:
+                return error_answer(400, f"body is refused: JSON {exc}")
             except ValueError as exc:
                 return error_answer(400, f"body is not valid JSON: {exc}")
             if not isinstance(data, dict):
@@ -321,5 +323,11 @@ class PlatformAPI:
 
 
 def _short(value: Any) -> Any:
+    """A field's value as logged: itself when short and a JSON scalar, else its text cut to 80 characters."""
+    if isinstance(value, UnreadableText):
+        text = value.shown
+        return text if len(text) <= 80 else text[:77] + "..."
     text = repr(value)
-    return value if len(text) <= 80 else text[:77] + "..."
+    if len(text) > 80:
+        return text[:77] + "..."
+    return text if isinstance(value, int) and not -(2**63) <= value < 2**64 else value

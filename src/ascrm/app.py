@@ -20,6 +20,7 @@ from ascrm import engine, health, metrics, openapi
 from ascrm.admin import AdminAPI
 from ascrm.api import PlatformAPI, PlatformRoutes, Runtime, utc_now
 from ascrm.calls import open_store
+from ascrm.calls.sweeper import sweep_periodically
 from ascrm.observe import AnswerLog
 from ascrm.reload import RuleReloader, watch
 from ascrm.responses import error_response
@@ -153,10 +154,13 @@ def create_app(
             settle_seconds=settings.reload.settle_ms / 1000,
         )
         on_sighup = _SighupReload(runtime.reloader)
-        stop_watching = asyncio.Event()
+        stopping = asyncio.Event()
         watcher = None
         if settings.reload.watch:
-            watcher = asyncio.create_task(watch(runtime.reloader, stop_watching, settings.reload.debounce_ms))
+            watcher = asyncio.create_task(watch(runtime.reloader, stopping, settings.reload.debounce_ms))
+        sweeper = asyncio.create_task(
+            sweep_periodically(store, clock, settings.state.sweep_interval_ms / 1000, stopping)
+        )
         log.info(
             "service_started",
             root_path=settings.root_path or "/",
@@ -169,9 +173,8 @@ def create_app(
             yield {"runtime": runtime}
         finally:
             on_sighup.close()
-            stop_watching.set()
-            if watcher is not None:
-                await asyncio.wait({watcher}, timeout=2)
+            stopping.set()
+            await asyncio.wait({sweeper} if watcher is None else {sweeper, watcher}, timeout=2)
             await store.close()
         log.info("service_stopped")
 

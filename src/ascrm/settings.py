@@ -66,6 +66,7 @@ class StateSettings:
     ended_grace_seconds: int = 300  # an ended call stays readable (late polls, the admin API) this long
     max_calls: int = 100_000
     timeout_ms: int = 1000  # the budget of one store operation before answering without it
+    sweep_interval_ms: int = 1000  # how often expired calls are forgotten, whether or not requests come
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +230,7 @@ SCHEMA: dict[str, Any] = {
             "ended_grace_seconds": {"type": "integer", "min": 0},
             "max_calls": {"type": "integer", "min": 1},
             "timeout_ms": {"type": "integer", "min": 1},
+            "sweep_interval_ms": {"type": "integer", "min": 10, "max": 3_600_000},
         },
     },
     "reload": {

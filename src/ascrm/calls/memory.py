@@ -117,6 +117,10 @@ class MemoryCallStore:
             raise UnknownCallError(f"no call {call_id}")
         return call.cancel_command(command_id)
 
+    async def sweep(self, now: datetime) -> None:
+        """Forget calls idle past the TTL or ended past the grace period (the timer's sweep)."""
+        self._evict(now)
+
     async def counts(self) -> tuple[int, int]:
         """How many calls are held, and how many of those have ended."""
         return len(self._calls), sum(1 for call in self._calls.values() if call.ended_at is not None)

@@ -214,6 +214,11 @@ class RedisCallStore:
                 return await self._page(offset, limit)
             return await self._filtered(an, un, state, offset, limit)
 
+    async def sweep(self, now: datetime) -> None:
+        """Forget expired calls and evict the oldest beyond the cap (the timer's sweep)."""
+        async with self._guard("sweep"):
+            await self._sweep(now.timestamp())
+
     async def counts(self) -> tuple[int, int]:
         """How many calls the calls set holds, and how many of those have ended (as of the last sweep)."""
         async with self._guard("counts"), self._connection() as conn:

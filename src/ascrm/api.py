@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from ascrm import engine
 from ascrm.answering import answer_event, answer_poll
 from ascrm.auth import BasicAuth
+from ascrm.calls.state import MAX_FIELD_CHARS, CallState
 from ascrm.calls.store import CallStore, StoreUnavailableError
 from ascrm.jsonbody import NestingError, UnreadableText, load_json
 from ascrm.observe import AnswerLog
@@ -173,6 +174,7 @@ class PlatformAPI:
         self._noop = settings.noop
         self._clock = clock
         self._limit = settings.limits.max_body_bytes
+        self._max_call_bytes = settings.state.max_call_bytes
 
     def routes(self, prefix: str) -> list[Route]:
         """The platform's routes under prefix."""
@@ -258,6 +260,8 @@ class PlatformAPI:
         try:
             now = self._clock()
             call, decision = await answer_event(runtime.store, rules, event, now, errors=runtime.stats.store_errors)
+            if call.last_trim:
+                self._count_trim(runtime.stats, call)
             if event.event_type == EventType.EndCall:
                 log.info("call_ended", **call.summary(now))
             return decision, rules.revision
@@ -265,6 +269,23 @@ class PlatformAPI:
             runtime.stats.decision_failures += 1
             log.exception("decision_failed", call_id=event.call_id)
             return NO_ACTION, rules.revision
+
+    def _count_trim(self, stats: Stats, call: CallState) -> None:
+        """Count what storing the event cut from the call's history; warn the first time a call is cut."""
+        trim = call.last_trim
+        if trim.truncated:
+            stats.history_trimmed["field_truncated"] += trim.truncated
+        if trim.dropped:
+            stats.history_trimmed["record_dropped"] += trim.dropped
+        if call.trimmed == trim.truncated + trim.dropped:
+            log.warning(
+                "call_history_trimmed",
+                call_id=call.call_id,
+                truncated=trim.truncated,
+                dropped=trim.dropped,
+                max_field_chars=MAX_FIELD_CHARS,
+                max_call_bytes=self._max_call_bytes,
+            )
 
     async def _decide_poll(self, runtime: Runtime, call_id: int) -> tuple[Decision, str]:
         """The decision for a poll of call_id, and the revision of the rules that made it."""

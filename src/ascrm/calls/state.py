@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from ascrm.protocol import RESULT_CONNECTED, Action, CallEvent, EventType, ServiceType, code_name
 
@@ -12,6 +12,9 @@ _TRANSFER_RESULTS = (EventType.Transfer, EventType.ShortTransfer)
 MAX_EVENTS = 256  # a real call has a few dozen events; past this only the newest are kept
 MAX_DIGITS = 128  # accumulated DTMF keeps its newest digits
 MAX_DECISIONS = 64
+MAX_FIELD_CHARS = 1024  # a field value is kept to this many characters (a number has 15; Generic a few dozen)
+DEFAULT_HISTORY_BYTES = 64 * 1024  # state.max_call_bytes: a call's event history, past which it is trimmed
+_RECORD_BYTES = 64  # what one event record or transfer result costs beyond its text
 _CARRIED = ("an", "un", "dn1", "dn2", "ext1", "ext2", "dtmf", "generic", "result")
 _NAMES = {"an": "AN", "un": "UN", "dn1": "DN1", "dn2": "DN2", "ext1": "EXT1", "ext2": "EXT2", "dtmf": "DTMF"}
 _NAMES |= {"generic": "Generic", "result": "Result"}
@@ -20,6 +23,35 @@ _NAMES |= {"generic": "Generic", "result": "Result"}
 # (name, value, name, value, …): a flat tuple costs a third of a dict, and there are 100,000 calls.
 News = tuple[str, ...]
 EventRecord = tuple[EventType | int, datetime, News | None]
+
+
+def text_bytes(text: str) -> int:
+    """What text costs, at most: a byte a character for ASCII, else four (its widest form in memory)."""
+    return len(text) if text.isascii() else 4 * len(text)
+
+
+def news_bytes(news: News | None) -> int:
+    """What an event record with these fields costs."""
+    return _RECORD_BYTES if news is None else _RECORD_BYTES + sum(text_bytes(part) for part in news[1::2])
+
+
+def clip(text: str | None) -> str | None:
+    """text cut to MAX_FIELD_CHARS characters."""
+    return text if text is None or len(text) <= MAX_FIELD_CHARS else text[:MAX_FIELD_CHARS]
+
+
+@dataclass(frozen=True, slots=True)
+class Trim:
+    """What storing one event cut from a call: field values truncated, history records dropped or emptied."""
+
+    truncated: int = 0
+    dropped: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.truncated or self.dropped)
+
+
+NO_TRIM: Final = Trim()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +99,9 @@ class CallState:
     decisions: list[DecisionRecord] = field(default_factory=list)
     commands: tuple[Command, ...] = ()  # pending, oldest first (shared while empty)
     next_command_id: int = 1
+    trimmed: int = 0  # field values truncated and history records dropped or emptied, in all
+    history_bytes: int = 0  # what events and transfer results cost (news_bytes, text_bytes); not stored
+    last_trim: Trim = NO_TRIM  # what the last apply() cut; not stored
 
     @classmethod
     def begin(cls, call_id: int, event: CallEvent, now: datetime) -> CallState:
@@ -75,43 +110,99 @@ class CallState:
             call_id=call_id,
             started_at=event.event_time or now,
             updated_at=now,
-            an=event.an,
-            un=event.un,
+            an=clip(event.an),
+            un=clip(event.un),
             service_type=event.service_type,
         )
 
-    def apply(self, event: CallEvent, now: datetime) -> None:
-        """Record event (received at server time now) in this call's history."""
+    def apply(self, event: CallEvent, now: datetime, max_bytes: int = DEFAULT_HISTORY_BYTES) -> None:
+        """Record event (received at server time now) in this call's history.
+
+        Field values are kept to MAX_FIELD_CHARS; past max_bytes of history the oldest records lose
+        their fields, then go (see _trim). What was cut is in last_trim and counted in trimmed.
+        """
         moment = event.event_time or now
         self.updated_at = now
+        self.last_trim = NO_TRIM
         if self.an is None or self.un is None or self.service_type is None:  # a call first seen mid-way
-            self.an = self.an or event.an
-            self.un = self.un or event.un
+            self.an = self.an or clip(event.an)
+            self.un = self.un or clip(event.un)
             self.service_type = self.service_type if self.service_type is not None else event.service_type
         if event.event_type is None:
             return
-        self.events.append((event.event_type, moment, self._news(event)))
-        if len(self.events) > MAX_EVENTS:
-            del self.events[: len(self.events) - MAX_EVENTS]
+        news, truncated = self._news(event)
+        self.events.append((event.event_type, moment, news))
+        self.history_bytes += news_bytes(news)
+        if len(self.events) > MAX_EVENTS:  # the oldest go, but the first event stays
+            excess = len(self.events) - MAX_EVENTS
+            for _, _, old in self.events[1 : 1 + excess]:
+                self.history_bytes -= news_bytes(old)
+            del self.events[1 : 1 + excess]
         if event.event_type == EventType.DTMF and event.dtmf:
             self.digits = (self.digits + event.dtmf)[-MAX_DIGITS:]
         elif event.event_type in _TRANSFER_RESULTS and event.result:
-            self.transfer_results.append(event.result)
+            result = clip(event.result) or ""
+            self.transfer_results.append(result)
+            self.history_bytes += _RECORD_BYTES + text_bytes(result)
             if len(self.transfer_results) > MAX_EVENTS:
-                del self.transfer_results[0]
+                self.history_bytes -= _RECORD_BYTES + text_bytes(self.transfer_results.pop(0))
             if event.result == RESULT_CONNECTED and self.connected_at is None:
                 self.connected_at = moment
         elif event.event_type == EventType.EndCall:
             self.ended_at = moment
-            self.ended_by = event.result
+            self.ended_by = clip(event.result)
+        dropped = self._trim(max_bytes) if self.history_bytes > max_bytes else 0
+        if truncated or dropped:
+            self.last_trim = Trim(truncated, dropped)
+            self.trimmed += truncated + dropped
 
-    def _news(self, event: CallEvent) -> News | None:
+    def _news(self, event: CallEvent) -> tuple[News | None, int]:
+        """The fields of event worth keeping, each kept to MAX_FIELD_CHARS; and how many were truncated."""
         news: list[str] = []
+        truncated = 0
         for attribute in _CARRIED:
             value = getattr(event, attribute)
-            if value is not None and not (attribute in ("an", "un") and value == getattr(self, attribute)):
-                news += (_NAMES[attribute], value)
-        return tuple(news) if news else None
+            if value is None:
+                continue
+            clipped = value if len(value) <= MAX_FIELD_CHARS else value[:MAX_FIELD_CHARS]
+            if not (attribute in ("an", "un") and clipped == getattr(self, attribute)):
+                truncated += clipped is not value
+                news += (_NAMES[attribute], clipped)
+        return (tuple(news) if news else None), truncated
+
+    def _trim(self, max_bytes: int) -> int:
+        """Bring the history within max_bytes, keeping what routing reads; how many records were cut.
+
+        In order, until it fits: the fields of the oldest events (not the first event's, not the
+        newest's: admin detail only); the oldest transfer results but the latest (rules read the
+        latest); the oldest events whose type happens again later (rules ask only whether a type
+        happened). The first event, the newest, and one event of each type always stay.
+        """
+        events, cut = self.events, 0
+        for index in range(1, len(events) - 1):
+            if self.history_bytes <= max_bytes:
+                return cut
+            code, at, news = events[index]
+            if news is not None:
+                events[index] = (code, at, None)
+                self.history_bytes -= news_bytes(news) - news_bytes(None)
+                cut += 1
+        while self.history_bytes > max_bytes and len(self.transfer_results) > 1:
+            self.history_bytes -= _RECORD_BYTES + text_bytes(self.transfer_results.pop(0))
+            cut += 1
+        if self.history_bytes > max_bytes:
+            later: set[EventType | int] = {events[-1][0]}
+            kept: list[EventRecord] = []
+            for record in reversed(events[1:-1]):  # newest first: an older one of a type seen later may go
+                if record[0] in later and self.history_bytes > max_bytes:
+                    self.history_bytes -= news_bytes(record[2])
+                    cut += 1
+                else:
+                    kept.append(record)
+                    later.add(record[0])
+            if len(kept) < len(events) - 2:
+                events[1:-1] = reversed(kept)
+        return cut
 
     def polled(self, now: datetime) -> None:
         """A GET poll arrived: the caller talks to an operator since now, unless a transfer said so."""
@@ -203,6 +294,7 @@ class CallState:
             "decisions": [decision_json(record) for record in self.decisions],
             "commands": [command_json(command) for command in self.commands],
             "next_command_id": self.next_command_id,
+            "trimmed": self.trimmed,
         }
 
     @classmethod
@@ -210,7 +302,7 @@ class CallState:
         """The state back from to_json()'s form."""
         from ascrm.protocol import parse_code
 
-        return cls(
+        call = cls(
             call_id=data["call_id"],
             started_at=datetime.fromisoformat(data["started_at"]),
             updated_at=datetime.fromisoformat(data["updated_at"]),
@@ -248,7 +340,11 @@ class CallState:
                 for item in data["commands"]
             ),
             next_command_id=data["next_command_id"],
+            trimmed=data.get("trimmed", 0),  # absent from records of earlier versions
         )
+        call.history_bytes = sum(news_bytes(news) for _, _, news in call.events)
+        call.history_bytes += sum(_RECORD_BYTES + text_bytes(result) for result in call.transfer_results)
+        return call
 
 
 def news_dict(news: News | None) -> dict[str, str]:

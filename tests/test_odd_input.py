@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ascrm.observe import JSONLine
 from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
 from tests.test_redis_store import RedisServer, redis_server
 
@@ -307,3 +308,34 @@ def test_lone_surrogates_in_every_field_with_the_redis_store(
             assert not running.logged("call_unreadable", deadline=0)
     finally:
         running.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/admin/calls?an=%ED%A0%80", 200),
+        ("/admin/calls?un=%ED%A0%80&state=live", 200),
+        ("/admin/calls?%ED%A0%80=1", 400),
+        ("/admin/calls/%ED%A0%80", 400),
+        ("/admin/calls?an=" + "%5B" * 2000, 200),
+    ],
+)
+def test_odd_bytes_in_admin_paths_and_queries(admin: httpx.Client, path: str, status: int) -> None:
+    json_answer(admin.get(path), status)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"value": "\ud800"},
+        {"value": 2**70, "other": -(2**70)},
+        {"value": "x" * 10, "deep": [[[[[[[[[[[[[[[[[[[[[["\udfff"]]]]]]]]]]]]]]]]]]]]]]},
+        {"value": {"\ud800": 1, 3: {"k": b"bytes"}}},
+    ],
+)
+def test_a_log_line_with_values_orjson_refuses_is_still_written(fields: dict[str, Any]) -> None:
+    line = JSONLine()(None, "warning", {"event": "field_unreadable", **fields})
+    written = json.loads(line)
+    assert written["event"] == "field_unreadable"
+    assert written["level"] == "warning"
+    assert set(fields) <= set(written)

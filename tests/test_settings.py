@@ -98,6 +98,9 @@ def test_environment_credentials_only_when_the_file_has_none(tmp_path: Path) -> 
         ("log: {decisions: {file: d.log, backups: -1}}", "log.decisions.backups", -1),
         ("metrics: {public: 'yes'}", "metrics.public", "yes"),
         ("reload: {settle_ms: -5}", "reload.settle_ms", -5),
+        ("state: {sweep_interval_ms: 5}", "state.sweep_interval_ms", 5),
+        ("state: {max_call_bytes: 100}", "state.max_call_bytes", 100),
+        ("state: {max_call_bytes: '64k'}", "state.max_call_bytes", "64k"),
     ],
 )
 def test_errors_name_the_key_and_the_value(tmp_path: Path, text: str, key: str, value: object) -> None:
@@ -188,3 +191,11 @@ def test_decision_log_file_and_public_metrics(tmp_path: Path) -> None:
     defaults = load_settings(None, env={})
     assert defaults.log.decisions is None
     assert defaults.metrics_public is False
+
+
+def test_call_budget_and_sweep_settings(tmp_path: Path) -> None:
+    assert (Settings().state.max_call_bytes, Settings().state.sweep_interval_ms) == (65536, 1000)
+    path = tmp_path / "ascrm.yaml"
+    path.write_text("state: {max_call_bytes: 4096, sweep_interval_ms: 250}\n")
+    state = load_settings(path, env={}).state
+    assert (state.max_call_bytes, state.sweep_interval_ms) == (4096, 250)

@@ -12,8 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from ascrm.errors import ConfigError
-from ascrm.settings import load_settings
 from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
 from tests.test_redis_store import RedisServer, redis_server
 
@@ -76,12 +74,3 @@ def test_expired_calls_disappear_without_traffic(swept_server: Server) -> None:
         # the metrics first: the Redis store's listing sweeps by itself, its call counts do not
         assert wait_until(lambda: tracked(admin) == 0, deadline=6)
         assert listed(admin) == []
-
-
-def test_the_sweep_interval_is_checked(tmp_path: Path) -> None:
-    config_path = tmp_path / "ascrm.yaml"
-    config_path.write_text("state:\n  sweep_interval_ms: 5\n")
-    with pytest.raises(ConfigError) as caught:
-        load_settings(config_path, env={})
-    assert "state.sweep_interval_ms" in str(caught.value)
-    assert "5" in str(caught.value)

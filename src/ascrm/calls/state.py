@@ -18,6 +18,7 @@ _RECORD_BYTES = 64  # what one event record or transfer result costs beyond its 
 _CARRIED = ("an", "un", "dn1", "dn2", "ext1", "ext2", "dtmf", "generic", "result")
 _NAMES = {"an": "AN", "un": "UN", "dn1": "DN1", "dn2": "DN2", "ext1": "EXT1", "ext2": "EXT2", "dtmf": "DTMF"}
 _NAMES |= {"generic": "Generic", "result": "Result"}
+_FACTS = frozenset({"an", "un"})  # kept in the call itself: in an event's news only when they differ
 
 # One event of the call: its code, when, and the fields it carried that say something new, as
 # (name, value, name, value, …): a flat tuple costs a third of a dict, and there are 100,000 calls.
@@ -130,9 +131,9 @@ class CallState:
             self.service_type = self.service_type if self.service_type is not None else event.service_type
         if event.event_type is None:
             return
-        news, truncated = self._news(event)
+        news, truncated, cost = self._news(event)
         self.events.append((event.event_type, moment, news))
-        self.history_bytes += news_bytes(news)
+        self.history_bytes += cost
         if len(self.events) > MAX_EVENTS:  # the oldest go, but the first event stays
             excess = len(self.events) - MAX_EVENTS
             for _, _, old in self.events[1 : 1 + excess]:
@@ -156,19 +157,24 @@ class CallState:
             self.last_trim = Trim(truncated, dropped)
             self.trimmed += truncated + dropped
 
-    def _news(self, event: CallEvent) -> tuple[News | None, int]:
-        """The fields of event worth keeping, each kept to MAX_FIELD_CHARS; and how many were truncated."""
+    def _news(self, event: CallEvent) -> tuple[News | None, int, int]:
+        """The fields of event worth keeping, each kept to MAX_FIELD_CHARS; how many were truncated; and
+        what the record costs (news_bytes, computed on the way)."""
         news: list[str] = []
-        truncated = 0
+        truncated, cost = 0, _RECORD_BYTES
         for attribute in _CARRIED:
             value = getattr(event, attribute)
             if value is None:
                 continue
-            clipped = value if len(value) <= MAX_FIELD_CHARS else value[:MAX_FIELD_CHARS]
-            if not (attribute in ("an", "un") and clipped == getattr(self, attribute)):
-                truncated += clipped is not value
-                news += (_NAMES[attribute], clipped)
-        return (tuple(news) if news else None), truncated
+            size = len(value)
+            cut = size > MAX_FIELD_CHARS
+            if cut:
+                value, size = value[:MAX_FIELD_CHARS], MAX_FIELD_CHARS
+            if not (attribute in _FACTS and value == getattr(self, attribute)):
+                news += (_NAMES[attribute], value)
+                cost += size if value.isascii() else 4 * size
+                truncated += cut
+        return (tuple(news) if news else None), truncated, cost
 
     def _trim(self, max_bytes: int) -> int:
         """Bring the history within max_bytes, keeping what routing reads; how many records were cut.

@@ -14,7 +14,7 @@ MAX_DIGITS = 128  # accumulated DTMF keeps its newest digits
 MAX_DECISIONS = 64
 MAX_FIELD_CHARS = 1024  # a field value is kept to this many characters (a number has 15; Generic a few dozen)
 DEFAULT_HISTORY_BYTES = 64 * 1024  # state.max_call_bytes: a call's event history, past which it is trimmed
-_RECORD_BYTES = 64  # what one event record or transfer result costs beyond its text
+_BLOCK = 64  # history is counted in blocks: a record costs one, its text one per 64 bytes or part of them
 _CARRIED = ("an", "un", "dn1", "dn2", "ext1", "ext2", "dtmf", "generic", "result")
 _NAMES = {"an": "AN", "un": "UN", "dn1": "DN1", "dn2": "DN2", "ext1": "EXT1", "ext2": "EXT2", "dtmf": "DTMF"}
 _NAMES |= {"generic": "Generic", "result": "Result"}
@@ -31,9 +31,14 @@ def text_bytes(text: str) -> int:
     return len(text) if text.isascii() else 4 * len(text)
 
 
-def news_bytes(news: News | None) -> int:
-    """What an event record with these fields costs."""
-    return _RECORD_BYTES if news is None else _RECORD_BYTES + sum(text_bytes(part) for part in news[1::2])
+def _blocks(size: int) -> int:
+    """The blocks a record of size bytes of text costs (the record itself included)."""
+    return 1 + (size + _BLOCK - 1) // _BLOCK
+
+
+def news_blocks(news: News | None) -> int:
+    """What an event record with these fields costs, in blocks."""
+    return 1 if news is None else _blocks(sum(text_bytes(part) for part in news[1::2]))
 
 
 def clip(text: str | None) -> str | None:
@@ -43,12 +48,14 @@ def clip(text: str | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Trim:
-    """What storing one event cut from a call: field values truncated, history records dropped or emptied."""
+    """What the per-call budgets cut from a call: in all, and (truncated, dropped) storing its latest event."""
 
-    truncated: int = 0
-    dropped: int = 0
+    total: int = 0
+    truncated: int = 0  # field values cut to MAX_FIELD_CHARS
+    dropped: int = 0  # history records emptied or dropped past the byte budget
 
     def __bool__(self) -> bool:
+        """Whether storing the latest event cut anything."""
         return bool(self.truncated or self.dropped)
 
 
@@ -100,9 +107,8 @@ class CallState:
     decisions: list[DecisionRecord] = field(default_factory=list)
     commands: tuple[Command, ...] = ()  # pending, oldest first (shared while empty)
     next_command_id: int = 1
-    trimmed: int = 0  # field values truncated and history records dropped or emptied, in all
-    history_bytes: int = 0  # what events and transfer results cost (news_bytes, text_bytes); not stored
-    last_trim: Trim = NO_TRIM  # what the last apply() cut; not stored
+    trim: Trim | None = None  # None until the budgets first cut something (most calls: one shared None)
+    history_blocks: int = 0  # what events and transfer results cost (news_blocks); not stored, recomputed
 
     @classmethod
     def begin(cls, call_id: int, event: CallEvent, now: datetime) -> CallState:
@@ -124,44 +130,60 @@ class CallState:
         """
         moment = event.event_time or now
         self.updated_at = now
-        self.last_trim = NO_TRIM
+        if self.trim:  # cut by the previous event: not by this one, yet
+            self.trim = Trim(self.trim.total)
         if self.an is None or self.un is None or self.service_type is None:  # a call first seen mid-way
             self.an = self.an or clip(event.an)
             self.un = self.un or clip(event.un)
             self.service_type = self.service_type if self.service_type is not None else event.service_type
         if event.event_type is None:
             return
-        news, truncated, cost = self._news(event)
+        news, truncated, size = self._news(event)
         self.events.append((event.event_type, moment, news))
-        self.history_bytes += cost
+        self.history_blocks += _blocks(size) if news else 1
         if len(self.events) > MAX_EVENTS:  # the oldest go, but the first event stays
             excess = len(self.events) - MAX_EVENTS
             for _, _, old in self.events[1 : 1 + excess]:
-                self.history_bytes -= news_bytes(old)
+                self.history_blocks -= news_blocks(old)
             del self.events[1 : 1 + excess]
         if event.event_type == EventType.DTMF and event.dtmf:
             self.digits = (self.digits + event.dtmf)[-MAX_DIGITS:]
         elif event.event_type in _TRANSFER_RESULTS and event.result:
             result = clip(event.result) or ""
             self.transfer_results.append(result)
-            self.history_bytes += _RECORD_BYTES + text_bytes(result)
+            self.history_blocks += _blocks(text_bytes(result))
             if len(self.transfer_results) > MAX_EVENTS:
-                self.history_bytes -= _RECORD_BYTES + text_bytes(self.transfer_results.pop(0))
+                self.history_blocks -= _blocks(text_bytes(self.transfer_results.pop(0)))
             if event.result == RESULT_CONNECTED and self.connected_at is None:
                 self.connected_at = moment
         elif event.event_type == EventType.EndCall:
             self.ended_at = moment
             self.ended_by = clip(event.result)
-        dropped = self._trim(max_bytes) if self.history_bytes > max_bytes else 0
+        budget = max_bytes // _BLOCK
+        dropped = self._trim(budget) if self.history_blocks > budget else 0
         if truncated or dropped:
-            self.last_trim = Trim(truncated, dropped)
-            self.trimmed += truncated + dropped
+            self.trim = Trim(self.trimmed + truncated + dropped, truncated, dropped)
+
+    @property
+    def trimmed(self) -> int:
+        """Field values truncated and history records emptied or dropped in this call, in all."""
+        return 0 if self.trim is None else self.trim.total
+
+    @property
+    def last_trim(self) -> Trim:
+        """What storing the latest event cut (false when nothing)."""
+        return NO_TRIM if self.trim is None else self.trim
+
+    @property
+    def history_bytes(self) -> int:
+        """What the call's event history costs, as counted against state.max_call_bytes."""
+        return self.history_blocks * _BLOCK
 
     def _news(self, event: CallEvent) -> tuple[News | None, int, int]:
         """The fields of event worth keeping, each kept to MAX_FIELD_CHARS; how many were truncated; and
-        what the record costs (news_bytes, computed on the way)."""
+        the bytes of their text (text_bytes, computed on the way)."""
         news: list[str] = []
-        truncated, cost = 0, _RECORD_BYTES
+        truncated, cost = 0, 0
         for attribute in _CARRIED:
             value = getattr(event, attribute)
             if value is None:
@@ -176,8 +198,8 @@ class CallState:
                 truncated += cut
         return (tuple(news) if news else None), truncated, cost
 
-    def _trim(self, max_bytes: int) -> int:
-        """Bring the history within max_bytes, keeping what routing reads; how many records were cut.
+    def _trim(self, budget: int) -> int:
+        """Bring the history within budget blocks, keeping what routing reads; how many records were cut.
 
         In order, until it fits: the fields of the oldest events (not the first event's, not the
         newest's: admin detail only); the oldest transfer results but the latest (rules read the
@@ -186,22 +208,22 @@ class CallState:
         """
         events, cut = self.events, 0
         for index in range(1, len(events) - 1):
-            if self.history_bytes <= max_bytes:
+            if self.history_blocks <= budget:
                 return cut
             code, at, news = events[index]
             if news is not None:
                 events[index] = (code, at, None)
-                self.history_bytes -= news_bytes(news) - news_bytes(None)
+                self.history_blocks -= news_blocks(news) - 1
                 cut += 1
-        while self.history_bytes > max_bytes and len(self.transfer_results) > 1:
-            self.history_bytes -= _RECORD_BYTES + text_bytes(self.transfer_results.pop(0))
+        while self.history_blocks > budget and len(self.transfer_results) > 1:
+            self.history_blocks -= _blocks(text_bytes(self.transfer_results.pop(0)))
             cut += 1
-        if self.history_bytes > max_bytes:
+        if self.history_blocks > budget:
             later: set[EventType | int] = {events[-1][0]}
             kept: list[EventRecord] = []
             for record in reversed(events[1:-1]):  # newest first: an older one of a type seen later may go
-                if record[0] in later and self.history_bytes > max_bytes:
-                    self.history_bytes -= news_bytes(record[2])
+                if record[0] in later and self.history_blocks > budget:
+                    self.history_blocks -= news_blocks(record[2])
                     cut += 1
                 else:
                     kept.append(record)
@@ -346,10 +368,10 @@ class CallState:
                 for item in data["commands"]
             ),
             next_command_id=data["next_command_id"],
-            trimmed=data.get("trimmed", 0),  # absent from records of earlier versions
+            trim=Trim(data["trimmed"]) if data.get("trimmed") else None,  # absent from earlier versions' records
         )
-        call.history_bytes = sum(news_bytes(news) for _, _, news in call.events)
-        call.history_bytes += sum(_RECORD_BYTES + text_bytes(result) for result in call.transfer_results)
+        call.history_blocks = sum(news_blocks(news) for _, _, news in call.events)
+        call.history_blocks += sum(_blocks(text_bytes(result)) for result in call.transfer_results)
         return call
 
 

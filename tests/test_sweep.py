@@ -3,15 +3,20 @@ memory store and the Redis store."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
+from ascrm.calls.store import StoreUnavailableError
+from ascrm.calls.sweeper import sweep_periodically
 from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
 from tests.test_redis_store import RedisServer, redis_server
 
@@ -74,3 +79,35 @@ def test_expired_calls_disappear_without_traffic(swept_server: Server) -> None:
         # the metrics first: the Redis store's listing sweeps by itself, its call counts do not
         assert wait_until(lambda: tracked(admin) == 0, deadline=6)
         assert listed(admin) == []
+
+
+class FlakyStore:
+    """A store whose sweeps fail a few times, then succeed."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sweeps: list[datetime] = []
+
+    async def sweep(self, now: datetime) -> None:
+        self.sweeps.append(now)
+        if len(self.sweeps) <= self.failures:
+            raise StoreUnavailableError("redis: sweep took more than 1000 ms")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_an_outage_is_logged_once_and_the_sweeps_go_on() -> None:
+    store, stop = FlakyStore(failures=3), asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(sweep_periodically(store, lambda: datetime.now(UTC), 0.01, stop))
+        async with asyncio.timeout(5):
+            while len(store.sweeps) < 6:
+                await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, 1)
+    assert [entry["event"] for entry in logs] == ["store_sweep_failed", "store_sweep_recovered"]
+    assert logs[0]["log_level"] == "warning"

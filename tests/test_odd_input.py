@@ -265,9 +265,13 @@ def test_unknown_paths_are_json_errors_not_redirects(odd_server: Server, path: s
     [
         ({"CallID": "123456789012345678901234567890"}, "CallID"),
         ({"EventType": "-123456789012345678901234567890"}, "EventType"),
+        ({"CallID": "NaN"}, "CallID"),
+        ({"DTMF": "Infinity"}, "DTMF"),
+        ({"EventTime": "-Infinity"}, "EventTime"),
+        ({"ServiceType": "1e400"}, "ServiceType"),
     ],
 )
-def test_integers_past_64_bits_are_unreadable_and_logged(
+def test_numbers_no_field_can_hold_are_unreadable_and_logged(
     odd_server: Server, platform: httpx.Client, fields: dict[str, str], field: str
 ) -> None:
     call_id = next(_call_ids)

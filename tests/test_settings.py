@@ -104,6 +104,9 @@ def test_environment_credentials_only_when_the_file_has_none(tmp_path: Path) -> 
         ("auth: {limits: {window_seconds: 'a'}}", "auth.limits.window_seconds", "a"),
         ("auth: {limits: {tracked_keys: 0}}", "auth.limits.tracked_keys", 0),
         ("auth: {limits: {bogus: 1}}", "auth.limits.bogus", 1),
+        ("state: {sweep_interval_ms: 5}", "state.sweep_interval_ms", 5),
+        ("state: {max_call_bytes: 100}", "state.max_call_bytes", 100),
+        ("state: {max_call_bytes: '64k'}", "state.max_call_bytes", "64k"),
     ],
 )
 def test_errors_name_the_key_and_the_value(tmp_path: Path, text: str, key: str, value: object) -> None:
@@ -213,3 +216,11 @@ def test_scrypt_hashes_past_the_cost_caps_are_refused(tmp_path: Path) -> None:
             load_settings(path, env={})
         assert caught.value.key == "auth.platform[0].password_hash"
         assert problem in str(caught.value)
+
+
+def test_call_budget_and_sweep_settings(tmp_path: Path) -> None:
+    assert (Settings().state.max_call_bytes, Settings().state.sweep_interval_ms) == (65536, 1000)
+    path = tmp_path / "ascrm.yaml"
+    path.write_text("state: {max_call_bytes: 4096, sweep_interval_ms: 250}\n")
+    state = load_settings(path, env={}).state
+    assert (state.max_call_bytes, state.sweep_interval_ms) == (4096, 250)

@@ -22,12 +22,12 @@ from ascrm.auth import BasicAuth
 from ascrm.calls.state import CallState, command_json
 from ascrm.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError
 from ascrm.errors import AscrmError
+from ascrm.jsonbody import NestingError, load_json
 from ascrm.login import LoginGuard, LoginRefusedError, client_of
 from ascrm.protocol import (
     OUTGOING_POLL_ACTIONS,
     Action,
     ServiceType,
-    load_json,
     param_error,
     parse_code,
     parse_int64,
@@ -248,6 +248,8 @@ def _command(body: bytes) -> tuple[Action, str]:
     """The action and param of a push body, checked as rule actions are (except the param's format)."""
     try:
         data = load_json(body)
+    except NestingError as exc:
+        raise RefusedError(400, f"body is refused: JSON {exc}") from None
     except ValueError as exc:
         raise RefusedError(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -19,7 +19,9 @@ from starlette.types import Receive, Scope, Send
 from ascrm import engine
 from ascrm.answering import answer_event, answer_poll
 from ascrm.auth import BasicAuth
+from ascrm.calls.state import MAX_FIELD_CHARS, CallState
 from ascrm.calls.store import CallStore, StoreUnavailableError
+from ascrm.jsonbody import NestingError, UnreadableText, load_json
 from ascrm.login import LoginGuard, LoginRefusedError
 from ascrm.observe import AnswerLog
 from ascrm.protocol import (
@@ -28,14 +30,13 @@ from ascrm.protocol import (
     Decision,
     EventType,
     code_name,
-    load_json,
     parse_call_event,
     parse_int64,
     render_answer,
 )
 from ascrm.readiness import Readiness
 from ascrm.reload import RuleReloader
-from ascrm.responses import UNAUTHORIZED, Answer, error_answer, refusal_answer
+from ascrm.responses import UNAUTHORIZED, Answer, error_answer, error_body, refusal_answer
 from ascrm.settings import Settings
 from ascrm.stats import ADMIN_COMMAND, Stats, action_label, call_event_label, event_label, field_label
 
@@ -66,6 +67,13 @@ class BodyTooLargeError(Exception):
 
 
 _INTERNAL_ERROR = error_answer(500, "internal error")
+# HEAD is refused rather than answered as GET: a poll takes a pending command and fires once-only poll
+# rules, so no HEAD could tell what a GET would answer without changing the call.
+_HEAD_REFUSED = Answer(
+    405,
+    error_body(405, "HEAD is not served here: the platform's endpoints take GET and POST"),
+    ((b"allow", b"GET, POST"),),
+)
 
 
 class Endpoint:
@@ -93,8 +101,8 @@ class Endpoint:
 class PlatformRoutes:
     """Finds the platform endpoint of a request without Starlette's router and middleware: the hot path.
 
-    Only GET and POST on `<prefix>/CallEvent` and `<prefix>/CallEvent/{CallID}`; anything else (other
-    methods: 405) goes through the router as usual.
+    GET, POST and HEAD (which the endpoints refuse) on `<prefix>/CallEvent` and
+    `<prefix>/CallEvent/{CallID}`; anything else (other methods: 405) goes through the router as usual.
     """
 
     def __init__(self, api: PlatformAPI, prefixes: tuple[str, ...]) -> None:
@@ -105,7 +113,7 @@ class PlatformRoutes:
     def match(self, scope: Scope) -> tuple[Endpoint, str] | None:
         """The endpoint and its metrics label, or None when the router should decide."""
         method = scope["method"]
-        if method not in ("GET", "POST"):
+        if method not in ("GET", "POST", "HEAD"):
             return None
         path: str = scope["path"]
         endpoint = self._exact.get(path)
@@ -174,6 +182,7 @@ class PlatformAPI:
         self._noop = settings.noop
         self._clock = clock
         self._limit = settings.limits.max_body_bytes
+        self._max_call_bytes = settings.state.max_call_bytes
 
     def routes(self, prefix: str) -> list[Route]:
         """The platform's routes under prefix."""
@@ -184,7 +193,9 @@ class PlatformAPI:
         ]
 
     async def call_event(self, scope: Scope, receive: Receive) -> Answer | None:
-        """GET `/CallEvent`: the connection test. POST: a call event."""
+        """GET `/CallEvent`: the connection test. POST: a call event. HEAD: 405."""
+        if scope["method"] == "HEAD":
+            return _HEAD_REFUSED
         refused = await self._refused(scope)
         if refused is not None:
             return refused
@@ -194,7 +205,10 @@ class PlatformAPI:
         return Answer(200, render_answer(0, NO_ACTION, self._noop))
 
     async def call_event_by_id(self, scope: Scope, receive: Receive) -> Answer | None:
-        """GET `/CallEvent/{CallID}`: a poll. POST: a call event (CallID 0: the connection test)."""
+        """GET `/CallEvent/{CallID}`: a poll. POST: a call event (CallID 0: the connection test). HEAD: 405,
+        as a poll is not safe to repeat."""
+        if scope["method"] == "HEAD":
+            return _HEAD_REFUSED
         refused = await self._refused(scope)
         if refused is not None:
             return refused
@@ -230,6 +244,8 @@ class PlatformAPI:
         else:
             try:
                 data = load_json(body)
+            except NestingError as exc:
+                return error_answer(400, f"body is refused: JSON {exc}")
             except ValueError as exc:
                 return error_answer(400, f"body is not valid JSON: {exc}")
             if not isinstance(data, dict):
@@ -262,6 +278,8 @@ class PlatformAPI:
         try:
             now = self._clock()
             call, decision = await answer_event(runtime.store, rules, event, now, errors=runtime.stats.store_errors)
+            if call.last_trim:
+                self._count_trim(runtime.stats, call)
             if event.event_type == EventType.EndCall:
                 log.info("call_ended", **call.summary(now))
             return decision, rules.revision
@@ -269,6 +287,23 @@ class PlatformAPI:
             runtime.stats.decision_failures += 1
             log.exception("decision_failed", call_id=event.call_id)
             return NO_ACTION, rules.revision
+
+    def _count_trim(self, stats: Stats, call: CallState) -> None:
+        """Count what storing the event cut from the call's history; warn the first time a call is cut."""
+        trim = call.last_trim
+        if trim.truncated:
+            stats.history_trimmed["field_truncated"] += trim.truncated
+        if trim.dropped:
+            stats.history_trimmed["record_dropped"] += trim.dropped
+        if call.trimmed == trim.truncated + trim.dropped:
+            log.warning(
+                "call_history_trimmed",
+                call_id=call.call_id,
+                truncated=trim.truncated,
+                dropped=trim.dropped,
+                max_field_chars=MAX_FIELD_CHARS,
+                max_call_bytes=self._max_call_bytes,
+            )
 
     async def _decide_poll(self, runtime: Runtime, call_id: int) -> tuple[Decision, str]:
         """The decision for a poll of call_id, and the revision of the rules that made it."""
@@ -327,5 +362,11 @@ class PlatformAPI:
 
 
 def _short(value: Any) -> Any:
+    """A field's value as logged: itself when short and a JSON scalar, else its text cut to 80 characters."""
+    if isinstance(value, UnreadableText):
+        text = value.shown
+        return text if len(text) <= 80 else text[:77] + "..."
     text = repr(value)
-    return value if len(text) <= 80 else text[:77] + "..."
+    if len(text) > 80:
+        return text[:77] + "..."
+    return text if isinstance(value, int) and not -(2**63) <= value < 2**64 else value

@@ -20,6 +20,7 @@ from ascrm import engine, health, metrics, openapi
 from ascrm.admin import AdminAPI
 from ascrm.api import PlatformAPI, PlatformRoutes, Runtime, utc_now
 from ascrm.calls import open_store
+from ascrm.calls.sweeper import sweep_periodically
 from ascrm.login import LoginGuard
 from ascrm.observe import AnswerLog
 from ascrm.readiness import Readiness
@@ -32,13 +33,25 @@ from ascrm.stats import endpoint_of, status_label
 log = structlog.get_logger("ascrm.app")
 
 
+def plain_path(path: str) -> str:
+    """path without a trailing slash and with doubled slashes collapsed (`/base//CallEvent/` -> `/base/CallEvent`)."""
+    if (path.endswith("/") and path != "/") or "//" in path:
+        return "/" + "/".join(part for part in path.split("/") if part)
+    return path
+
+
 class _App(Starlette):
     """Starlette, with the platform's endpoints served straight (no router or middleware: the hot
     path), every answered request counted by endpoint and status, and a declared oversize body
-    answered with JSON before Starlette's body-limit middleware would answer it in plain text."""
+    answered with JSON before Starlette's body-limit middleware would answer it in plain text.
+
+    A path with a trailing or doubled slash is served as the plain path, never redirected: a platform
+    joining a base URL that ends in `/` with `/CallEvent` must pass its connection test, and a
+    redirect would be answered before authentication, with a Location taken from the Host header."""
 
     def __init__(self, *args: Any, max_body_size: int, root_path: str, platform: PlatformRoutes, **kwargs: Any) -> None:
         super().__init__(*args, max_body_size=max_body_size, **kwargs)
+        self.router.redirect_slashes = False
         self._limit = max_body_size
         self._root_path = root_path
         self._platform = platform
@@ -47,6 +60,7 @@ class _App(Starlette):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        scope["path"] = plain_path(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self._limit:
                 response = error_response(413, f"request body is larger than {self._limit} bytes")
@@ -151,6 +165,9 @@ def create_app(
         await readiness.check()  # /ready answers from the first request on
         checker = asyncio.create_task(readiness.run(stopping))
         failure_log = asyncio.create_task(guard.run(stopping))
+        sweeper = asyncio.create_task(
+            sweep_periodically(store, clock, settings.state.sweep_interval_ms / 1000, stopping)
+        )
         log.info(
             "service_started",
             root_path=settings.root_path or "/",
@@ -164,7 +181,7 @@ def create_app(
         finally:
             on_sighup.close()
             stopping.set()
-            background = {checker, failure_log} if watcher is None else {checker, failure_log, watcher}
+            background = {checker, failure_log, sweeper} | ({watcher} if watcher is not None else set())
             await asyncio.wait(background, timeout=2)
             checker.cancel()
             guard.close()

@@ -81,6 +81,13 @@ class ServiceCollector(Collector):
             ("field",),
             {(name,): n for name, n in stats.parse_warnings.items()},
         )
+        yield _counter(
+            "ascrm_call_history_trimmed",
+            "What the per-call budgets cut from stored call history: field values truncated to"
+            " 1024 characters, records emptied or dropped past state.max_call_bytes.",
+            ("kind",),
+            {(kind,): n for kind, n in stats.history_trimmed.items()},
+        )
         yield CounterMetricFamily(
             "ascrm_params_rejected",
             "Rendered params that failed the protocol's format for their action (answered as no action).",

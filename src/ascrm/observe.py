@@ -58,7 +58,31 @@ class JSONLine:
         self._timestamp(logger, method, event)
         if "exc_info" in event:
             event = self._exception(logger, method, event)
-        return orjson.dumps(event, default=repr)
+        try:
+            return orjson.dumps(event, default=repr)
+        except orjson.JSONEncodeError:  # a value orjson cannot write: render it as plain text instead
+            return orjson.dumps(_writable(event, 0), default=repr)
+
+
+_MAX_LOG_DEPTH: Final = 16
+
+
+def _writable(value: Any, depth: int) -> Any:
+    """value as orjson can always write it: text with surrogates escaped, integers past 64 bits and
+    anything nested too deep as text, keys as text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if depth >= _MAX_LOG_DEPTH:
+        return _writable(repr(value)[:200], 0)
+    if isinstance(value, (list, tuple)):
+        return [_writable(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {str(_writable(str(key), 0)): _writable(item, depth + 1) for key, item in value.items()}
+    return _writable(repr(value), 0)
 
 
 FLUSH_DELAY = 0.2  # seconds an info line may wait in the buffer

@@ -12,6 +12,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 import orjson
 
 from ascrm.errors import ParamError
+from ascrm.jsonbody import UNREADABLE_REASON, UnreadableText
 
 CONTENT_TYPE: Final = "application/json; charset=UTF-8"
 INT64_MIN: Final = -(2**63)
@@ -301,29 +302,33 @@ def _read_tolerantly(data: Mapping[str, Any], tz: tzinfo) -> tuple[CallEvent, li
     values: dict[str, Any] = {}
     warnings: list[FieldWarning] = []
     exact = 0
-    for key, (attribute, reader) in _FIELDS.items():
+    for key in _FIELDS:
         raw = data.get(key, _ABSENT)
         if raw is _ABSENT:
             continue
         exact += 1
         if raw is not None and raw != "":
-            try:
-                values[attribute] = reader(raw, tz)
-            except (ValueError, TypeError, OverflowError) as exc:
-                warnings.append(FieldWarning(key, raw, str(exc)))
+            _read_field(values, warnings, key, raw, tz)
     if exact < len(data):  # other keys: the same fields spelt in another case, or unknown ones
         for given, raw in data.items():
             key = _CANONICAL.get(given.lower(), given) if isinstance(given, str) else given
             if key == given or key not in _FIELDS or raw is None or raw == "":
                 continue
-            attribute, reader = _FIELDS[key]
-            if attribute in values:
-                continue
-            try:
-                values[attribute] = reader(raw, tz)
-            except (ValueError, TypeError, OverflowError) as exc:
-                warnings.append(FieldWarning(key, raw, str(exc)))
+            if _FIELDS[key][0] not in values:
+                _read_field(values, warnings, key, raw, tz)
     return CallEvent(**values), warnings
+
+
+def _read_field(values: dict[str, Any], warnings: list[FieldWarning], key: str, raw: Any, tz: tzinfo) -> None:
+    """Read the field key into values, or add why it cannot be read to warnings."""
+    attribute, reader = _FIELDS[key]
+    if isinstance(raw, UnreadableText):  # a lone surrogate: nothing may store, log or answer it
+        warnings.append(FieldWarning(key, raw, UNREADABLE_REASON))
+        return
+    try:
+        values[attribute] = reader(raw, tz)
+    except (ValueError, TypeError, OverflowError) as exc:
+        warnings.append(FieldWarning(key, raw, str(exc)))
 
 
 _ABSENT: Final = object()
@@ -368,16 +373,6 @@ def render_answer(call_id: int | None, decision: Decision, noop: NoopAnswer) -> 
     else:
         body = {"CallID": call_id or 0, "EventType": int(decision.action), "Param": decision.param}
     return orjson.dumps(body)
-
-
-def load_json(body: bytes) -> Any:
-    """Decode a JSON request body; ValueError says why it is not JSON."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        import json  # slower, but reads integers past 64 bits, which a CRMDData field may then reject
-
-        return json.loads(body)
 
 
 # Param formats (the protocol's action table).

@@ -67,6 +67,8 @@ class StateSettings:
     ended_grace_seconds: int = 300  # an ended call stays readable (late polls, the admin API) this long
     max_calls: int = 100_000
     timeout_ms: int = 1000  # the budget of one store operation before answering without it
+    sweep_interval_ms: int = 1000  # how often expired calls are forgotten, whether or not requests come
+    max_call_bytes: int = 64 * 1024  # event history kept per call; past it the oldest records are trimmed
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +260,8 @@ SCHEMA: dict[str, Any] = {
             "ended_grace_seconds": {"type": "integer", "min": 0},
             "max_calls": {"type": "integer", "min": 1},
             "timeout_ms": {"type": "integer", "min": 1},
+            "sweep_interval_ms": {"type": "integer", "min": 10, "max": 3_600_000},
+            "max_call_bytes": {"type": "integer", "min": 4096},
         },
     },
     "reload": {

@@ -106,6 +106,7 @@ class Stats:
     latency: dict[str, Histogram] = field(default_factory=lambda: {"event": Histogram(), "poll": Histogram()})
     store_errors: Counter[str] = field(default_factory=Counter)  # by operation
     parse_warnings: Counter[str] = field(default_factory=Counter)  # by CRMDData field
+    history_trimmed: Counter[str] = field(default_factory=Counter)  # field_truncated, record_dropped
     params_rejected: int = 0
     decision_failures: int = 0
     reloads: ReloadStats = field(default_factory=ReloadStats)

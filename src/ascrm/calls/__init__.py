@@ -32,4 +32,5 @@ def open_store(settings: StateSettings) -> CallStore:
         ttl=timedelta(seconds=settings.ttl_seconds),
         ended_grace=timedelta(seconds=settings.ended_grace_seconds),
         max_calls=settings.max_calls,
+        max_call_bytes=settings.max_call_bytes,
     )

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from ascrm.calls.state import CallState, Command, DecisionRecord
+from ascrm.calls.state import DEFAULT_HISTORY_BYTES, CallState, Command, DecisionRecord
 from ascrm.calls.store import CallEndedError, Decide, UnknownCallError, settle_poll
 from ascrm.protocol import NO_ACTION, Action, CallEvent, Decision
 
@@ -24,8 +24,10 @@ class MemoryCallStore:
         ttl: timedelta = timedelta(hours=4),
         ended_grace: timedelta = timedelta(minutes=5),
         max_calls: int = 100_000,
+        max_call_bytes: int = DEFAULT_HISTORY_BYTES,
     ) -> None:
         self._ttl = ttl
+        self._max_call_bytes = max_call_bytes
         self._grace = ended_grace
         self._max_calls = max_calls
         self._calls: dict[int, CallState] = {}  # ordered by last update, oldest first
@@ -43,7 +45,7 @@ class MemoryCallStore:
         if call is None:
             call = CallState.begin(call_id, event, now)
         was_ended = call.ended
-        call.apply(event, now)
+        call.apply(event, now, self._max_call_bytes)
         if call_id:
             self._calls[call_id] = call
             if call.ended and not was_ended:
@@ -116,6 +118,10 @@ class MemoryCallStore:
         if call is None:
             raise UnknownCallError(f"no call {call_id}")
         return call.cancel_command(command_id)
+
+    async def sweep(self, now: datetime) -> None:
+        """Forget calls idle past the TTL or ended past the grace period (the timer's sweep)."""
+        self._evict(now)
 
     async def counts(self) -> tuple[int, int]:
         """How many calls are held, and how many of those have ended."""

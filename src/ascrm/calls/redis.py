@@ -105,6 +105,7 @@ class RedisCallStore:
         self._ttl = settings.ttl_seconds
         self._grace = settings.ended_grace_seconds
         self._max_calls = settings.max_calls
+        self._max_call_bytes = settings.max_call_bytes
         self._budget = settings.timeout_ms / 1000
         self._calls_key = f"{self._prefix}calls"
         self._ended_key = f"{self._prefix}ended"
@@ -139,13 +140,13 @@ class RedisCallStore:
         call_id = event.call_id or 0
         if not call_id:  # not stored, like the memory store: the state of this event alone
             call = CallState.begin(call_id, event, now)
-            call.apply(event, now)
+            call.apply(event, now, self._max_call_bytes)
             return call
 
         def change(call: CallState | None) -> tuple[CallState, CallState]:
             if call is None:
                 call = CallState.begin(call_id, event, now)
-            call.apply(event, now)
+            call.apply(event, now, self._max_call_bytes)
             return call, call
 
         async with self._guard("update"):
@@ -216,6 +217,11 @@ class RedisCallStore:
             if an is None and un is None and state is None:
                 return await self._page(offset, limit)
             return await self._filtered(an, un, state, offset, limit)
+
+    async def sweep(self, now: datetime) -> None:
+        """Forget expired calls and evict the oldest beyond the cap (the timer's sweep)."""
+        async with self._guard("sweep"):
+            await self._sweep(now.timestamp())
 
     async def counts(self) -> tuple[int, int]:
         """How many calls the calls set holds, and how many of those have ended (as of the last sweep)."""

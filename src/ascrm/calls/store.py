@@ -76,6 +76,10 @@ class CallStore(Protocol):
         """Drop a pending command; whether it was still pending (UnknownCallError)."""
         ...
 
+    async def sweep(self, now: datetime) -> None:
+        """Forget calls idle past the TTL or ended past the grace period, and evict beyond the cap."""
+        ...
+
     async def counts(self) -> tuple[int, int]:
         """How many calls the store holds, and how many of those have ended (metrics)."""
         ...

@@ -1,0 +1,113 @@
+"""Expired calls leave the admin listing and the metrics on a timer, with no further traffic, for the
+memory store and the Redis store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from ascrm.calls.store import StoreUnavailableError
+from ascrm.calls.sweeper import sweep_periodically
+from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
+from tests.test_redis_store import RedisServer, redis_server
+
+__all__ = ["redis_server"]  # the fixture, shared with the Redis store's tests
+
+ADMIN = ("ops", "sweep-pässword")
+
+
+def serve(tmp: Path, state: dict[str, Any]) -> Server:
+    auth = {
+        "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
+        "admin": [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}],
+    }
+    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}
+    return start_server(tmp, platform_config(auth=auth, state=state), env=env)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def swept_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """A server whose calls expire one second after their last event and whose sweep runs every 100 ms."""
+    state: dict[str, Any] = {"ttl_seconds": 1, "ended_grace_seconds": 1, "sweep_interval_ms": 100}
+    if request.param == "redis":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        state |= {"backend": "redis", "redis_url": redis.url, "key_prefix": f"sweep-{uuid.uuid4().hex[:8]}:"}
+    running = serve(tmp_path, state)
+    yield running
+    running.stop()
+
+
+def listed(admin: httpx.Client) -> list[int]:
+    response = admin.get("/admin/calls")
+    assert response.status_code == 200, response.text
+    return [call["call_id"] for call in response.json()["calls"]]
+
+
+def tracked(admin: httpx.Client) -> float:
+    response = admin.get("/metrics")
+    assert response.status_code == 200, response.text
+    [line] = [line for line in response.text.splitlines() if line.startswith("ascrm_calls_tracked ")]
+    return float(line.split()[-1])
+
+
+def wait_until(predicate: Any, deadline: float) -> bool:
+    """Poll predicate until it holds or the deadline passes (then the last answer)."""
+    stop_at = time.monotonic() + deadline
+    while not predicate():
+        if time.monotonic() > stop_at:
+            return bool(predicate())
+        time.sleep(0.05)
+    return True
+
+
+def test_expired_calls_disappear_without_traffic(swept_server: Server) -> None:
+    with swept_server.client() as platform, swept_server.client(auth=ADMIN) as admin:
+        for call_id, event_type in ((501, 1), (502, 15)):  # one idle past the TTL, one ended past the grace
+            body = {"CallID": call_id, "EventType": event_type, "AN": "79161234567", "UN": "74951234567"}
+            assert platform.post("/CallEvent", json=body).status_code == 200
+        assert sorted(listed(admin)) == [501, 502]
+        assert tracked(admin) == 2
+        # the metrics first: the Redis store's listing sweeps by itself, its call counts do not
+        assert wait_until(lambda: tracked(admin) == 0, deadline=6)
+        assert listed(admin) == []
+
+
+class FlakyStore:
+    """A store whose sweeps fail a few times, then succeed."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sweeps: list[datetime] = []
+
+    async def sweep(self, now: datetime) -> None:
+        self.sweeps.append(now)
+        if len(self.sweeps) <= self.failures:
+            raise StoreUnavailableError("redis: sweep took more than 1000 ms")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_an_outage_is_logged_once_and_the_sweeps_go_on() -> None:
+    store, stop = FlakyStore(failures=3), asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(sweep_periodically(store, lambda: datetime.now(UTC), 0.01, stop))
+        async with asyncio.timeout(5):
+            while len(store.sweeps) < 6:
+                await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, 1)
+    assert [entry["event"] for entry in logs] == ["store_sweep_failed", "store_sweep_recovered"]
+    assert logs[0]["log_level"] == "warning"

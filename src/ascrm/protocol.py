@@ -381,7 +381,7 @@ def load_json(body: bytes) -> Any:
 
 
 # Param formats (the protocol's action table).
-_FULL_NUMBER = re.compile(r"[1-9]\d{9,14}")
+_FULL_NUMBER = re.compile(r"[1-9]\d{10,14}")  # 10 digits: a national form (national_number)
 _EXTENSION = re.compile(r"\d{4}")
 _PBX_NUMBER = re.compile(r"PBX[A-Za-z0-9_.\-]+")
 _OUTGOING_POLL_PBX = re.compile(r"8000\d{10}[A-Za-z0-9_.\-]+|\d{10}U[A-Za-z0-9]{4}")
@@ -390,6 +390,13 @@ _AUDIO_EXTENSION = re.compile(r"\.(wav|mp3|ogg|gsm|alaw|ulaw|pcm|raw)$", re.IGNO
 
 _NO_PARAM: Final = frozenset({Action.Hangup, Action.IgnorePromptToOperator, Action.BackFromConsultCall})
 _PROMPTS: Final = frozenset({Action.PlayPrompt, Action.PlayPromptAndBack, Action.PlayPromptToOperator})
+# Actions whose param is a PSTN number "in the full format": with the country code.
+FULL_NUMBER_ACTIONS: Final = frozenset({Action.TransferDN, Action.TransferDNRec})
+
+
+def national_number(param: str) -> bool:
+    """True for a Russian number written without the country code: 10 digits, or 11 starting with 8."""
+    return param.isascii() and param.isdigit() and (len(param) == 10 or (len(param) == 11 and param[0] == "8"))
 
 
 def param_error(action: Action, param: str, *, outgoing_poll: bool = False) -> str | None:
@@ -398,9 +405,11 @@ def param_error(action: Action, param: str, *, outgoing_poll: bool = False) -> s
         return None if param == "" else "takes no param"
     if param == "":
         return "needs a param"
-    if action in (Action.TransferDN, Action.TransferDNRec):
+    if action in FULL_NUMBER_ACTIONS:
+        if national_number(param):
+            return "is a national-form number: the full format starts with the country code (74951234567)"
         if not _FULL_NUMBER.fullmatch(param):
-            return "must be a full-format number: 10 to 15 digits with the country code, no '+' (74951234567)"
+            return "must be a full-format number: 11 to 15 digits with the country code, no '+' (74951234567)"
     elif action == Action.TransferEXT:
         if not _EXTENSION.fullmatch(param):
             return "must be a 4-digit short number (1234)"

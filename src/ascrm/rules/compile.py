@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ascrm.engine import RuleSet
-from ascrm.protocol import EventType, param_error, parse_code
+from ascrm.protocol import FULL_NUMBER_ACTIONS, Action, EventType, param_error, parse_code
 from ascrm.rules.actions import ActionError, parse_action
 from ascrm.rules.conditions import (
     NUMBER_FIELDS,
@@ -86,7 +86,7 @@ def load_rules(
         index=build_index(compiler.rules, compiler.index_hints),
         files=tuple(files),
         data_files=tuple(compiler.data_files),
-        warnings=tuple(lint(compiler.rules, compiler.raw_rules)),
+        warnings=(*compiler.warnings, *lint(compiler.rules, compiler.raw_rules)),
     )
 
 
@@ -99,6 +99,7 @@ class _Compiler:
         self.overrides = overrides
         self.documents: list[tuple[Path, MarkedMap]] = []
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
         self.schedules: dict[str, Schedule] = {}
         self.lists: dict[str, NumberList] = {}
         self.maps: dict[str, Mapping[str, str]] = {}
@@ -250,6 +251,7 @@ class _Compiler:
             if events is None:
                 continue
             literal = template.literal
+            self.normalized_number(file, document, (*at, "do"), raw, action=action, literal=literal)
             if literal is not None and POLL not in events and param_error(action, literal) is not None:
                 message = f"rule {rule_id!r}: TransferPBX param {literal!r}: this form is for outgoing-call polls"
                 self.problem(file, document, (*at, "do"), f"{message} (on: poll); answers to events take PBX…")
@@ -265,6 +267,19 @@ class _Compiler:
             if defs.index_hint:
                 field, values = defs.index_hint[0]
                 self.index_hints[rule_id] = (field, values, normalize if field in NUMBER_FIELDS else None)
+
+    def normalized_number(
+        self, file: Path, document: MarkedMap, at: tuple[Any, ...], raw: Any, *, action: Action, literal: str | None
+    ) -> None:
+        """Warn of a literal number param written otherwise than it is sent (`normalize: ru` completed it)."""
+        spec = raw["do"]
+        if literal is None or action not in FULL_NUMBER_ACTIONS or not isinstance(spec, dict):
+            return
+        [(name, written)] = spec.items()
+        if str(written) != literal:
+            where = locate(document, (*at, name), Location(file))
+            message = f"rule {raw['id']!r}: {action.name} param {str(written)!r} is not in the full form:"
+            self.warnings.append(Problem(where, f"{message} `normalize: ru` sends it as {literal!r}", "warning"))
 
     def events(self, file: Path, document: MarkedMap, at: tuple[Any, ...], spec: Any) -> frozenset[int | str] | None:
         found: set[int | str] = set()

@@ -77,9 +77,10 @@ READ_ON_POST: Final = frozenset(
         EventType.PrepareToConnect,
     }
 )
-# The only answers the platform honours for the outgoing service (ServiceType 2).
+# The only answers the platform takes for the outgoing service (ServiceType 2); inbound polls have no such limit.
 OUTGOING_POST_ACTIONS: Final = frozenset({Action.TransferDN})
 OUTGOING_POLL_ACTIONS: Final = frozenset({Action.TransferPBX, Action.BackFromConsultCall})
+OUTGOING_POLL_LIMIT: Final = "an outgoing call's (MTSPBX) polls take only TransferPBX or BackFromConsultCall"
 # Answers that make sense only to PrepareToConnect.
 OPERATOR_PROMPT_ACTIONS: Final = frozenset({Action.PlayPromptToOperator, Action.IgnorePromptToOperator})
 
@@ -343,8 +344,21 @@ class Decision:
     action: Action | None = None
     param: str = ""
     rule_id: str | None = None
-    problem: str | None = None  # why a matching rule's answer was not sent (a bad rendered param)
+    problem: str | None = None  # why a matching rule's (or command's) answer was not sent
     command_id: int | None = None  # a command pushed through the admin API, answered at a poll
+    not_allowed: Action | None = None  # the action not sent because this request may not take it at all
+
+
+def poll_action_error(action: Action, service_type: int | None) -> str | None:
+    """Why action may not answer a poll of a call of this service (only outgoing calls limit them), or None."""
+    if service_type == ServiceType.MTSPBX and action not in OUTGOING_POLL_ACTIONS:
+        return f"{action.name} is not sent: {OUTGOING_POLL_LIMIT}"
+    return None
+
+
+def not_allowed(decision: Decision, problem: str) -> Decision:
+    """decision's answer withheld, because its action may not answer this request: no action, saying why."""
+    return Decision(None, "", decision.rule_id, problem, decision.command_id, decision.action)
 
 
 NO_ACTION: Final = Decision()

@@ -80,5 +80,6 @@ class Stats:
     store_errors: Counter[str] = field(default_factory=Counter)  # by operation
     parse_warnings: Counter[str] = field(default_factory=Counter)  # by CRMDData field
     params_rejected: int = 0
+    actions_not_allowed: int = 0
     decision_failures: int = 0
     reloads: ReloadStats = field(default_factory=ReloadStats)

@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ascrm.engine import RuleSet
-from ascrm.protocol import FULL_NUMBER_ACTIONS, Action, EventType, param_error, parse_code
+from ascrm.protocol import FULL_NUMBER_ACTIONS, Action, EventType, ServiceType, param_error, parse_code
 from ascrm.rules.actions import ActionError, parse_action
 from ascrm.rules.conditions import (
     NUMBER_FIELDS,
@@ -44,6 +44,7 @@ from ascrm.rules.load import (
 from ascrm.rules.rule import POLL, CompiledRule
 from ascrm.rules.schedule import Schedule, ScheduleError, parse_schedule
 from ascrm.rules.schema import shape_errors
+from ascrm.rules.services import admits, only
 
 _NORMALIZERS: dict[str, Callable[[str], str] | None] = {"none": None, "ru": normalize_ru}
 
@@ -256,6 +257,10 @@ class _Compiler:
                 message = f"rule {rule_id!r}: TransferPBX param {literal!r}: this form is for outgoing-call polls"
                 self.problem(file, document, (*at, "do"), f"{message} (on: poll); answers to events take PBX…")
                 continue
+            unfit = poll_param_error(raw.get("if"), action, literal) if POLL in events else None
+            if unfit is not None:
+                self.problem(file, document, (*at, "do"), f"rule {rule_id!r}: {unfit}")
+                continue
             repeat = bool(raw.get("repeat"))
             checks: tuple[Check, ...] = ()
             if self.explain and "if" in raw:
@@ -298,3 +303,23 @@ class _Compiler:
 
     def revision(self) -> str:
         return self.digest.hexdigest()[:12]
+
+
+def poll_param_error(conditions: Mapping[str, Any] | None, action: Action, literal: str | None) -> str | None:
+    """Why a poll rule's literal param fits the poll of no call its conditions let through, or None.
+
+    An outgoing call's (MTSPBX) polls take TransferPBX in the outgoing forms, others take PBX…: a
+    rule for outgoing calls only with `PBX123`, or for inbound calls only with `8000…`, never answers.
+    """
+    if literal is None:
+        return None
+    outgoing = admits(conditions, ServiceType.MTSPBX)
+    if outgoing and param_error(action, literal, outgoing_poll=True) is None:
+        return None
+    problem = param_error(action, literal)
+    if not only(conditions, ServiceType.MTSPBX) and problem is None:
+        return None
+    unfit = f"{action.name} param {literal!r} fits no poll this rule answers:"
+    if outgoing:  # its calls are outgoing ones: say what their polls take
+        return f"{unfit} its calls are outgoing (MTSPBX), and {param_error(action, literal, outgoing_poll=True)}"
+    return f"{unfit} its calls are not outgoing ones (MTSPBX), and it {problem}"

@@ -93,6 +93,7 @@ REFUSED = [
     pytest.param(r"^(?>\d+)$", "invalid perl operator", id="atomic-group"),
     pytest.param(r"^7916\d{7}\Z", "invalid escape sequence", id="python-Z"),
     pytest.param(r"^\d{1001}$", "invalid repetition size", id="repetition-over-1000"),
+    pytest.param(r"\d{1000}\d{1000}", "too large: 2004 RE2 instructions, at most 1000", id="program-too-large"),
 ]
 
 

@@ -147,9 +147,9 @@ class AdminAPI:
         """POST `/admin/calls/{id}/commands`: queue an action for the call's next poll."""
         action, param = _command(await request.body())
         call = await _call(request, runtime)
-        refused = poll_action_error(action, call.service_type)
-        if refused is not None:
-            raise RefusedError(422, f"action: {refused}, and call {call.call_id} is an outgoing call")
+        if poll_action_error(action, call.service_type) is not None:
+            message = f"action: {action.name} cannot answer a poll of call {call.call_id}, an outgoing call"
+            raise RefusedError(422, f"{message}: {OUTGOING_POLL_LIMIT}")
         problem = param_error(action, param, outgoing_poll=call.service_type == ServiceType.MTSPBX)
         if problem is not None:
             raise RefusedError(422, f"param {param!r} for {action.name}: {problem}")

@@ -320,6 +320,9 @@ def poll_param_error(conditions: Mapping[str, Any] | None, action: Action, liter
     if not only(conditions, ServiceType.MTSPBX) and problem is None:
         return None
     unfit = f"{action.name} param {literal!r} fits no poll this rule answers:"
-    if outgoing:  # its calls are outgoing ones: say what their polls take
-        return f"{unfit} its calls are outgoing (MTSPBX), and {param_error(action, literal, outgoing_poll=True)}"
-    return f"{unfit} its calls are not outgoing ones (MTSPBX), and it {problem}"
+    if not outgoing:
+        return f"{unfit} its calls are not outgoing ones (MTSPBX), and it {problem}"
+    outgoing_problem = param_error(action, literal, outgoing_poll=True)
+    if only(conditions, ServiceType.MTSPBX):  # its calls are outgoing ones: say what their polls take
+        return f"{unfit} its calls are outgoing (MTSPBX), and {outgoing_problem}"
+    return f"{unfit} it {problem}; and for outgoing calls (MTSPBX), {outgoing_problem}"

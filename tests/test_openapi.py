@@ -166,7 +166,8 @@ def exchanges(server: Server, rules_file: Path) -> list[httpx.Response]:
         admin.get("/admin/calls/999999"),
         admin.get("/admin/calls/x1"),
         admin.post("/admin/calls/501/commands", json={"action": "TransferPBX", "param": "PBX4951234"}),
-        admin.post("/admin/calls/501/commands", json={"action": "Hangup"}),  # queued, with a warning
+        admin.post("/admin/calls/501/commands", json={"action": "Hangup"}),
+        admin.post("/admin/calls/502/commands", json={"action": "Hangup"}),  # service not known: a warning
         admin.post("/admin/calls/501/commands", json={"action": "Explode"}),
         admin.post("/admin/calls/501/commands", json={"action": "TransferPBX", "extra": 1}),
         admin.post("/admin/calls/501/commands", content=b"[]"),

@@ -213,10 +213,13 @@ def test_render_keeps_unicode_readable() -> None:
     ("action", "param", "ok"),
     [
         (Action.TransferDN, "74951234567", True),
-        (Action.TransferDN, "88001234567", True),
+        (Action.TransferDN, "78001234567", True),
+        (Action.TransferDN, "88001234567", False),  # national forms: 8 instead of the country code
+        (Action.TransferDN, "84951234567", False),
         (Action.TransferDN, "441234567890", True),
         (Action.TransferDN, "+74951234567", False),
-        (Action.TransferDN, "4951234567", True),
+        (Action.TransferDN, "4951234567", False),  # no country code
+        (Action.TransferDNRec, "4951234567", False),
         (Action.TransferDN, "123", False),
         (Action.TransferDN, "7495123456789012", False),
         (Action.TransferDN, "", False),

@@ -1295,7 +1295,7 @@ WARNINGS = [
         """,
         "nag",
         2,
-        "polls honour only TransferPBX and BackFromConsultCall, not PlayPrompt",
+        "PlayPrompt is not sent to a poll of an outgoing call",
         id="poll-with-play-prompt",
     ),
     pytest.param(

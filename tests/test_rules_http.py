@@ -1069,7 +1069,7 @@ OFFICE = "2027-01-11T10:15:00+03:00"
         ({"AN": "74951230000"}, None),  # office hours, not a client: the platform's own scenario
         (
             {"AN": "74951234567", "UN": "74951234567", "DN1": "88001234567", "ServiceType": 2},
-            ("TransferDN", "88001234567"),
+            ("TransferDN", "78001234567"),  # 20-outgoing.yaml has normalize: ru
         ),
         ({"AN": "74951234567", "DN1": "74991234567", "ServiceType": 2}, None),
     ],

@@ -28,6 +28,8 @@ CASES = [
     ({"CallID": ID, "EventType": 5, "Param": "74951234567U1a2b"[4:]}, {"outgoing_poll": True}, ["error:param_format"]),
     ({"CallID": ID, "EventType": 5, "Param": "800049512345671234"}, {"outgoing_poll": True}, []),
     ({"CallID": ID, "EventType": 5, "Param": "PBX4951234"}, {}, []),
+    ({"CallID": ID, "EventType": 1, "Param": "74951234567"}, {"outgoing_poll": True}, ["error:action_not_allowed"]),
+    ({"CallID": ID, "EventType": 12, "Param": ""}, {"outgoing_poll": True}, []),
     ({"CallID": ID, "EventType": 3, "Param": "greeting.wav"}, {}, ["error:param_format"]),
     ({"CallID": ID, "EventType": 4, "Param": "now"}, {}, ["error:param_format"]),
     ({"CallID": ID, "EventType": 99, "Param": ""}, {}, ["error:action_code"]),

@@ -26,11 +26,13 @@ from ascrm.jsonbody import NestingError, load_json
 from ascrm.login import LoginGuard, LoginRefusedError, client_of
 from ascrm.protocol import (
     OUTGOING_POLL_ACTIONS,
+    OUTGOING_POLL_LIMIT,
     Action,
     ServiceType,
     param_error,
     parse_code,
     parse_int64,
+    poll_action_error,
 )
 from ascrm.responses import JSONAnswer, error_response, refusal_response
 from ascrm.settings import Settings
@@ -41,7 +43,6 @@ REALM: Final = "ascrm-admin"
 MAX_LIMIT: Final = 500
 DEFAULT_LIMIT: Final = 50
 STATES: Final = ("live", "connected", "ended")
-POLL_ACTIONS: Final = OUTGOING_POLL_ACTIONS  # what the platform honours in poll answers
 _QUERY_KEYS: Final = ("an", "un", "state", "offset", "limit")
 _BODY_KEYS: Final = ("action", "param")
 _FACTS: Final = ("call_id", "an", "un", "service_type", "state")  # a listing's fields of to_json()
@@ -152,6 +153,9 @@ class AdminAPI:
         """POST `/admin/calls/{id}/commands`: queue an action for the call's next poll."""
         action, param = _command(await request.body())
         call = await _call(request, runtime)
+        if poll_action_error(action, call.service_type) is not None:
+            message = f"action: {action.name} cannot answer a poll of call {call.call_id}, an outgoing call"
+            raise RefusedError(422, f"{message}: {OUTGOING_POLL_LIMIT}")
         problem = param_error(action, param, outgoing_poll=call.service_type == ServiceType.MTSPBX)
         if problem is not None:
             raise RefusedError(422, f"param {param!r} for {action.name}: {problem}")
@@ -164,10 +168,10 @@ class AdminAPI:
         fields = {"call_id": call.call_id, "command": command.id, "action": action.name, "param": param or None}
         log.info("command_pushed", user=user, position=position, **fields)
         body: dict[str, Any] = {"command": command_json(command), "position": position}
-        if action not in POLL_ACTIONS:
+        if call.service_type is None and action not in OUTGOING_POLL_ACTIONS:
             body["warning"] = (
-                f"commands are delivered only by polls, and polls honour only TransferPBX and"
-                f" BackFromConsultCall: the platform will probably ignore {action.name}"
+                f"the call's service is not known yet: should it be an outgoing call, {action.name} will not be"
+                f" sent ({OUTGOING_POLL_LIMIT})"
             )
         return answer(body, 201)
 

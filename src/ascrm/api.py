@@ -321,7 +321,17 @@ class PlatformAPI:
             return NO_ACTION, rules.revision
 
     def _answer(self, stats: Stats, call_id: int | None, decision: Decision) -> Answer:
-        if decision.problem is not None:
+        if decision.not_allowed is not None:
+            stats.actions_not_allowed += 1
+            log.warning(
+                "action_not_allowed",
+                call_id=call_id,
+                action=decision.not_allowed.name,
+                rule=decision.rule_id,
+                command=decision.command_id,
+                problem=decision.problem,
+            )
+        elif decision.problem is not None:
             stats.params_rejected += 1
             log.warning("param_rejected", call_id=call_id, rule=decision.rule_id, problem=decision.problem)
         return Answer(200, render_answer(call_id, decision, self._noop))

@@ -94,6 +94,11 @@ class ServiceCollector(Collector):
             value=stats.params_rejected,
         )
         yield CounterMetricFamily(
+            "ascrm_actions_not_allowed",
+            "Actions of rules or commands an outgoing call's poll may not take (answered as no action).",
+            value=stats.actions_not_allowed,
+        )
+        yield CounterMetricFamily(
             "ascrm_decision_failures", "Failures while deciding (answered as no action).", value=stats.decision_failures
         )
         logins = self._runtime.logins

@@ -78,9 +78,10 @@ READ_ON_POST: Final = frozenset(
         EventType.PrepareToConnect,
     }
 )
-# The only answers the platform honours for the outgoing service (ServiceType 2).
+# The only answers the platform takes for the outgoing service (ServiceType 2); inbound polls have no such limit.
 OUTGOING_POST_ACTIONS: Final = frozenset({Action.TransferDN})
 OUTGOING_POLL_ACTIONS: Final = frozenset({Action.TransferPBX, Action.BackFromConsultCall})
+OUTGOING_POLL_LIMIT: Final = "an outgoing call's (MTSPBX) polls take only TransferPBX or BackFromConsultCall"
 # Answers that make sense only to PrepareToConnect.
 OPERATOR_PROMPT_ACTIONS: Final = frozenset({Action.PlayPromptToOperator, Action.IgnorePromptToOperator})
 
@@ -348,8 +349,21 @@ class Decision:
     action: Action | None = None
     param: str = ""
     rule_id: str | None = None
-    problem: str | None = None  # why a matching rule's answer was not sent (a bad rendered param)
+    problem: str | None = None  # why a matching rule's (or command's) answer was not sent
     command_id: int | None = None  # a command pushed through the admin API, answered at a poll
+    not_allowed: Action | None = None  # the action not sent because this request may not take it at all
+
+
+def poll_action_error(action: Action, service_type: int | None) -> str | None:
+    """Why action may not answer a poll of a call of this service (only outgoing calls limit them), or None."""
+    if service_type == ServiceType.MTSPBX and action not in OUTGOING_POLL_ACTIONS:
+        return f"{action.name} is not sent: {OUTGOING_POLL_LIMIT}"
+    return None
+
+
+def not_allowed(decision: Decision, problem: str) -> Decision:
+    """decision's answer withheld, because its action may not answer this request: no action, saying why."""
+    return Decision(None, "", decision.rule_id, problem, decision.command_id, decision.action)
 
 
 NO_ACTION: Final = Decision()
@@ -376,7 +390,7 @@ def render_answer(call_id: int | None, decision: Decision, noop: NoopAnswer) -> 
 
 
 # Param formats (the protocol's action table).
-_FULL_NUMBER = re.compile(r"[1-9]\d{9,14}")
+_FULL_NUMBER = re.compile(r"[1-9]\d{10,14}")  # 10 digits: a national form (national_number)
 _EXTENSION = re.compile(r"\d{4}")
 _PBX_NUMBER = re.compile(r"PBX[A-Za-z0-9_.\-]+")
 _OUTGOING_POLL_PBX = re.compile(r"8000\d{10}[A-Za-z0-9_.\-]+|\d{10}U[A-Za-z0-9]{4}")
@@ -385,6 +399,13 @@ _AUDIO_EXTENSION = re.compile(r"\.(wav|mp3|ogg|gsm|alaw|ulaw|pcm|raw)$", re.IGNO
 
 _NO_PARAM: Final = frozenset({Action.Hangup, Action.IgnorePromptToOperator, Action.BackFromConsultCall})
 _PROMPTS: Final = frozenset({Action.PlayPrompt, Action.PlayPromptAndBack, Action.PlayPromptToOperator})
+# Actions whose param is a PSTN number "in the full format": with the country code.
+FULL_NUMBER_ACTIONS: Final = frozenset({Action.TransferDN, Action.TransferDNRec})
+
+
+def national_number(param: str) -> bool:
+    """True for a Russian number written without the country code: 10 digits, or 11 starting with 8."""
+    return param.isascii() and param.isdigit() and (len(param) == 10 or (len(param) == 11 and param[0] == "8"))
 
 
 def param_error(action: Action, param: str, *, outgoing_poll: bool = False) -> str | None:
@@ -393,9 +414,11 @@ def param_error(action: Action, param: str, *, outgoing_poll: bool = False) -> s
         return None if param == "" else "takes no param"
     if param == "":
         return "needs a param"
-    if action in (Action.TransferDN, Action.TransferDNRec):
+    if action in FULL_NUMBER_ACTIONS:
+        if national_number(param):
+            return "is a national-form number: the full format starts with the country code (74951234567)"
         if not _FULL_NUMBER.fullmatch(param):
-            return "must be a full-format number: 10 to 15 digits with the country code, no '+' (74951234567)"
+            return "must be a full-format number: 11 to 15 digits with the country code, no '+' (74951234567)"
     elif action == Action.TransferEXT:
         if not _EXTENSION.fullmatch(param):
             return "must be a 4-digit short number (1234)"

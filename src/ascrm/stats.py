@@ -108,5 +108,6 @@ class Stats:
     parse_warnings: Counter[str] = field(default_factory=Counter)  # by CRMDData field
     history_trimmed: Counter[str] = field(default_factory=Counter)  # field_truncated, record_dropped
     params_rejected: int = 0
+    actions_not_allowed: int = 0
     decision_failures: int = 0
     reloads: ReloadStats = field(default_factory=ReloadStats)

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from ascrm.calls.state import CallState, Command, DecisionRecord
 from ascrm.errors import AscrmError
-from ascrm.protocol import Action, CallEvent, Decision
+from ascrm.protocol import Action, CallEvent, Decision, not_allowed, poll_action_error
 
 Decide = Callable[[CallState], Decision]  # the rule engine, for a poll of this call
 
@@ -100,6 +100,10 @@ def settle_poll(call: CallState, now: datetime, decide: Decide, revision: str) -
     command = call.take_command()
     # a command pushed through the admin API goes first, once; else the rules
     decision = decide(call) if command is None else Decision(command.action, command.param, command_id=command.id)
+    if command is not None:
+        problem = poll_action_error(command.action, call.service_type)
+        if problem is not None:  # pushed before the call was known to be outgoing: taken, not sent
+            decision = not_allowed(decision, problem)
     if decision.action is not None:
         action, param, rule, pushed = decision.action, decision.param, decision.rule_id, decision.command_id
         call.decided(DecisionRecord(now, "poll", action, param, rule, pushed, revision))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ascrm.calls.state import CallState
-from ascrm.protocol import Action, CallEvent, param_error, parse_code
+from ascrm.protocol import FULL_NUMBER_ACTIONS, Action, CallEvent, national_number, param_error, parse_code
 from ascrm.rules.conditions import NUMBER_FIELDS, STRING_FIELDS, Getter, getter
 
 Normalize = Callable[[str], str]
@@ -32,11 +32,15 @@ class Template:
 
     parts: tuple[str | tuple[Getter, Mapping[str, str] | None, Normalize | None], ...]
     names: tuple[tuple[str, str | None], ...] = ()  # (field, map or None) per placeholder, for explaining
+    finish: Normalize | None = None  # applied to the whole param (a number brought to its full form)
     literal: str | None = field(init=False)  # the param when it has no placeholders
 
     def __post_init__(self) -> None:
         texts = [part for part in self.parts if isinstance(part, str)]
-        object.__setattr__(self, "literal", "".join(texts) if len(texts) == len(self.parts) else None)
+        literal = "".join(texts) if len(texts) == len(self.parts) else None
+        if literal is not None and self.finish is not None:
+            literal = self.finish(literal)
+        object.__setattr__(self, "literal", literal)
 
     def render(self, event: CallEvent | None, call: CallState) -> str | None:
         """The param for this event, or None when a field is missing or a map has no such key."""
@@ -54,7 +58,7 @@ class Template:
             if value is None:
                 return None
             out.append(value)
-        return "".join(out)
+        return "".join(out) if self.finish is None else self.finish("".join(out))
 
     def missing(self, event: CallEvent | None, call: CallState) -> str | None:
         """Why render() gives None: the first placeholder without a value, in words; None when all have one."""
@@ -118,7 +122,8 @@ def parse_action(
     """`Hangup`, or `{TransferDN: "7495…"}`: the action and its param template.
 
     A literal TransferPBX param may take the outgoing-call poll forms; the caller checks that it
-    is then a poll rule.
+    is then a poll rule. normalize (the file's) also brings TransferDN and TransferDNRec params,
+    literal or rendered, to the full form.
     """
     if isinstance(spec, str):
         action = _action(spec)
@@ -137,9 +142,13 @@ def parse_action(
         template = parse_template(str(param), maps, normalize)
     except ActionError as exc:
         raise ActionError((name,), exc.message) from None
+    if normalize is not None and action in FULL_NUMBER_ACTIONS:
+        template = replace(template, finish=_full_number(normalize))
     literal = template.literal
     if literal is not None:
         problem = param_error(action, literal)
+        if action in FULL_NUMBER_ACTIONS and national_number(literal):
+            problem = f"{problem} (or set `normalize: ru` in the file to send it in the full form)"
         if (
             problem is not None
             and action == Action.TransferPBX
@@ -157,3 +166,13 @@ def _action(name: Any) -> Action:
         known = ", ".join(member.name for member in Action)
         raise ActionError((), f"unknown action {name!r} (known: {known})")
     return action
+
+
+def _full_number(normalize: Normalize) -> Normalize:
+    """A param brought to the full form by the file's normalisation, when it is a number; else as it was."""
+
+    def finish(param: str) -> str:
+        number = normalize(param)
+        return number if number.isascii() and number.isdigit() else param
+
+    return finish

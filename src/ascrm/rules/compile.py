@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ascrm.engine import RuleSet
-from ascrm.protocol import EventType, param_error, parse_code
+from ascrm.protocol import FULL_NUMBER_ACTIONS, Action, EventType, ServiceType, param_error, parse_code
 from ascrm.rules.actions import ActionError, parse_action
 from ascrm.rules.conditions import (
     NUMBER_FIELDS,
@@ -44,6 +44,7 @@ from ascrm.rules.load import (
 from ascrm.rules.rule import POLL, CompiledRule
 from ascrm.rules.schedule import Schedule, ScheduleError, parse_schedule
 from ascrm.rules.schema import shape_errors
+from ascrm.rules.services import admits, only
 
 _NORMALIZERS: dict[str, Callable[[str], str] | None] = {"none": None, "ru": normalize_ru}
 
@@ -86,7 +87,7 @@ def load_rules(
         index=build_index(compiler.rules, compiler.index_hints),
         files=tuple(files),
         data_files=tuple(compiler.data_files),
-        warnings=tuple(lint(compiler.rules, compiler.raw_rules)),
+        warnings=(*compiler.warnings, *lint(compiler.rules, compiler.raw_rules)),
     )
 
 
@@ -99,6 +100,7 @@ class _Compiler:
         self.overrides = overrides
         self.documents: list[tuple[Path, MarkedMap]] = []
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
         self.schedules: dict[str, Schedule] = {}
         self.lists: dict[str, NumberList] = {}
         self.maps: dict[str, Mapping[str, str]] = {}
@@ -250,9 +252,14 @@ class _Compiler:
             if events is None:
                 continue
             literal = template.literal
+            self.normalized_number(file, document, (*at, "do"), raw, action=action, literal=literal)
             if literal is not None and POLL not in events and param_error(action, literal) is not None:
                 message = f"rule {rule_id!r}: TransferPBX param {literal!r}: this form is for outgoing-call polls"
                 self.problem(file, document, (*at, "do"), f"{message} (on: poll); answers to events take PBX…")
+                continue
+            unfit = poll_param_error(raw.get("if"), action, literal) if POLL in events else None
+            if unfit is not None:
+                self.problem(file, document, (*at, "do"), f"rule {rule_id!r}: {unfit}")
                 continue
             repeat = bool(raw.get("repeat"))
             checks: tuple[Check, ...] = ()
@@ -265,6 +272,19 @@ class _Compiler:
             if defs.index_hint:
                 field, values = defs.index_hint[0]
                 self.index_hints[rule_id] = (field, values, normalize if field in NUMBER_FIELDS else None)
+
+    def normalized_number(
+        self, file: Path, document: MarkedMap, at: tuple[Any, ...], raw: Any, *, action: Action, literal: str | None
+    ) -> None:
+        """Warn of a literal number param written otherwise than it is sent (`normalize: ru` completed it)."""
+        spec = raw["do"]
+        if literal is None or action not in FULL_NUMBER_ACTIONS or not isinstance(spec, dict):
+            return
+        [(name, written)] = spec.items()
+        if str(written) != literal:
+            where = locate(document, (*at, name), Location(file))
+            message = f"rule {raw['id']!r}: {action.name} param {str(written)!r} is not in the full form:"
+            self.warnings.append(Problem(where, f"{message} `normalize: ru` sends it as {literal!r}", "warning"))
 
     def events(self, file: Path, document: MarkedMap, at: tuple[Any, ...], spec: Any) -> frozenset[int | str] | None:
         found: set[int | str] = set()
@@ -283,3 +303,26 @@ class _Compiler:
 
     def revision(self) -> str:
         return self.digest.hexdigest()[:12]
+
+
+def poll_param_error(conditions: Mapping[str, Any] | None, action: Action, literal: str | None) -> str | None:
+    """Why a poll rule's literal param fits the poll of no call its conditions let through, or None.
+
+    An outgoing call's (MTSPBX) polls take TransferPBX in the outgoing forms, others take PBX…: a
+    rule for outgoing calls only with `PBX123`, or for inbound calls only with `8000…`, never answers.
+    """
+    if literal is None:
+        return None
+    outgoing = admits(conditions, ServiceType.MTSPBX)
+    if outgoing and param_error(action, literal, outgoing_poll=True) is None:
+        return None
+    problem = param_error(action, literal)
+    if not only(conditions, ServiceType.MTSPBX) and problem is None:
+        return None
+    unfit = f"{action.name} param {literal!r} fits no poll this rule answers:"
+    if not outgoing:
+        return f"{unfit} its calls are not outgoing ones (MTSPBX), and it {problem}"
+    outgoing_problem = param_error(action, literal, outgoing_poll=True)
+    if only(conditions, ServiceType.MTSPBX):  # its calls are outgoing ones: say what their polls take
+        return f"{unfit} its calls are outgoing (MTSPBX), and {outgoing_problem}"
+    return f"{unfit} it {problem}; and for outgoing calls (MTSPBX), {outgoing_problem}"

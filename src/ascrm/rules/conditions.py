@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +19,7 @@ from ascrm.protocol import (
     parse_code,
 )
 from ascrm.rules.lists import NumberList, number_list
+from ascrm.rules.regex import PatternError, compile_pattern
 from ascrm.rules.schedule import Schedule, ScheduleError, parse_schedule
 
 Predicate = Callable[[CallEvent | None, CallState, datetime], bool]
@@ -170,10 +170,10 @@ def string_matcher(
         if not isinstance(argument, str):
             raise ConditionError((kind,), "a regex is a string")
         try:
-            pattern = re.compile(argument)
-        except re.error as exc:
-            raise ConditionError((kind,), f"bad regex {argument!r}: {exc}") from None
-        return (lambda value: value is not None and pattern.search(value) is not None), None
+            search = compile_pattern(argument).search
+        except PatternError as exc:
+            raise ConditionError((kind,), str(exc)) from None
+        return (lambda value: value is not None and search(value)), None
     if kind == "in":
         name = argument
         if isinstance(name, str) and name in defs.lists:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ascrm.protocol import (
     OPERATOR_PROMPT_ACTIONS,
     OUTGOING_POLL_ACTIONS,
+    OUTGOING_POLL_LIMIT,
     OUTGOING_POST_ACTIONS,
     READ_ON_POST,
     Action,
@@ -18,10 +19,10 @@ from ascrm.protocol import (
 )
 from ascrm.rules.load import Problem
 from ascrm.rules.rule import POLL
+from ascrm.rules.services import admits, only
 
 if TYPE_CHECKING:
     from ascrm.rules.rule import CompiledRule
-_POLL_ACTIONS = frozenset({Action.TransferPBX, Action.BackFromConsultCall})
 _POLL_ONLY = frozenset({Action.BackFromConsultCall})
 
 
@@ -38,11 +39,10 @@ def lint(rules: Sequence[CompiledRule], raw_rules: Sequence[Mapping[str, Any]]) 
 def _platform_semantics(rule: CompiledRule, raw: Mapping[str, Any]) -> list[str]:
     messages = []
     action = rule.action.name
-    outgoing = _only_outgoing(raw)
+    conditions = raw.get("if")
+    outgoing = only(conditions, ServiceType.MTSPBX)
     for key in sorted(rule.events, key=str):
-        if key == POLL:
-            if rule.action not in _POLL_ACTIONS:
-                messages.append(f"polls honour only TransferPBX and BackFromConsultCall, not {action}")
+        if key == POLL:  # inbound calls' polls take any action; outgoing ones' below
             continue
         event = code_name(parse_code(key, EventType)) or str(key)
         readable = key in READ_ON_POST or (key == EventType.BDropped and rule.action == Action.PlayMenuBlock)
@@ -57,17 +57,15 @@ def _platform_semantics(rule: CompiledRule, raw: Mapping[str, Any]) -> list[str]
                 "for outgoing calls (MTSPBX) the platform reads only TransferDN on CallAccepted,"
                 f" not {action} on {event}"
             )
-    if POLL in rule.events and outgoing and rule.action not in OUTGOING_POLL_ACTIONS:
-        messages.append(f"for outgoing calls polls honour only TransferPBX and BackFromConsultCall, not {action}")
+    if POLL in rule.events and rule.action not in OUTGOING_POLL_ACTIONS and admits(conditions, ServiceType.MTSPBX):
+        if outgoing:
+            messages.append(f"{action} never answers its polls: {OUTGOING_POLL_LIMIT}")
+        else:
+            messages.append(
+                f"{action} is not sent to a poll of an outgoing call ({OUTGOING_POLL_LIMIT}):"
+                " give the rule a `service` condition that leaves MTSPBX out"
+            )
     return messages
-
-
-def _only_outgoing(raw: Mapping[str, Any]) -> bool:
-    conditions = raw.get("if") or {}
-    service = conditions.get("service")
-    items = service if isinstance(service, list) else [service] if service is not None else []
-    codes = {parse_code(item, ServiceType) for item in items}
-    return codes == {ServiceType.MTSPBX}
 
 
 def _unreachable(rules: Sequence[CompiledRule]) -> list[Problem]:

@@ -7,7 +7,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ascrm.calls.state import CallState
-from ascrm.protocol import Action, CallEvent, Decision, ServiceType, param_error
+from ascrm.protocol import (
+    OUTGOING_POLL_ACTIONS,
+    Action,
+    CallEvent,
+    Decision,
+    ServiceType,
+    not_allowed,
+    param_error,
+    poll_action_error,
+)
 from ascrm.rules.actions import Template
 from ascrm.rules.conditions import Predicate
 from ascrm.rules.load import Location
@@ -46,6 +55,10 @@ class CompiledRule:
             return None
         if self.condition is not None and not self.condition(event, call, now):
             return None
+        if event is None and self.action not in OUTGOING_POLL_ACTIONS:  # an outgoing call's poll may refuse it
+            problem = poll_action_error(self.action, call.service_type)
+            if problem is not None:
+                return not_allowed(Decision(self.action, "", self.id), problem)
         if self.fixed is not None and (event is not None or call.service_type != ServiceType.MTSPBX):
             return self.fixed
         param = self.template.render(event, call)

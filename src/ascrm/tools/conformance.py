@@ -7,7 +7,17 @@ from typing import Any, Literal
 
 import orjson
 
-from ascrm.protocol import ANSWER_FIELDS, CONTENT_TYPE, INT64_MAX, INT64_MIN, Action, param_error, parse_code
+from ascrm.protocol import (
+    ANSWER_FIELDS,
+    CONTENT_TYPE,
+    INT64_MAX,
+    INT64_MIN,
+    OUTGOING_POLL_ACTIONS,
+    OUTGOING_POLL_LIMIT,
+    Action,
+    param_error,
+    parse_code,
+)
 
 Severity = Literal["error", "warning"]
 
@@ -176,7 +186,9 @@ class _Shape:
         if not isinstance(value, str):
             self.add("param", f"Param must be a string, got {_typed(value)}")
             return ""
-        if action is not None:
+        if action is not None and self.outgoing_poll and action not in OUTGOING_POLL_ACTIONS:
+            self.add("action_not_allowed", f"{action.name} answers a poll of an outgoing call: {OUTGOING_POLL_LIMIT}")
+        elif action is not None:
             problem = param_error(action, value, outgoing_poll=self.outgoing_poll)
             if problem is not None:
                 self.add("param_format", f"Param {value!r} for {action.name}: {problem}")

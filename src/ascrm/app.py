@@ -25,7 +25,7 @@ from ascrm.reload import RuleReloader, watch
 from ascrm.responses import error_response
 from ascrm.rules import load_rules, rules_source
 from ascrm.settings import Settings
-from ascrm.stats import endpoint_of
+from ascrm.stats import ConnectionStats, Stats, endpoint_of
 
 log = structlog.get_logger("ascrm.app")
 
@@ -116,11 +116,13 @@ def create_app(
     rules: engine.RuleSet | None = None,
     clock: Callable[[], datetime] = utc_now,
     answers: AnswerLog | None = None,
+    connections: ConnectionStats | None = None,
 ) -> Starlette:
     """Build the application for settings; nothing runs until the server starts its lifespan.
 
     rules: the compiled rule set (default: loaded from settings.rules at start-up); clock: the
-    server's clock; answers: the per-request log (default: through structlog).
+    server's clock; answers: the per-request log (default: through structlog); connections: the
+    server's connection counters, for the metrics.
     """
     api = PlatformAPI(settings, clock, answers or AnswerLog())
     admin = AdminAPI(settings, clock)
@@ -130,7 +132,7 @@ def create_app(
         source = rules_source(settings.rules)
         ruleset = rules or load_rules(source, settings.timezone)
         store = open_store(settings.state)
-        runtime = Runtime(store=store, rules=ruleset)
+        runtime = Runtime(store=store, rules=ruleset, stats=Stats(connections=connections or ConnectionStats()))
         runtime.reloader = RuleReloader(
             runtime,
             source,

@@ -26,7 +26,7 @@ from ascrm.auth import BasicAuth
 from ascrm.calls.store import StoreError
 from ascrm.responses import error_response
 from ascrm.settings import Settings
-from ascrm.stats import LATENCY_BUCKETS, Histogram, Stats
+from ascrm.stats import LATENCY_BUCKETS, ConnectionStats, Histogram, Stats
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="ascrm-admin", charset="UTF-8"'}
 
@@ -87,11 +87,33 @@ class ServiceCollector(Collector):
         yield CounterMetricFamily(
             "ascrm_decision_failures", "Failures while deciding (answered as no action).", value=stats.decision_failures
         )
+        yield from self._connections(stats.connections)
         yield from self._rules()
         yield from self._store()
         from ascrm import __version__  # here: the package imports this module
 
         yield InfoMetricFamily("ascrm_build", "The running version.", value={"version": __version__})
+
+    @staticmethod
+    def _connections(connections: ConnectionStats) -> Iterator[Metric]:
+        yield GaugeMetricFamily("ascrm_connections_open", "HTTP connections open now.", value=connections.open)
+        yield GaugeMetricFamily(
+            "ascrm_connections_limit",
+            "Connections allowed open at once (limits.max_connections).",
+            value=connections.limit,
+        )
+        yield CounterMetricFamily(
+            "ascrm_connections_refused",
+            "Connections closed at accept because limits.max_connections were open.",
+            value=connections.refused,
+        )
+        yield _counter(
+            "ascrm_connections_closed",
+            "Connections closed by a limit: header_timeout, body_timeout, header_too_large, too_many_headers,"
+            " url_too_long, invalid_request.",
+            ("reason",),
+            {(reason,): n for reason, n in connections.closed.items()},
+        )
 
     def _rules(self) -> Iterator[Metric]:
         reloads = self._runtime.stats.reloads

@@ -383,3 +383,11 @@ def test_tls_handshake_that_never_comes_is_closed(tls_server: tuple[Server, ssl.
         started = time.monotonic()
         assert read_until_closed(raw, 6) == b""
     assert time.monotonic() - started < 4
+
+
+def test_a_body_left_unsent_after_an_early_answer_closes_without_a_second_answer(server: Server) -> None:
+    head = "POST /CallEvent HTTP/1.1\r\nHost: x\r\nAuthorization: Basic d3Jvbmc6d3Jvbmc=\r\nContent-Length: 100\r\n\r\n"
+    with socket.create_connection(address(server), timeout=5) as sock:
+        sock.sendall(head.encode() + b'{"CallID": 1')
+        assert read_response(sock).startswith(b"HTTP/1.1 401 ")
+        assert read_until_closed(sock, 6) == b""  # no 408 after the 401

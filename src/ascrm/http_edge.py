@@ -151,7 +151,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.deadline = 0.0
         if self.transport.is_closing():
             return
-        if self._phase == _BODY:
+        if self._phase == _BODY and self.cycle is not None and self.cycle.response_complete:
+            self.guard.stats.closed["body_timeout"] += 1  # answered already (say 401): a 408 now would be unasked for
+            self.transport.close()
+        elif self._phase == _BODY:
             self._refuse(
                 _RefusalError(408, "body_timeout", f"the request body did not arrive within {self._body_timeout:g} s")
             )

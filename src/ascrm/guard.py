@@ -16,6 +16,7 @@ from ascrm.stats import ConnectionStats
 log = structlog.get_logger("ascrm.edge")
 
 SWEEP_SECONDS = 0.25  # how often deadlines are checked: a timeout fires up to this much late
+SWEEP_BATCH = 64  # connections expired per turn of the event loop
 REFUSAL_LOG_SECONDS = 10.0
 
 
@@ -82,6 +83,11 @@ class ConnectionGuard:
         while True:
             await asyncio.sleep(interval)
             now = loop.time()
-            for connection in [c for c in connections if 0 < c.deadline <= now]:
-                connection.expire()
+            expired = [c for c in connections if 0 < c.deadline <= now]
+            for start in range(0, len(expired), SWEEP_BATCH):
+                if start:
+                    await asyncio.sleep(0)  # let requests in between: a thousand closes at once would stall them
+                for connection in expired[start : start + SWEEP_BATCH]:
+                    if 0 < connection.deadline <= now:  # not answered or closed meanwhile
+                        connection.expire()
             self.refusals.flush(self.max_connections)

@@ -11,8 +11,9 @@ and, after --settle seconds, `ascrm emulate` with --calls concurrent calls for -
 Printed: p50/p99/max/errors of the emulated calls, the attack's counts, the server's CPU and peak RSS.
 
 Run: python bench/hostile_load.py [--duration 30] [--calls 200] [--slowloris 1000] [--ready-flood 1000]
-     [--password-flood 100] [--server-src DIR] [--json]
---server-src runs the server from another source tree (e.g. an older commit's src/) with this Python.
+     [--password-flood 100] [--server-src DIR] [--server-nofile SOFT:HARD] [--json]
+--server-src runs the server from another source tree (e.g. an older commit's src/) with this Python;
+--server-nofile starts it with other open-file limits (e.g. a soft limit of 1024 under a higher hard one).
 Needs ascrm importable by the Python that runs this script. Loopback only; everything stops at its deadline.
 """
 
@@ -195,8 +196,11 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def start_server(folder: Path, password: str, server_src: str | None) -> tuple[subprocess.Popen[bytes], str, int]:
-    """`ascrm serve` with the example rules on a free loopback port: the process, host and port."""
+def start_server(
+    folder: Path, password: str, server_src: str | None, nofile: tuple[int, int] | None
+) -> tuple[subprocess.Popen[bytes], str, int]:
+    """`ascrm serve` with the example rules on a free loopback port (nofile: its RLIMIT_NOFILE soft and
+    hard limits); the process, host and port."""
     config = folder / "ascrm.yaml"
     config.write_text(
         f"auth: {{platform: [{{user: autosecretary, password: '{password}'}}]}}\n"
@@ -208,7 +212,14 @@ def start_server(folder: Path, password: str, server_src: str | None) -> tuple[s
     log = folder / "server.log"
     command = [sys.executable, "-m", "ascrm", "serve", "--config", str(config), "--host", "127.0.0.1", "--port", "0"]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None,  # noqa: PLW1509
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         match = _RUNNING.search(log.read_text(errors="replace"))
@@ -225,7 +236,8 @@ def measure(args: argparse.Namespace) -> Result:
     """Start the server and the attack, run the emulator through it, stop everything; the figures."""
     password = secrets.token_urlsafe(12)
     with tempfile.TemporaryDirectory(prefix="ascrm-hostile-") as tmp:
-        server, host, port = start_server(Path(tmp), password, args.server_src)
+        nofile = tuple(int(n) for n in args.server_nofile.split(":")) if args.server_nofile else None
+        server, host, port = start_server(Path(tmp), password, args.server_src, nofile)  # type: ignore[arg-type]
         attacker = None
         try:
             cpu_before = cpu_seconds(server.pid)
@@ -317,6 +329,11 @@ def main() -> int:
     parser.add_argument("--ready-flood", type=int, default=1000, help="/ready flood connections (default 1000)")
     parser.add_argument("--password-flood", type=int, default=100, help="wrong-password connections (default 100)")
     parser.add_argument("--server-src", help="PYTHONPATH for the server (another source tree's src/)")
+    parser.add_argument(
+        "--server-nofile",
+        metavar="SOFT:HARD",
+        help="the server's open-file limits, e.g. 1024:20000 (default: inherited)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--attack-only", metavar="HOST:PORT", help=argparse.SUPPRESS)
     parser.add_argument("--attack-seconds", type=float, default=30.0, help=argparse.SUPPRESS)

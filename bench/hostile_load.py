@@ -274,11 +274,20 @@ def measure(args: argparse.Namespace) -> Result:
                 server.wait(20)
             if server.poll() is None:
                 server.kill()
-    if not done.stdout.startswith("{"):
-        raise RuntimeError(f"ascrm emulate exited with {done.returncode}: {done.stderr[-2000:]}")
     if not out.startswith("{"):
         raise RuntimeError(f"the attacker failed: {err[-2000:]}")
-    summary = json.loads(done.stdout)
+    if done.stdout.startswith("{"):
+        summary = json.loads(done.stdout)
+    else:  # the emulator could not even start its calls (say, no connection accepted): every call failed
+        failure = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit status {done.returncode}"
+        print(f"ascrm emulate failed: {failure}", file=sys.stderr)
+        nan = float("nan")
+        summary = {
+            "requests_per_second": 0.0,
+            "latency_ms": {"p50": nan, "p99": nan, "max": nan},
+            "errors": args.calls,
+            "violations": {},
+        }
     latency = summary["latency_ms"]
     violations = sum(summary["violations"].values())
     return Result(

@@ -391,3 +391,17 @@ def test_a_body_left_unsent_after_an_early_answer_closes_without_a_second_answer
         sock.sendall(head.encode() + b'{"CallID": 1')
         assert read_response(sock).startswith(b"HTTP/1.1 401 ")
         assert read_until_closed(sock, 6) == b""  # no 408 after the 401
+
+
+def test_a_full_size_body_and_pipelined_requests_in_one_write_are_served(server: Server) -> None:
+    body = b'{"CallID": 5, "EventType": 1, "Generic": "' + b"x" * (65536 - 44) + b'"}'
+    assert len(body) == 65536
+    post = (
+        f"POST /CallEvent HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection(address(server), timeout=5) as sock:
+        sock.sendall(post + CONNECTION_TEST + post)  # one write: the header budget must follow each request
+        answers = [read_response(sock) for _ in range(3)]
+    assert [answer.split(b" ", 2)[1] for answer in answers] == [b"200", b"200", b"200"]
+    assert answers[0].endswith(b'{"CallID":5,"EventType":0,"Param":""}')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,17 @@ def test_serve_without_rules_setting_uses_the_shipped_examples(tmp_path: Path) -
             assert http.post("/CallEvent", json=body).json() == {"CallID": 77, "EventType": 1, "Param": "74951112233"}
     finally:
         server.stop()
+
+
+def test_a_port_in_use_is_one_error_line_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--host", "127.0.0.1", "--port", str(port), cwd=tmp_path)  # no credentials: no password
+    assert result.returncode == 4
+    assert result.stderr.splitlines() == [
+        f"ascrm: error: cannot listen on 127.0.0.1:{port}: address already in use"
+        " (another process listens there; stop it or set listen.port / --port)"
+    ]
+    assert result.stdout == ""  # no password printed, no service_started logged

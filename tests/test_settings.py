@@ -8,7 +8,7 @@ import pytest
 
 from ascrm.errors import ConfigError
 from ascrm.protocol import NoopAnswer
-from ascrm.settings import DEFAULT_CIPHERS, Listen, Settings, load_settings
+from ascrm.settings import DEFAULT_CIPHERS, Limits, Listen, Settings, load_settings
 
 FULL = """
 listen: {host: 0.0.0.0, port: 8443}
@@ -107,6 +107,15 @@ def test_environment_credentials_only_when_the_file_has_none(tmp_path: Path) -> 
         ("state: {sweep_interval_ms: 5}", "state.sweep_interval_ms", 5),
         ("state: {max_call_bytes: 100}", "state.max_call_bytes", 100),
         ("state: {max_call_bytes: '64k'}", "state.max_call_bytes", "64k"),
+        ("limits: {max_headers: 0}", "limits.max_headers", 0),
+        ("limits: {max_header_bytes: 100}", "limits.max_header_bytes", 100),
+        ("limits: {max_url_bytes: many}", "limits.max_url_bytes", "many"),
+        ("limits: {header_timeout_seconds: 0}", "limits.header_timeout_seconds", 0),
+        ("limits: {body_timeout_seconds: soon}", "limits.body_timeout_seconds", "soon"),
+        ("limits: {keep_alive_seconds: -1}", "limits.keep_alive_seconds", -1),
+        ("limits: {tls_handshake_timeout_seconds: 0}", "limits.tls_handshake_timeout_seconds", 0),
+        ("limits: {max_connections: 0}", "limits.max_connections", 0),
+        ("limits: {shutdown_idle_grace_seconds: 100}", "limits.shutdown_idle_grace_seconds", 100),
     ],
 )
 def test_errors_name_the_key_and_the_value(tmp_path: Path, text: str, key: str, value: object) -> None:
@@ -224,3 +233,26 @@ def test_call_budget_and_sweep_settings(tmp_path: Path) -> None:
     path.write_text("state: {max_call_bytes: 4096, sweep_interval_ms: 250}\n")
     state = load_settings(path, env={}).state
     assert (state.max_call_bytes, state.sweep_interval_ms) == (4096, 250)
+
+
+def test_edge_limits_have_defaults_and_are_read(tmp_path: Path) -> None:
+    assert load_settings(None, env={}).limits == Limits()
+    path = tmp_path / "ascrm.yaml"
+    path.write_text(
+        "limits: {max_url_bytes: 4096, max_header_bytes: 8192, max_headers: 32, header_timeout_seconds: 2.5,"
+        " body_timeout_seconds: 3, keep_alive_seconds: 4, tls_handshake_timeout_seconds: 5, max_connections: 100,"
+        " shutdown_idle_grace_seconds: 0}\n"
+    )
+    limits = load_settings(path, env={}).limits
+    assert limits == Limits(
+        max_url_bytes=4096,
+        max_header_bytes=8192,
+        max_headers=32,
+        header_timeout_seconds=2.5,
+        body_timeout_seconds=3.0,
+        keep_alive_seconds=4.0,
+        tls_handshake_timeout_seconds=5.0,
+        max_connections=100,
+        shutdown_idle_grace_seconds=0.0,
+    )
+    assert isinstance(limits.body_timeout_seconds, float)

@@ -28,7 +28,7 @@ from ascrm.reload import RuleReloader, watch
 from ascrm.responses import error_response
 from ascrm.rules import load_rules, rules_source
 from ascrm.settings import Settings
-from ascrm.stats import endpoint_of, status_label
+from ascrm.stats import ConnectionStats, Stats, endpoint_of, status_label
 
 log = structlog.get_logger("ascrm.app")
 
@@ -132,11 +132,13 @@ def create_app(
     rules: engine.RuleSet | None = None,
     clock: Callable[[], datetime] = utc_now,
     answers: AnswerLog | None = None,
+    connections: ConnectionStats | None = None,
 ) -> Starlette:
     """Build the application for settings; nothing runs until the server starts its lifespan.
 
     rules: the compiled rule set (default: loaded from settings.rules at start-up); clock: the
-    server's clock; answers: the per-request log (default: through structlog).
+    server's clock; answers: the per-request log (default: through structlog); connections: the
+    server's connection counters, for the metrics.
     """
     guard = LoginGuard(settings.login)  # every role's budgets, KDF pool and failure log
     api = PlatformAPI(settings, clock, answers or AnswerLog(), guard)
@@ -148,7 +150,13 @@ def create_app(
         ruleset = rules or load_rules(source, settings.timezone)
         store = open_store(settings.state)
         readiness = Readiness(store, settings.health.check_interval_ms / 1000, settings.state.timeout_ms / 1000)
-        runtime = Runtime(store=store, rules=ruleset, readiness=readiness, logins=guard)
+        runtime = Runtime(
+            store=store,
+            rules=ruleset,
+            readiness=readiness,
+            logins=guard,
+            stats=Stats(connections=connections or ConnectionStats()),
+        )
         runtime.reloader = RuleReloader(
             runtime,
             source,

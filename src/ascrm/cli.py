@@ -15,7 +15,8 @@ from pathlib import Path
 from ascrm import __version__
 from ascrm.auth import Credential, hash_password
 from ascrm.engine import RuleSet
-from ascrm.errors import AscrmError
+from ascrm.errors import AscrmError, ListenError
+from ascrm.listener import EXIT_CANNOT_LISTEN, bind
 from ascrm.rules import RulesError, load_rules, rules_source
 from ascrm.settings import Settings, load_settings, trusted_proxies
 
@@ -28,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
+    except ListenError as exc:
+        print(f"ascrm: error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
     except AscrmError as exc:
         print(f"ascrm: error: {exc}", file=sys.stderr)
         return 2
@@ -98,14 +102,18 @@ def _is_loopback(host: str) -> bool:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
+    if not settings.platform_credentials and not _is_loopback(settings.listen.host):
+        print(
+            f"ascrm: error: refusing to listen on {settings.listen.host} without credentials:"
+            " set auth.platform in the config (or ASCRM_PLATFORM_PASSWORD)",
+            file=sys.stderr,
+        )
+        return 2
+    rules = _load_rules(settings.rules, settings.timezone)
+    if rules is None:
+        return 2
+    sockets = bind(settings.listen.host, settings.listen.port)  # a taken port: one error line, before anything starts
     if not settings.platform_credentials:
-        if not _is_loopback(settings.listen.host):
-            print(
-                f"ascrm: error: refusing to listen on {settings.listen.host} without credentials:"
-                " set auth.platform in the config (or ASCRM_PLATFORM_PASSWORD)",
-                file=sys.stderr,
-            )
-            return 2
         password = secrets.token_urlsafe(18)
         settings = settings.with_overrides(platform_credentials=(Credential(user=GENERATED_USER, password=password),))
         print(
@@ -113,12 +121,9 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    rules = _load_rules(settings.rules, settings.timezone)
-    if rules is None:
-        return 2
     from ascrm.server import run
 
-    run(settings, rules)
+    run(settings, rules, sockets)
     return 0
 
 

@@ -22,6 +22,10 @@ class ConfigError(AscrmError):
         super().__init__(f"{where}{key}: {message}{shown}")
 
 
+class ListenError(AscrmError):
+    """The address to listen on cannot be bound (in use, not permitted, unknown)."""
+
+
 class ParamError(AscrmError):
     """An action's parameter does not have the format the platform accepts."""
 

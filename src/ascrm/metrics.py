@@ -28,7 +28,7 @@ from ascrm.calls.store import StoreError
 from ascrm.login import LoginGuard, LoginRefusedError, client_of
 from ascrm.responses import error_response, refusal_response
 from ascrm.settings import Settings
-from ascrm.stats import ADMIN_COMMAND, LATENCY_BUCKETS, Histogram, Stats
+from ascrm.stats import ADMIN_COMMAND, LATENCY_BUCKETS, ConnectionStats, Histogram, Stats
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="ascrm-admin", charset="UTF-8"'}
 
@@ -110,6 +110,7 @@ class ServiceCollector(Collector):
                 ("role", "reason"),
                 dict(logins.outcomes),
             )
+        yield from self._connections(stats.connections)
         yield from self._rules()
         yield from self._store()
         from ascrm import __version__  # here: the package imports this module
@@ -123,6 +124,27 @@ class ServiceCollector(Collector):
         for key in [key for key in stats.decisions if key[0] not in live]:
             del stats.decisions[key]
         return dict(stats.decisions)
+
+    @staticmethod
+    def _connections(connections: ConnectionStats) -> Iterator[Metric]:
+        yield GaugeMetricFamily("ascrm_connections_open", "HTTP connections open now.", value=connections.open)
+        yield GaugeMetricFamily(
+            "ascrm_connections_limit",
+            "Connections allowed open at once (limits.max_connections).",
+            value=connections.limit,
+        )
+        yield CounterMetricFamily(
+            "ascrm_connections_refused",
+            "Connections closed at accept because limits.max_connections were open.",
+            value=connections.refused,
+        )
+        yield _counter(
+            "ascrm_connections_closed",
+            "Connections closed by a limit: header_timeout, body_timeout, header_too_large, too_many_headers,"
+            " url_too_long, invalid_request.",
+            ("reason",),
+            {(reason,): n for reason, n in connections.closed.items()},
+        )
 
     def _rules(self) -> Iterator[Metric]:
         reloads = self._runtime.stats.reloads

@@ -51,9 +51,18 @@ class TLS:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on what a request may cost."""
+    """Bounds on what a request or a connection may cost, and how long each phase may take."""
 
     max_body_bytes: int = 64 * 1024
+    max_url_bytes: int = 8 * 1024  # the request target; longer: 414
+    max_header_bytes: int = 16 * 1024  # request line and headers together; more: 431
+    max_headers: int = 64  # header fields; more: 431
+    header_timeout_seconds: float = 10.0  # from the connection (or the request's first byte) to its last header
+    body_timeout_seconds: float = 10.0  # from the last header to the body's last byte
+    keep_alive_seconds: float = 5.0  # an idle connection stays open this long; a proxy's upstream pool must idle less
+    tls_handshake_timeout_seconds: float = 10.0
+    max_connections: int = 4096  # open at once; more are closed at accept (lowered to fit the open-file limit)
+    shutdown_idle_grace_seconds: float = 1.0  # on SIGTERM, an idle connection may still deliver a request this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +246,21 @@ SCHEMA: dict[str, Any] = {
             "ciphers": {"type": "string", "empty": False},
         },
     },
-    "limits": {"type": "dict", "schema": {"max_body_bytes": {"type": "integer", "min": 1}}},
+    "limits": {
+        "type": "dict",
+        "schema": {
+            "max_body_bytes": {"type": "integer", "min": 1},
+            "max_url_bytes": {"type": "integer", "min": 64},
+            "max_header_bytes": {"type": "integer", "min": 1024},
+            "max_headers": {"type": "integer", "min": 8},
+            "header_timeout_seconds": {"type": "number", "min": 0.1, "max": 3600},
+            "body_timeout_seconds": {"type": "number", "min": 0.1, "max": 3600},
+            "keep_alive_seconds": {"type": "number", "min": 0.1, "max": 3600},
+            "tls_handshake_timeout_seconds": {"type": "number", "min": 0.1, "max": 3600},
+            "max_connections": {"type": "integer", "min": 1},
+            "shutdown_idle_grace_seconds": {"type": "number", "min": 0, "max": 60},
+        },
+    },
     "protocol": {
         "type": "dict",
         "schema": {
@@ -353,7 +376,7 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
             keyfile=_resolve(base, tls["keyfile"]),
             ciphers=tls.get("ciphers", DEFAULT_CIPHERS),
         ),
-        limits=Limits(max_body_bytes=doc.get("limits", {}).get("max_body_bytes", defaults.limits.max_body_bytes)),
+        limits=_limits(doc.get("limits", {})),
         noop=NoopAnswer(event_type=noop.get("event_type", 0), param=noop.get("param", "")),
         log=LogSettings(
             format=log.get("format", "auto"), level=log.get("level", "info"), decisions=_decision_log(log, base)
@@ -364,6 +387,13 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
         metrics_public=doc.get("metrics", {}).get("public", False),
         source=path,
     )
+
+
+def _limits(values: dict[str, Any]) -> Limits:
+    converted: dict[str, Any] = {
+        key: float(value) if key.endswith("_seconds") else value for key, value in values.items()
+    }
+    return Limits(**converted)
 
 
 def _decision_log(log: dict[str, Any], base: Path) -> DecisionLogFile | None:

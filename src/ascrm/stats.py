@@ -97,6 +97,16 @@ class ReloadStats:
 
 
 @dataclass(slots=True)
+class ConnectionStats:
+    """The HTTP edge: connections open, refused at accept, and closed by a limit (by reason)."""
+
+    open: int = 0
+    limit: int = 0  # limits.max_connections as in force (0: not serving)
+    refused: int = 0  # closed at accept: the limit was reached
+    closed: Counter[str] = field(default_factory=Counter)  # header_timeout, header_too_large, ...
+
+
+@dataclass(slots=True)
 class Stats:
     """Everything counted while serving; one instance per running app, read by the metrics endpoint."""
 
@@ -111,3 +121,4 @@ class Stats:
     actions_not_allowed: int = 0
     decision_failures: int = 0
     reloads: ReloadStats = field(default_factory=ReloadStats)
+    connections: ConnectionStats = field(default_factory=ConnectionStats)  # shared with the server's connections

@@ -1,0 +1,92 @@
+"""SIGTERM on a running `ascrm serve` with keep-alive clients: every request sent before it stops is answered."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
+
+AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+CONNECTION_TEST = f"GET /CallEvent HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\n\r\n".encode()
+
+
+def address(server: Server) -> tuple[str, int]:
+    host, port = server.base_url.split("://")[1].split(":")
+    return host, int(port)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One whole answer: status, headers (lower-case names), body; ConnectionError if the server closed first."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed without an answer (got {received!r})")
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed in the middle of an answer")
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Server:
+    return start_server(tmp_path, platform_config(reload={"watch": False}), env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+
+
+def test_requests_sent_as_sigterm_arrives_are_answered(server: Server) -> None:
+    connections = [socket.create_connection(address(server), timeout=10) for _ in range(40)]
+    try:
+        for sock in connections:  # each becomes an idle keep-alive connection
+            sock.sendall(CONNECTION_TEST)
+            assert read_response(sock)[0] == 200
+        server.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        for index, sock in enumerate(connections):  # spread over the first 0.4 s of the drain
+            time.sleep(max(0.0, started + index * 0.01 - time.monotonic()))
+            sock.sendall(CONNECTION_TEST)
+        answers = []
+        for sock in connections:
+            try:
+                answers.append(read_response(sock))
+            except ConnectionError as exc:
+                answers.append((0, {}, str(exc).encode()))
+        unanswered = [index for index, (status, _, _) in enumerate(answers) if status != 200]
+        assert not unanswered, f"{len(unanswered)} of 40 requests got no answer: {answers[unanswered[0]]}"
+        assert answers[-1][1]["connection"] == "close"  # answered while draining: the client must not reuse it
+        assert json.loads(answers[-1][2]) == {"CallID": 0, "EventType": 0, "Param": ""}
+    finally:
+        for sock in connections:
+            sock.close()
+    assert server.process.wait(15) in (0, -signal.SIGTERM)
+
+
+def test_a_request_in_flight_is_answered_and_new_connections_are_refused(server: Server) -> None:
+    body = json.dumps({"CallID": 7, "EventType": 1, "AN": "79161234567", "UN": "74951234567"}).encode()
+    head = f"POST /CallEvent HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection(address(server), timeout=10) as slow:
+        slow.sendall(head.encode() + body[:10])
+        time.sleep(0.2)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the drain has begun: the listening socket is closed
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address(server), timeout=5).close()
+        slow.sendall(body[10:])
+        status, headers, answer = read_response(slow)
+    assert status == 200
+    assert headers["connection"] == "close"
+    assert json.loads(answer)["CallID"] == 7
+    assert server.process.wait(15) in (0, -signal.SIGTERM)
+    assert [event.get("event") for event in server.logs()].count("service_stopped") == 1

@@ -16,6 +16,7 @@ import yaml
 
 from ascrm.auth import Credential, PasswordHash
 from ascrm.errors import ConfigError
+from ascrm.loadlimits import RuleLimits
 from ascrm.protocol import NoopAnswer
 
 # Mozilla "intermediate" ciphers for TLS 1.2 (TLS 1.3 suites are always on and not configurable here).
@@ -50,9 +51,10 @@ class TLS:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on what a request may cost."""
+    """Bounds on what a request may cost, and on the rule files ascrm reads (`limits.rules`)."""
 
     max_body_bytes: int = 64 * 1024
+    rules: RuleLimits = field(default_factory=RuleLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +208,22 @@ SCHEMA: dict[str, Any] = {
             "ciphers": {"type": "string", "empty": False},
         },
     },
-    "limits": {"type": "dict", "schema": {"max_body_bytes": {"type": "integer", "min": 1}}},
+    "limits": {
+        "type": "dict",
+        "schema": {
+            "max_body_bytes": {"type": "integer", "min": 1},
+            "rules": {
+                "type": "dict",
+                "schema": {
+                    "file_bytes": {"type": "integer", "min": 1024},
+                    "nodes": {"type": "integer", "min": 100},
+                    "depth": {"type": "integer", "min": 8, "max": 500},
+                    "data_file_bytes": {"type": "integer", "min": 1024},
+                    "data_file_lines": {"type": "integer", "min": 1},
+                },
+            },
+        },
+    },
     "protocol": {
         "type": "dict",
         "schema": {
@@ -315,7 +332,10 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
             keyfile=_resolve(base, tls["keyfile"]),
             ciphers=tls.get("ciphers", DEFAULT_CIPHERS),
         ),
-        limits=Limits(max_body_bytes=doc.get("limits", {}).get("max_body_bytes", defaults.limits.max_body_bytes)),
+        limits=Limits(
+            max_body_bytes=doc.get("limits", {}).get("max_body_bytes", defaults.limits.max_body_bytes),
+            rules=RuleLimits(**doc.get("limits", {}).get("rules", {})),
+        ),
         noop=NoopAnswer(event_type=noop.get("event_type", 0), param=noop.get("param", "")),
         log=LogSettings(
             format=log.get("format", "auto"), level=log.get("level", "info"), decisions=_decision_log(log, base)

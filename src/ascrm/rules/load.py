@@ -10,6 +10,9 @@ from typing import Any
 import yaml
 
 from ascrm.errors import AscrmError
+from ascrm.loadlimits import RuleLimits
+from ascrm.rules.bounded import LimitError, check_events
+from ascrm.rules.excerpt import clip, excerpt
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -35,6 +38,9 @@ class Problem:
     location: Location
     message: str
     severity: str = "error"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", clip(self.message))  # a message never carries a whole value
 
     def __str__(self) -> str:
         return f"{self.location}: {self.severity}: {self.message}"
@@ -83,7 +89,8 @@ def _make_loader(file: Path) -> type[yaml.SafeLoader]:
                 key = str(key)
             if key in result:
                 first = result.key_locations[key]
-                raise _DuplicateKeyError(here(key_node), f"duplicate key {key!r} (first on line {first.line})")
+                message = f"duplicate key {excerpt(key)} (first on line {first.line})"
+                raise _DuplicateKeyError(here(key_node), message)
             result[key] = loader.construct_object(value_node, deep=True)
             result.key_locations[key] = here(key_node)
             result.value_locations[key] = here(value_node)
@@ -115,18 +122,33 @@ class _DuplicateKeyError(Exception):
         self.location, self.message = location, message
 
 
-def read_yaml(file: Path) -> Any:
-    """Parse one YAML file into MarkedMap / MarkedList / scalars; RulesError with the place on failure."""
+def read_yaml(file: Path, limits: RuleLimits | None = None) -> Any:
+    """Parse one YAML file into MarkedMap / MarkedList / scalars; RulesError with the place on failure.
+
+    A file bigger, deeper or (its aliases expanded) larger than limits allow is refused unread or as
+    soon as the limit is crossed.
+    """
+    limits = limits or RuleLimits()
     try:
+        size = file.stat().st_size
+        if size > limits.file_bytes:
+            raise RulesError([Problem(Location(file), _too_big(size, limits))])
         text = file.read_text(encoding="utf-8-sig")
+        if len(text) > limits.file_bytes:  # grew since
+            raise RulesError([Problem(Location(file), _too_big(len(text), limits))])
     except OSError as exc:
         raise RulesError([Problem(Location(file), f"cannot read the file: {exc.strerror}")]) from None
     except UnicodeDecodeError as exc:
         raise RulesError([Problem(Location(file), f"not UTF-8 text: {exc.reason}")]) from None
     try:
-        return yaml.load(text, Loader=_make_loader(file))  # noqa: S506 - a SafeLoader subclass
+        loader = _make_loader(file)
+        check_events(yaml.parse(text, Loader=loader), limits)
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKeyError as exc:
         raise RulesError([Problem(exc.location, exc.message)]) from None
+    except LimitError as exc:
+        where = Location(file, exc.mark.line + 1, exc.mark.column + 1)
+        raise RulesError([Problem(where, f"refused: {exc.message}")]) from None
     except yaml.MarkedYAMLError as exc:
         flow = exc.context_mark is not None and "flow" in (exc.context or "")
         mark = exc.context_mark if flow else exc.problem_mark or exc.context_mark  # an unclosed [ or {
@@ -134,6 +156,10 @@ def read_yaml(file: Path) -> Any:
         raise RulesError([Problem(where, f"not valid YAML: {exc.problem or exc.context}")]) from None
     except (yaml.YAMLError, ValueError) as exc:
         raise RulesError([Problem(Location(file), f"not valid YAML: {exc}")]) from None
+
+
+def _too_big(size: int, limits: RuleLimits) -> str:
+    return f"refused: the file has {size} bytes, more than {limits.file_bytes} (limits.rules.file_bytes)"
 
 
 def rule_files(source: Path) -> list[Path]:

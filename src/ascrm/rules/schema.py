@@ -6,6 +6,8 @@ from typing import Any
 
 import cerberus
 
+from ascrm.rules.excerpt import excerpt
+
 NAME = r"[A-Za-z_][A-Za-z0-9_.-]*"
 _SCALAR = ["string", "integer"]
 
@@ -56,8 +58,9 @@ FILE: dict[str, Any] = {
 
 def shape_errors(document: Any) -> list[tuple[tuple[Any, ...], str, bool]]:
     """(path, message, about_the_key) for each way document departs from FILE."""
-    if not isinstance(document, dict):
-        return [((), "a rule file is a mapping with keys such as timezone, schedules, lists, maps, rules", False)]
+    if not isinstance(document, dict):  # not a rule file at all: say what it is, quote none of it
+        message = "a rule file is a mapping with keys such as timezone, schedules, lists, maps, rules"
+        return [((), f"{message}; this file is {_kind(document)}", False)]
     return schema_errors(document, FILE, {("rules",): "rule"})
 
 
@@ -93,7 +96,7 @@ def _leaves(errors: Any) -> list[Any]:
 
 def _message(error: Any, items: dict[tuple[Any, ...], str]) -> str:
     value, rule = error.value, error.rule
-    shown = repr(value) if not isinstance(value, (dict, list)) else "a list" if isinstance(value, list) else "a mapping"
+    shown = "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else excerpt(value)
     path = error.document_path
     key: Any = path[-1] if path else "file"
     item = isinstance(key, int)
@@ -101,23 +104,36 @@ def _message(error: Any, items: dict[tuple[Any, ...], str]) -> str:
         noun = items.get(tuple("*" if isinstance(step, int) else step for step in path[:-1]), "item")
         key = f"{noun} {key + 1}"
     if error.code == cerberus.errors.UNKNOWN_FIELD.code:
-        return f"unknown key {key!r}"
+        return f"unknown key {excerpt(key)}"
     if error.code == cerberus.errors.REQUIRED_FIELD.code:
-        return f"missing key {key!r}"
+        return f"missing key {excerpt(key)}"
     if rule == "type":
         wanted = error.constraint if isinstance(error.constraint, str) else " or ".join(error.constraint)
         wanted = wanted.replace("dict", "mapping")
-        return f"{key if item else repr(key)} must be a {wanted}, not {shown}"
+        return f"{key if item else excerpt(key)} must be a {wanted}, not {shown}"
     if rule == "regex":
-        return f"{key!r}: {shown} is not a valid name (letters, digits, _ . -; starting with a letter or _)"
+        return f"{excerpt(key)}: {shown} is not a valid name (letters, digits, _ . -; starting with a letter or _)"
     if rule == "allowed":
-        return f"{key!r}: {shown} is not one of {', '.join(map(str, error.constraint))}"
+        return f"{excerpt(key)}: {shown} is not one of {', '.join(map(str, error.constraint))}"
     if rule == "nullable":
-        return f"{key if item else repr(key)} has no value"
+        return f"{key if item else excerpt(key)} has no value"
     if rule in ("empty", "minlength"):
-        return f"{key!r} must not be empty"
+        return f"{excerpt(key)} must not be empty"
     if rule == "anyof" and key == "on":
         return f"'on' takes an event name, a code, 'poll', or a list of them, not {shown}"
     if rule == "anyof":
-        return f'{key!r}: a list of numbers ("7916*" for a prefix) or {{file: path}}, not {shown}'
-    return f"{key!r}: {rule} {error.constraint!r} (got {shown})"
+        return f'{excerpt(key)}: a list of numbers ("7916*" for a prefix) or {{file: path}}, not {shown}'
+    return f"{excerpt(key)}: {rule} {excerpt(error.constraint)} (got {shown})"
+
+
+def _kind(document: Any) -> str:
+    """What a YAML document that is not a mapping is, in words."""
+    if isinstance(document, list):
+        return f"a list of {len(document)} items"
+    if isinstance(document, bool):
+        return "true or false"
+    if isinstance(document, (int, float)):
+        return "a number"
+    if isinstance(document, str):
+        return "one text"
+    return f"a {type(document).__name__}"

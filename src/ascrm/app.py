@@ -128,7 +128,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         source = rules_source(settings.rules)
-        ruleset = rules or load_rules(source, settings.timezone)
+        ruleset = rules or load_rules(source, settings.timezone, limits=settings.limits.rules)
         store = open_store(settings.state)
         runtime = Runtime(store=store, rules=ruleset)
         runtime.reloader = RuleReloader(
@@ -138,6 +138,7 @@ def create_app(
             clock,
             stats=runtime.stats.reloads,
             settle_seconds=settings.reload.settle_ms / 1000,
+            limits=settings.limits.rules,
         )
         on_sighup = _SighupReload(runtime.reloader)
         stop_watching = asyncio.Event()

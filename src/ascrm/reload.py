@@ -18,6 +18,7 @@ from ascrm.engine import RuleSet
 from ascrm.loadlimits import RuleLimits
 from ascrm.rules import Location, Problem, RulesError, load_rules
 from ascrm.rules.load import rule_files
+from ascrm.settle import Snapshot, settle, snapshot
 from ascrm.sharing import sharing_the_gil
 from ascrm.stats import ReloadStats
 
@@ -40,23 +41,6 @@ class Failure:
     at: datetime
     trigger: str
     problems: tuple[Problem, ...]
-
-
-Fingerprint = tuple[tuple[str, int, int, int] | tuple[str], ...]
-
-
-def fingerprint(files: list[Path]) -> Fingerprint:
-    """Size, modification time and inode of each file (only its name when it is missing): any write
-    or rename over it changes them."""
-    marks: list[tuple[str, int, int, int] | tuple[str]] = []
-    for path in files:
-        try:
-            stat = path.stat()
-        except OSError:
-            marks.append((str(path),))
-            continue
-        marks.append((str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino))
-    return tuple(marks)
 
 
 class RuleReloader:
@@ -117,18 +101,10 @@ class RuleReloader:
             files = [self.source]
         return [*files, *self.rules.data_files]
 
-    async def _settle(self) -> Fingerprint:
-        """Wait until the files have stayed the same for settle_seconds; their fingerprint then."""
-        seen = await anyio.to_thread.run_sync(lambda: fingerprint(self._files()))
-        if self.settle_seconds <= 0:
-            return seen
+    async def _settle(self) -> Snapshot:
+        """Wait until the files have stayed unchanged for settle_seconds; their snapshot then."""
         log.info("rules_settling", source=str(self.source), seconds=self.settle_seconds)
-        while True:
-            await asyncio.sleep(self.settle_seconds)
-            now = await anyio.to_thread.run_sync(lambda: fingerprint(self._files()))
-            if now == seen:
-                return now
-            seen = now
+        return await settle(self._files, self.settle_seconds)
 
     async def _load(self) -> RuleSet | tuple[Problem, ...]:
         """The source's rule set, built in a worker thread; its problems if it has any."""
@@ -143,13 +119,13 @@ class RuleReloader:
         with sharing_the_gil():
             return load_rules(self.source, self._timezone, limits=self._limits)
 
-    async def _reload(self, trigger: str, force: bool, settled: Fingerprint | None) -> ReloadOutcome | None:
+    async def _reload(self, trigger: str, force: bool, settled: Snapshot | None) -> ReloadOutcome | None:
         """The outcome; None when the files changed again while they were loading (settle anew)."""
         async with self._lock:  # one reload at a time; requests go on with the live set meanwhile
             live = self.rules
             fresh = await self._load()
             if settled is not None:
-                now = await anyio.to_thread.run_sync(lambda: fingerprint(self._files()))
+                now = await anyio.to_thread.run_sync(lambda: snapshot(self._files()))
                 if now != settled:
                     log.info("rules_changed_while_loading", source=str(self.source))
                     return None

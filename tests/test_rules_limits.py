@@ -255,3 +255,14 @@ def _assert_quotes_nothing_of(system_file: Path, *texts: str) -> None:
         for piece in line.split(":"):
             if len(piece) >= 6 and piece not in os.fspath(system_file):
                 assert piece not in shown, f"{piece!r} of {system_file} is quoted"
+
+
+def test_a_file_with_thousands_of_mistakes_reports_the_first_hundred(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n" + "".join(f"  - id: r{n}\n    on: CallAccepted\n" for n in range(5000)))  # no `do`
+    result = check(str(rules))
+    assert result.code == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 102, lines[-3:]
+    assert lines[-2] == f"{rules}:202:5: error: … more problems, not shown"
+    assert result.seconds < 10  # a generous bound: cerberus's list schema took minutes

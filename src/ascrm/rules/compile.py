@@ -50,6 +50,17 @@ from ascrm.rules.schema import shape_errors
 _NORMALIZERS: dict[str, Callable[[str], str] | None] = {"none": None, "ru": normalize_ru}
 
 
+MAX_PROBLEMS = 100  # reported per load: a file with thousands of mistakes makes no megabyte answer or log line
+
+
+def _at_most(problems: list[Problem], limit: int) -> list[Problem]:
+    """The first limit problems, then one saying there are more (the file's shape stops being checked
+    past about limit, so how many more is not known)."""
+    if len(problems) <= limit:
+        return problems
+    return [*problems[:limit], Problem(problems[limit].location, "… more problems, not shown")]
+
+
 @dataclass(frozen=True, slots=True)
 class Overrides:
     """Lists and maps, by name, to use instead of the ones the rule files define (a rule test's case)."""
@@ -122,7 +133,7 @@ class _Compiler:
 
     def check(self) -> None:
         if self.problems:
-            raise RulesError(self.problems)
+            raise RulesError(_at_most(self.problems, MAX_PROBLEMS))
 
     def problem(self, file: Path, document: Any, path: tuple[Any, ...], message: str, *, key: bool = False) -> None:
         fallback = Location(file, 1, 1)

@@ -117,6 +117,20 @@ _INT = "tag:yaml.org,2002:int"  # decimal only: '0123' and '+7916…' stay strin
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"  # dates stay text: schedules read them and say which is bad
 
 
+class _Chunks:
+    """The text as a stream libyaml reads a buffer at a time through Python code: between two reads
+    other threads get the GIL (given the whole text, libyaml scans a long scalar in one C call)."""
+
+    def __init__(self, text: str) -> None:
+        self._text, self._at = text, 0
+
+    def read(self, size: int = -1) -> str:
+        """At most size characters more of the text."""
+        start = self._at
+        self._at = len(self._text) if size < 0 else min(len(self._text), start + size)
+        return self._text[start : self._at]
+
+
 class _DuplicateKeyError(Exception):
     def __init__(self, location: Location, message: str) -> None:
         self.location, self.message = location, message
@@ -142,8 +156,8 @@ def read_yaml(file: Path, limits: RuleLimits | None = None) -> Any:
         raise RulesError([Problem(Location(file), f"not UTF-8 text: {exc.reason}")]) from None
     try:
         loader = _make_loader(file)
-        check_events(yaml.parse(text, Loader=loader), limits)
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+        check_events(yaml.parse(_Chunks(text), Loader=loader), limits)
+        return yaml.load(_Chunks(text), Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKeyError as exc:
         raise RulesError([Problem(exc.location, exc.message)]) from None
     except LimitError as exc:

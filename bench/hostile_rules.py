@@ -2,9 +2,10 @@
 
 Writes, in a temporary directory: an alias bomb ("billion laughs", under 600 bytes), a deeply nested
 flow list, a huge file (a comment block past the rule-file size limit), a huge single scalar (an
-unknown time zone of several MB), a mapping with 700,000 keys, and a list file of a million lines
-plus a 10,000-rule set (big but good, for comparison). Runs `ascrm check` on each in its own process and
-reports the exit code, the wall time, the peak RSS (from wait4) and the size of its standard error.
+unknown time zone of several MB), a mapping with 700,000 keys, 5,000 rules without `do`; and, big but
+good for comparison, a 10,000-rule set and a list file of a million lines. Runs `ascrm check` on each
+in its own process and reports the exit code, the wall time, the peak RSS (from wait4) and the size
+of its standard error.
 
 Run: python bench/hostile_rules.py [--json] [--only NAME]
 """
@@ -61,6 +62,11 @@ def many_keys(path: Path, keys: int = 700_000) -> None:
         out.write("}\nrules: []\n")
 
 
+def many_errors(path: Path, rules: int = 5000) -> None:
+    """Rules without `do`: one error each, 5,000 of them."""
+    path.write_text("rules:\n" + "".join(f"  - id: r{n}\n    on: CallAccepted\n" for n in range(rules)))
+
+
 def big_rule_set(path: Path, rules: int = 10_000) -> None:
     """A good set: rules never-matching rules and an answer (as bench/reliability.py writes them)."""
     with path.open("w") as out:
@@ -90,6 +96,7 @@ HOSTILE: dict[str, Callable[[Path], None]] = {
     "huge_file": huge_file,
     "huge_scalar": huge_scalar,
     "many_keys": many_keys,
+    "many_errors": many_errors,
 }
 GOOD: dict[str, Callable[[Path], None]] = {"rules_10000": big_rule_set, "list_1000000": big_list}
 

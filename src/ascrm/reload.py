@@ -73,6 +73,7 @@ class RuleReloader:
         self.last_failure: Failure | None = None
         self.settle_seconds = settle_seconds
         self._limits = limits or RuleLimits()
+        self._settled: Snapshot | None = None  # the files as the last watched reload loaded them
 
     @property
     def rules(self) -> RuleSet:
@@ -87,9 +88,14 @@ class RuleReloader:
         """
         while True:
             settled = await self._settle() if trigger == "watch" else None
-            outcome = await self._reload(trigger, force, settled)
+            if settled is not None and settled == self._settled:  # a save's trailing events: no new load
+                outcome: ReloadOutcome | None = ReloadOutcome("unchanged", self.rules.revision)
+            else:
+                outcome = await self._reload(trigger, force, settled)
             if outcome is not None:
                 break
+        if settled is not None:
+            self._settled = settled
         self._stats.count(outcome.status)
         return outcome
 

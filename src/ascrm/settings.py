@@ -76,7 +76,7 @@ class ReloadSettings:
 
     watch: bool = True
     debounce_ms: int = 300  # an editor's save is several events: wait this long for quiet
-    settle_ms: int = 1000  # a save that breaks the set or loses most rules must stay unchanged this long
+    settle_ms: int = 1000  # a watched change is loaded once the files have stayed unchanged this long
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,20 @@ from ascrm.rules.schema import shape_errors
 _NORMALIZERS: dict[str, Callable[[str], str] | None] = {"none": None, "ru": normalize_ru}
 
 
+MAX_ZONE_NAME = 64  # characters: the longest IANA name has 32
 MAX_PROBLEMS = 100  # reported per load: a file with thousands of mistakes makes no megabyte answer or log line
+
+
+def _known_zone(name: str) -> bool:
+    """Whether name is an IANA time zone; a name longer than any (looked up as a path, a huge one
+    takes a while to refuse) is not."""
+    if len(name) > MAX_ZONE_NAME:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
+        return False
+    return True
 
 
 def _at_most(problems: list[Problem], limit: int) -> list[Problem]:
@@ -157,9 +170,7 @@ class _Compiler:
 
     def settings(self, file: Path, document: MarkedMap) -> tuple[str, Callable[[str], str] | None]:
         zone = document.get("timezone", self.default_timezone)
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
+        if not _known_zone(zone):
             message = f"unknown time zone {excerpt(zone)} (an IANA name: Europe/Moscow)"
             self.problem(file, document, ("timezone",), message)
             zone = self.default_timezone

@@ -146,7 +146,7 @@ def parse_schedule(spec: Mapping[str, Any], default_timezone: str) -> Schedule:
 
 def _zone(name: object) -> ZoneInfo:
     """The ZoneInfo for an IANA zone name, else ScheduleError(key="timezone")."""
-    if not isinstance(name, str) or name == "localtime":
+    if not isinstance(name, str) or name == "localtime" or len(name) > 64:  # IANA names have at most 32
         raise ScheduleError("timezone", f"must be an IANA time zone name, got {excerpt(name)}")
     try:
         return ZoneInfo(name)

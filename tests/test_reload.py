@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -295,5 +296,54 @@ def test_a_watched_save_that_drops_most_rules_is_taken_once_it_settles(tmp_path:
             assert wait_for(lambda: prompt(http, 5) == "prompt_small", deadline=10)
         assert server.logged("rules_settling")
         assert server.logged("rules_reloaded")[-1]["rule_count"] == 1
+    finally:
+        server.stop()
+
+
+def test_a_slow_two_part_save_is_served_only_once_whole(tmp_path: Path) -> None:
+    """5 of 7 rules parse and would be served at once; they wait for the settle time, and so are never served."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rule_set("v1", fillers=6))  # 7 rules
+    whole = rule_set("v2", fillers=5) + "  - id: filler_last\n    on: CallAccepted\n    if: {AN: '1'}\n    do: Hangup\n"
+    half = whole[: whole.index("  - id: answer_v2")]  # the first 5 rules: a good set answering nothing
+    config = platform_config(rules=str(rules), reload={"debounce_ms": 50, "settle_ms": 1000})
+    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    try:
+        with server.client() as http:
+            assert prompt(http, 1) == "prompt_v1"
+            answers: list[str] = []
+            with rules.open("w") as out:
+                out.write(half)
+            stop_at = time.monotonic() + 0.6  # less than the settle time
+            while time.monotonic() < stop_at:
+                answers.append(prompt(http, 100 + len(answers)))
+            with rules.open("a") as out:
+                out.write(whole[len(half) :])
+
+            def whole_served() -> bool:
+                answers.append(prompt(http, 100 + len(answers)))
+                return answers[-1] == "prompt_v2"
+
+            assert wait_for(whole_served, deadline=10)
+        assert set(answers) == {"prompt_v1", "prompt_v2"}, sorted(set(answers))  # never "" (the 5 rules)
+        assert [line["rule_count"] for line in server.logged("rules_reloaded")] == [7]
+    finally:
+        server.stop()
+
+
+def test_an_admin_reload_does_not_wait_for_a_watched_save_to_settle(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD)
+    config = platform_config(rules=str(rules), reload={"debounce_ms": 50, "settle_ms": 20000})
+    config["auth"]["admin"] = [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}]
+    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]})
+    try:
+        with server.client() as http, server.client(auth=ADMIN) as admin:
+            rules.write_text(GOOD.replace("hello_v1", "hello_v2"))
+            assert server.logged("rules_settling")  # the watcher waits for 20 s of quiet…
+            started = time.monotonic()
+            assert admin.post("/admin/reload").json()["status"] == "reloaded"  # … the admin does not
+            assert prompt(http, 1) == "hello_v2"
+            assert time.monotonic() - started < 10
     finally:
         server.stop()

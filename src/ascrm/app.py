@@ -147,7 +147,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         source = rules_source(settings.rules)
-        ruleset = rules or load_rules(source, settings.timezone)
+        ruleset = rules or load_rules(source, settings.timezone, limits=settings.limits.rules)
         store = open_store(settings.state)
         readiness = Readiness(store, settings.health.check_interval_ms / 1000, settings.state.timeout_ms / 1000)
         runtime = Runtime(
@@ -164,6 +164,7 @@ def create_app(
             clock,
             stats=runtime.stats.reloads,
             settle_seconds=settings.reload.settle_ms / 1000,
+            limits=settings.limits.rules,
         )
         on_sighup = _SighupReload(runtime.reloader)
         stopping = asyncio.Event()

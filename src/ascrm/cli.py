@@ -17,6 +17,7 @@ from ascrm.auth import Credential, hash_password
 from ascrm.engine import RuleSet
 from ascrm.errors import AscrmError, ListenError
 from ascrm.listener import EXIT_CANNOT_LISTEN, bind
+from ascrm.loadlimits import RuleLimits
 from ascrm.rules import RulesError, load_rules, rules_source
 from ascrm.settings import Settings, load_settings, trusted_proxies
 
@@ -62,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", type=Path, nargs="?", help="rules file or folder (default: as `serve` would)")
     check.add_argument("--strict", action="store_true", help="warnings fail the check too")
     check.add_argument("--timezone", default="Europe/Moscow", help="zone for files that name none")
+    check.add_argument(
+        "--config", type=Path, help="config file whose limits.rules apply (default: the built-in limits)"
+    )
     check.set_defaults(func=_check)
 
     hashing = commands.add_parser("hash-password", help="print a password_hash for the config")
@@ -109,7 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    rules = _load_rules(settings.rules, settings.timezone)
+    rules = _load_rules(settings.rules, settings.timezone, settings.limits.rules)
     if rules is None:
         return 2
     sockets = bind(settings.listen.host, settings.listen.port)  # a taken port: one error line, before anything starts
@@ -127,11 +131,11 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_rules(configured: Path | None, timezone: str) -> RuleSet | None:
+def _load_rules(configured: Path | None, timezone: str, limits: RuleLimits) -> RuleSet | None:
     """The compiled rules, with warnings printed; None (after printing why) when they have errors."""
     source = rules_source(configured)
     try:
-        rules = load_rules(source, timezone)
+        rules = load_rules(source, timezone, limits=limits)
     except RulesError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -144,7 +148,8 @@ def _load_rules(configured: Path | None, timezone: str) -> RuleSet | None:
 
 def _check(args: argparse.Namespace) -> int:
     source = rules_source(args.path)
-    rules = _load_rules(source, args.timezone)
+    limits = load_settings(args.config).limits.rules if args.config else RuleLimits()
+    rules = _load_rules(source, args.timezone, limits)
     if rules is None:
         return 1
     files = ", ".join(str(path) for path in rules.files)

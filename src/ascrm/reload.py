@@ -15,7 +15,11 @@ import structlog
 import watchfiles
 
 from ascrm.engine import RuleSet
+from ascrm.loadlimits import RuleLimits
 from ascrm.rules import Location, Problem, RulesError, load_rules
+from ascrm.rules.load import rule_files
+from ascrm.settle import Snapshot, settle, snapshot
+from ascrm.sharing import sharing_the_gil
 from ascrm.stats import ReloadStats
 
 log = structlog.get_logger("ascrm.reload")
@@ -39,28 +43,13 @@ class Failure:
     problems: tuple[Problem, ...]
 
 
-_SETTLE_ROUNDS = 5  # at most this many waits, for files that keep changing
-
-
-def _shrank(live: RuleSet, fresh: RuleSet) -> bool:
-    """Whether fresh has lost more than half of live's rules (and live has a few)."""
-    return len(live.rules) >= 4 and len(fresh.rules) * 2 < len(live.rules)
-
-
-def _same(one: RuleSet | tuple[Problem, ...], other: RuleSet | tuple[Problem, ...]) -> bool:
-    """Whether two loads found the same: one revision, or the same problems."""
-    if isinstance(one, RuleSet) and isinstance(other, RuleSet):
-        return one.revision == other.revision
-    return one == other
-
-
 class RuleReloader:
     """Loads the rules source off the event loop and swaps the result into `holder.rules` in one step.
 
     A set with any error is rejected whole and the last good set keeps serving. So is a set that
-    suddenly has no rules while the live one has some (a file caught half-written, a deleted folder's
-    leftovers), unless the reload is forced. A watched change that breaks the set or loses more than
-    half of its rules is judged only after the files stayed unchanged for settle_seconds.
+    suddenly has no rules while the live one has some (a deleted folder's leftovers), unless the reload
+    is forced. A watched change is loaded only once the files have stayed unchanged for settle_seconds,
+    whatever they hold: a file caught half-written is never served, even when the half parses.
     """
 
     def __init__(
@@ -72,6 +61,7 @@ class RuleReloader:
         *,
         stats: ReloadStats | None = None,
         settle_seconds: float = 1.0,
+        limits: RuleLimits | None = None,
     ) -> None:
         self._holder = holder  # anything with a `rules: RuleSet` attribute (the app's Runtime)
         self._stats = stats or ReloadStats()
@@ -82,6 +72,8 @@ class RuleReloader:
         self.loaded_at = clock()
         self.last_failure: Failure | None = None
         self.settle_seconds = settle_seconds
+        self._limits = limits or RuleLimits()
+        self._settled: Snapshot | None = None  # the files as the last watched reload loaded them
 
     @property
     def rules(self) -> RuleSet:
@@ -90,36 +82,59 @@ class RuleReloader:
         return rules
 
     async def reload(self, *, trigger: str, force: bool = False) -> ReloadOutcome:
-        """Load, check and compile the source; swap it in when it is good and new."""
-        outcome = await self._reload(trigger, force)
+        """Load, check and compile the source; swap it in when it is good and new.
+
+        A watched change first waits for the files to settle; SIGHUP and the admin endpoint load at once.
+        """
+        while True:
+            settled = await self._settle() if trigger == "watch" else None
+            if settled is not None and settled == self._settled:  # a save's trailing events: no new load
+                outcome: ReloadOutcome | None = ReloadOutcome("unchanged", self.rules.revision)
+            else:
+                outcome = await self._reload(trigger, force, settled)
+            if outcome is not None:
+                break
+        if settled is not None:
+            self._settled = settled
         self._stats.count(outcome.status)
         return outcome
+
+    def _files(self) -> list[Path]:
+        """The rule files of the source and the list and map files of the live set."""
+        try:
+            files = rule_files(self.source)
+        except RulesError:
+            files = [self.source]
+        return [*files, *self.rules.data_files]
+
+    async def _settle(self) -> Snapshot:
+        """Wait until the files have stayed unchanged for settle_seconds; their snapshot then."""
+        log.info("rules_settling", source=str(self.source), seconds=self.settle_seconds)
+        return await settle(self._files, self.settle_seconds)
 
     async def _load(self) -> RuleSet | tuple[Problem, ...]:
         """The source's rule set, built in a worker thread; its problems if it has any."""
         try:
-            return await anyio.to_thread.run_sync(load_rules, self.source, self._timezone)
+            return await anyio.to_thread.run_sync(self._load_now)
         except RulesError as exc:
             return tuple(exc.problems)
         except Exception as exc:  # any failure to read leaves the live set serving
             return (Problem(Location(self.source), f"cannot load: {exc}"),)
 
-    async def _reload(self, trigger: str, force: bool) -> ReloadOutcome:
+    def _load_now(self) -> RuleSet:
+        with sharing_the_gil():
+            return load_rules(self.source, self._timezone, limits=self._limits)
+
+    async def _reload(self, trigger: str, force: bool, settled: Snapshot | None) -> ReloadOutcome | None:
+        """The outcome; None when the files changed again while they were loading (settle anew)."""
         async with self._lock:  # one reload at a time; requests go on with the live set meanwhile
             live = self.rules
             fresh = await self._load()
-            # A watched save that breaks the rules or drops most of them may be a file caught half-
-            # written: judge it only once the files have stayed the same for a while (the rest of a
-            # write changes them, and the next look sees the whole file).
-            for _ in range(_SETTLE_ROUNDS):
-                if trigger != "watch" or not (isinstance(fresh, tuple) or _shrank(live, fresh)):
-                    break
-                log.info("rules_settling", source=str(self.source), seconds=self.settle_seconds)
-                await asyncio.sleep(self.settle_seconds)
-                again = await self._load()
-                if _same(again, fresh):
-                    break
-                fresh = again
+            if settled is not None:
+                now = await anyio.to_thread.run_sync(lambda: snapshot(self._files()))
+                if now != settled:
+                    log.info("rules_changed_while_loading", source=str(self.source))
+                    return None
             if isinstance(fresh, tuple):
                 return self._reject(trigger, fresh)
             if fresh.revision == live.revision:
@@ -132,14 +147,18 @@ class RuleReloader:
                 return self._reject(trigger, (Problem(Location(self.source), message),))
             self._holder.rules = fresh
             self.loaded_at = self._clock()
+            previous = live.revision
+            retired = [live]  # freed in a worker thread: a big set's millions of objects take a while
+            del live
             log.info(
                 "rules_reloaded",
                 trigger=trigger,
                 revision=fresh.revision,
-                previous=live.revision,
+                previous=previous,
                 rule_count=len(fresh.rules),
                 warnings=[str(warning) for warning in fresh.warnings],
             )
+            await anyio.to_thread.run_sync(retired.clear)
             return ReloadOutcome("reloaded", fresh.revision)
 
     def _reject(self, trigger: str, problems: tuple[Problem, ...]) -> ReloadOutcome:

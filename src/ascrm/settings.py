@@ -16,6 +16,7 @@ import yaml
 
 from ascrm.auth import Credential, PasswordHash
 from ascrm.errors import ConfigError
+from ascrm.loadlimits import RuleLimits
 from ascrm.login import LoginLimits
 from ascrm.protocol import NoopAnswer
 
@@ -51,7 +52,8 @@ class TLS:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on what a request or a connection may cost, and how long each phase may take."""
+    """Bounds on what a request or a connection may cost, how long each phase may take, and on the rule
+    files ascrm reads (`limits.rules`)."""
 
     max_body_bytes: int = 64 * 1024
     max_url_bytes: int = 8 * 1024  # the request target; longer: 414
@@ -63,6 +65,7 @@ class Limits:
     tls_handshake_timeout_seconds: float = 10.0
     max_connections: int = 4096  # open at once; more are closed at accept (lowered to fit the open-file limit)
     shutdown_idle_grace_seconds: float = 1.0  # on SIGTERM, an idle connection may still deliver a request this long
+    rules: RuleLimits = field(default_factory=RuleLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,7 @@ class ReloadSettings:
 
     watch: bool = True
     debounce_ms: int = 300  # an editor's save is several events: wait this long for quiet
-    settle_ms: int = 1000  # a save that breaks the set or loses most rules must stay unchanged this long
+    settle_ms: int = 1000  # a watched change is loaded once the files have stayed unchanged this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +262,16 @@ SCHEMA: dict[str, Any] = {
             "tls_handshake_timeout_seconds": {"type": "number", "min": 0.1, "max": 3600},
             "max_connections": {"type": "integer", "min": 1},
             "shutdown_idle_grace_seconds": {"type": "number", "min": 0, "max": 60},
+            "rules": {
+                "type": "dict",
+                "schema": {
+                    "file_bytes": {"type": "integer", "min": 1024},
+                    "nodes": {"type": "integer", "min": 100},
+                    "depth": {"type": "integer", "min": 8, "max": 500},
+                    "data_file_bytes": {"type": "integer", "min": 1024},
+                    "data_file_lines": {"type": "integer", "min": 1},
+                },
+            },
         },
     },
     "protocol": {
@@ -391,9 +404,9 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
 
 def _limits(values: dict[str, Any]) -> Limits:
     converted: dict[str, Any] = {
-        key: float(value) if key.endswith("_seconds") else value for key, value in values.items()
+        key: float(value) if key.endswith("_seconds") else value for key, value in values.items() if key != "rules"
     }
-    return Limits(**converted)
+    return Limits(**converted, rules=RuleLimits(**values.get("rules", {})))
 
 
 def _decision_log(log: dict[str, Any], base: Path) -> DecisionLogFile | None:

@@ -10,6 +10,7 @@ from typing import Any
 from ascrm.calls.state import CallState
 from ascrm.protocol import FULL_NUMBER_ACTIONS, Action, CallEvent, national_number, param_error, parse_code
 from ascrm.rules.conditions import NUMBER_FIELDS, STRING_FIELDS, Getter, getter
+from ascrm.rules.excerpt import excerpt
 
 Normalize = Callable[[str], str]
 
@@ -72,7 +73,7 @@ class Template:
             if value is None:
                 return f"{{{shown}}}: {name} has no value"
             if table is not None and table.get(normalize(value) if normalize is not None else value) is None:
-                return f"{{{shown}}}: {name} {value!r} is not a key of map {table_name}"
+                return f"{{{shown}}}: {name} {excerpt(value)} is not a key of map {table_name}"
         return None
 
 
@@ -94,20 +95,20 @@ def parse_template(text: str, maps: Mapping[str, Mapping[str, str]], normalize: 
             continue
         name, key = match.group(1), match.group(2)
         if name is None:
-            raise ActionError((), f"stray {token!r} in {text!r} (write {{{{ or }}}} for a literal brace)")
+            raise ActionError((), f"stray {excerpt(token)} in {excerpt(text)} (write {{{{ or }}}} for a literal brace)")
         if literal:
             parts.append(literal)
             literal = ""
         if key is None:
             if name not in STRING_FIELDS:
-                raise ActionError((), f"unknown field {{{name}}} in {text!r} (known: {_FIELDS})")
+                raise ActionError((), f"unknown field {{{name}}} in {excerpt(text)} (known: {_FIELDS})")
             parts.append((getter(name), None, None))
             names.append((name, None))
         else:
             if name not in maps:
-                raise ActionError((), f"no map named {name!r} in {text!r}")
+                raise ActionError((), f"no map named {excerpt(name)} in {excerpt(text)}")
             if key not in STRING_FIELDS:
-                raise ActionError((), f"unknown field {key!r} in {text!r} (known: {_FIELDS})")
+                raise ActionError((), f"unknown field {excerpt(key)} in {excerpt(text)} (known: {_FIELDS})")
             parts.append((getter(key), maps[name], normalize if key in NUMBER_FIELDS else None))
             names.append((key, name))
     literal += text[position:]
@@ -137,7 +138,7 @@ def parse_action(
     if param is None:
         param = ""
     if isinstance(param, bool) or not isinstance(param, (str, int)):
-        raise ActionError((name,), f"{action.name}'s param is text, not {param!r}")
+        raise ActionError((name,), f"{action.name}'s param is text, not {excerpt(param)}")
     try:
         template = parse_template(str(param), maps, normalize)
     except ActionError as exc:
@@ -156,7 +157,7 @@ def parse_action(
         ):
             problem = None
         if problem is not None:
-            raise ActionError((name,), f"{action.name} param {literal!r} {problem}")
+            raise ActionError((name,), f"{action.name} param {excerpt(literal)} {problem}")
     return action, template
 
 
@@ -164,7 +165,7 @@ def _action(name: Any) -> Action:
     action = parse_code(name, Action) if isinstance(name, (str, int)) and not isinstance(name, bool) else None
     if not isinstance(action, Action):
         known = ", ".join(member.name for member in Action)
-        raise ActionError((), f"unknown action {name!r} (known: {known})")
+        raise ActionError((), f"unknown action {excerpt(name)} (known: {known})")
     return action
 
 

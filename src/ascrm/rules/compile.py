@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ascrm.engine import RuleSet
+from ascrm.loadlimits import RuleLimits
 from ascrm.protocol import FULL_NUMBER_ACTIONS, Action, EventType, ServiceType, param_error, parse_code
 from ascrm.rules.actions import ActionError, parse_action
 from ascrm.rules.conditions import (
@@ -20,6 +21,7 @@ from ascrm.rules.conditions import (
     compile_conditions,
     schedule_path,
 )
+from ascrm.rules.excerpt import excerpt
 from ascrm.rules.explain import Check, build_checks
 from ascrm.rules.index import Hint, build_index
 from ascrm.rules.lists import (
@@ -49,6 +51,30 @@ from ascrm.rules.services import admits, only
 _NORMALIZERS: dict[str, Callable[[str], str] | None] = {"none": None, "ru": normalize_ru}
 
 
+MAX_ZONE_NAME = 64  # characters: the longest IANA name has 32
+MAX_PROBLEMS = 100  # reported per load: a file with thousands of mistakes makes no megabyte answer or log line
+
+
+def _known_zone(name: str) -> bool:
+    """Whether name is an IANA time zone; a name longer than any (looked up as a path, a huge one
+    takes a while to refuse) is not."""
+    if len(name) > MAX_ZONE_NAME:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
+        return False
+    return True
+
+
+def _at_most(problems: list[Problem], limit: int) -> list[Problem]:
+    """The first limit problems, then one saying there are more (the file's shape stops being checked
+    past about limit, so how many more is not known)."""
+    if len(problems) <= limit:
+        return problems
+    return [*problems[:limit], Problem(problems[limit].location, "… more problems, not shown")]
+
+
 @dataclass(frozen=True, slots=True)
 class Overrides:
     """Lists and maps, by name, to use instead of the ones the rule files define (a rule test's case)."""
@@ -58,17 +84,25 @@ class Overrides:
 
 
 def load_rules(
-    source: Path, default_timezone: str, *, explain: bool = False, overrides: Overrides | None = None
+    source: Path,
+    default_timezone: str,
+    *,
+    explain: bool = False,
+    overrides: Overrides | None = None,
+    limits: RuleLimits | None = None,
 ) -> RuleSet:
     """Read, check and compile a rules file or folder; RulesError lists every problem found.
 
     explain: also compile each rule's conditions one by one, for `rules.explain` (tools; the server
-    never does). overrides: lists and maps replacing the defined ones of the same names.
+    never does). overrides: lists and maps replacing the defined ones of the same names. limits: the
+    bounds on file sizes and YAML documents (RuleLimits() when not given).
     """
     files = rule_files(source)
     if not files:
         raise RulesError([Problem(Location(source), "no rule files (*.yaml, *.yml) in this folder")])
-    compiler = _Compiler(default_timezone, explain=explain, overrides=overrides or Overrides())
+    compiler = _Compiler(
+        default_timezone, explain=explain, overrides=overrides or Overrides(), limits=limits or RuleLimits()
+    )
     for file in files:
         compiler.read(file)
     compiler.check()
@@ -94,8 +128,9 @@ def load_rules(
 class _Compiler:
     """Collects definitions, rules and problems across the files of one rule set."""
 
-    def __init__(self, default_timezone: str, *, explain: bool, overrides: Overrides) -> None:
+    def __init__(self, default_timezone: str, *, explain: bool, overrides: Overrides, limits: RuleLimits) -> None:
         self.default_timezone = default_timezone
+        self.limits = limits
         self.explain = explain
         self.overrides = overrides
         self.documents: list[tuple[Path, MarkedMap]] = []
@@ -113,7 +148,7 @@ class _Compiler:
 
     def check(self) -> None:
         if self.problems:
-            raise RulesError(self.problems)
+            raise RulesError(_at_most(self.problems, MAX_PROBLEMS))
 
     def problem(self, file: Path, document: Any, path: tuple[Any, ...], message: str, *, key: bool = False) -> None:
         fallback = Location(file, 1, 1)
@@ -122,7 +157,7 @@ class _Compiler:
 
     def read(self, file: Path) -> None:
         try:
-            document = read_yaml(file)
+            document = read_yaml(file, self.limits)
         except RulesError as exc:
             self.problems += exc.problems
             return
@@ -137,10 +172,9 @@ class _Compiler:
 
     def settings(self, file: Path, document: MarkedMap) -> tuple[str, Callable[[str], str] | None]:
         zone = document.get("timezone", self.default_timezone)
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            self.problem(file, document, ("timezone",), f"unknown time zone {zone!r} (an IANA name: Europe/Moscow)")
+        if not _known_zone(zone):
+            message = f"unknown time zone {excerpt(zone)} (an IANA name: Europe/Moscow)"
+            self.problem(file, document, ("timezone",), message)
             zone = self.default_timezone
         return zone, _NORMALIZERS[document.get("normalize", "none")]
 
@@ -148,7 +182,7 @@ class _Compiler:
         where = key_location(document, (kind, name), Location(file))
         first = self.defined_at.get((kind, name))
         if first is not None:
-            self.problems.append(Problem(where, f"{kind[:-1]} {name!r} is defined twice (first at {first})"))
+            self.problems.append(Problem(where, f"{kind[:-1]} {excerpt(name)} is defined twice (first at {first})"))
             return False
         self.defined_at[(kind, name)] = where
         return True
@@ -162,7 +196,7 @@ class _Compiler:
                 self.schedules[name] = parse_schedule(spec, zone)
             except ScheduleError as exc:
                 at = ("schedules", name, *schedule_path(spec, exc.key))
-                self.problem(file, document, at, f"schedule {name!r}: {exc}")
+                self.problem(file, document, at, f"schedule {excerpt(name)}: {exc}")
         for name, spec in (document.get("lists") or {}).items():
             if self.define("lists", name, file, document):
                 self.list_of(file, document, name, spec, normalize)
@@ -175,9 +209,8 @@ class _Compiler:
             defined = sorted(name for (what, name) in self.defined_at if what == kind)
             for name in given:
                 if name not in defined:
-                    message = (
-                        f"no {kind[:-1]} named {name!r} to replace (the rules define: {', '.join(defined) or 'none'})"
-                    )
+                    names = ", ".join(defined) or "none"
+                    message = f"no {kind[:-1]} named {excerpt(name)} to replace (the rules define: {names})"
                     self.problems.append(Problem(Location(source), message))
 
     def list_of(self, file: Path, doc: MarkedMap, name: str, spec: Any, normalize: Any) -> None:
@@ -187,7 +220,7 @@ class _Compiler:
             elif isinstance(spec, dict):
                 path = file.parent / spec["file"]
                 self.data_files.append(path)
-                self.lists[name] = load_list_file(path, normalize)
+                self.lists[name] = load_list_file(path, normalize, limits=self.limits)
                 self.digest.update(path.read_bytes())
             else:
                 self.lists[name] = number_list(spec, normalize)
@@ -196,7 +229,7 @@ class _Compiler:
 
     def map_of(self, file: Path, doc: MarkedMap, name: str, spec: Any, normalize: Any) -> None:
         if set(spec) == {"file"} and (not isinstance(spec["file"], str) or not spec["file"]):
-            self.problem(file, doc, ("maps", name, "file"), f"map {name!r}: file: takes the path of a CSV file")
+            self.problem(file, doc, ("maps", name, "file"), f"map {excerpt(name)}: file: takes the path of a CSV file")
             return
         try:
             if name in self.overrides.maps:
@@ -204,7 +237,7 @@ class _Compiler:
             elif set(spec) == {"file"}:
                 path = file.parent / spec["file"]
                 self.data_files.append(path)
-                self.maps[name] = load_map_file(path, normalize)
+                self.maps[name] = load_map_file(path, normalize, limits=self.limits)
                 self.digest.update(path.read_bytes())
             else:
                 self.maps[name] = inline_map(spec, normalize)
@@ -221,7 +254,7 @@ class _Compiler:
         elif exc.path is not None:
             at = (*at, "file")
         message = exc.message if exc.path is None else f"{exc.path}: {exc.message}"
-        self.problem(file, doc, at, f"{at[0][:-1]} {at[1]!r}: {message}")
+        self.problem(file, doc, at, f"{at[0][:-1]} {excerpt(at[1])}: {message}")
 
     def rules_of(self, file: Path, document: MarkedMap) -> None:
         zone, normalize = self.settings(file, document)
@@ -231,7 +264,7 @@ class _Compiler:
             where = locate(document, (*at, "id"), Location(file))
             first = self.defined_at.get(("rules", rule_id))
             if first is not None:
-                self.problems.append(Problem(where, f"rule id {rule_id!r} is used twice (first at {first})"))
+                self.problems.append(Problem(where, f"rule id {excerpt(rule_id)} is used twice (first at {first})"))
                 continue
             self.defined_at[("rules", rule_id)] = where
             events = self.events(file, document, at, raw["on"])
@@ -241,20 +274,21 @@ class _Compiler:
                 try:
                     condition = compile_conditions(raw["if"], defs)
                 except ConditionError as exc:
-                    message = f"rule {rule_id!r}: {exc.message}"
+                    message = f"rule {excerpt(rule_id)}: {exc.message}"
                     self.problem(file, document, (*at, "if", *exc.path), message, key=exc.about_key)
                     continue
             try:
                 action, template = parse_action(raw["do"], self.maps, normalize)
             except ActionError as exc:
-                self.problem(file, document, (*at, "do", *exc.path), f"rule {rule_id!r}: {exc.message}")
+                self.problem(file, document, (*at, "do", *exc.path), f"rule {excerpt(rule_id)}: {exc.message}")
                 continue
             if events is None:
                 continue
             literal = template.literal
             self.normalized_number(file, document, (*at, "do"), raw, action=action, literal=literal)
             if literal is not None and POLL not in events and param_error(action, literal) is not None:
-                message = f"rule {rule_id!r}: TransferPBX param {literal!r}: this form is for outgoing-call polls"
+                message = f"rule {excerpt(rule_id)}: TransferPBX param {excerpt(literal)}: this form is for"
+                message += " outgoing-call polls"
                 self.problem(file, document, (*at, "do"), f"{message} (on: poll); answers to events take PBX…")
                 continue
             unfit = poll_param_error(raw.get("if"), action, literal) if POLL in events else None
@@ -296,7 +330,7 @@ class _Compiler:
             if code is None or int(code) < 0:
                 names = ", ".join(member.name for member in EventType)
                 path = (*at, "on", index) if isinstance(spec, list) else (*at, "on")
-                self.problem(file, document, path, f"unknown event {item!r} (known: {names}, poll, or a code)")
+                self.problem(file, document, path, f"unknown event {excerpt(item)} (known: {names}, poll, or a code)")
                 return None
             found.add(int(code))
         return frozenset(found)

@@ -18,6 +18,7 @@ from ascrm.protocol import (
     ServiceType,
     parse_code,
 )
+from ascrm.rules.excerpt import excerpt
 from ascrm.rules.lists import NumberList, number_list
 from ascrm.rules.regex import PatternError, compile_pattern
 from ascrm.rules.schedule import Schedule, ScheduleError, parse_schedule
@@ -88,7 +89,7 @@ def compile_conditions(spec: Mapping[str, Any], defs: Definitions, *, top: bool 
     for key, value in spec.items():
         if key not in CONDITIONS:
             known = ", ".join(CONDITIONS)
-            raise ConditionError((key,), f"unknown condition {key!r} (known: {known})", about_key=True)
+            raise ConditionError((key,), f"unknown condition {excerpt(key)} (known: {known})", about_key=True)
         try:
             parts.append(_condition(key, value, defs, top=top))
         except ConditionError as exc:
@@ -153,7 +154,7 @@ def string_matcher(
         except ValueError as exc:
             raise ConditionError((), str(exc)) from None
         if not numbers.prefixes:  # a plain set: one hash look-up (None is never in it)
-            exact = numbers.exact
+            exact = frozenset(numbers.exact)  # already one, for a list written in the rule
             return exact.__contains__, exact
         return (lambda value: value is not None and value in numbers), None
     if not isinstance(spec, dict) or len(spec) != 1:
@@ -163,7 +164,7 @@ def string_matcher(
         entries = [_text(item) for item in _as_list(argument)]
         for entry in entries:
             if "*" in entry or not entry.strip():
-                raise ConditionError((kind,), f"prefix {entry!r}: write the digits a number starts with, no '*'")
+                raise ConditionError((kind,), f"prefix {excerpt(entry)}: write the digits a number starts with, no '*'")
         numbers = number_list([entry + "*" for entry in entries], normalize)
         return (lambda value: value is not None and value in numbers), None
     if kind == "regex":
@@ -182,16 +183,16 @@ def string_matcher(
         if isinstance(name, str) and name in defs.maps:
             table = defs.maps[name]
             return (lambda value: value is not None and value in table), None
-        raise ConditionError((kind,), f"no list or map named {name!r}")
+        raise ConditionError((kind,), f"no list or map named {excerpt(name)}")
     if kind == "not":
         inner, _ = string_matcher(argument, defs, normalize)
         return (lambda value: not inner(value)), None
-    raise ConditionError((kind,), f"unknown matcher {kind!r} (use prefix, regex, in or not)", about_key=True)
+    raise ConditionError((kind,), f"unknown matcher {excerpt(kind)} (use prefix, regex, in or not)", about_key=True)
 
 
 def _text(item: Any) -> str:
     if isinstance(item, bool) or not isinstance(item, (str, int)):
-        raise ConditionError((), f"expected a number or text, not {item!r}")
+        raise ConditionError((), f"expected a number or text, not {excerpt(item)}")
     return str(item)
 
 
@@ -205,7 +206,7 @@ def _time(value: Any, defs: Definitions) -> Predicate:
         negate, value = True, value["not"]
     if isinstance(value, str):
         if value not in defs.schedules:
-            raise ConditionError((), f"no schedule named {value!r}")
+            raise ConditionError((), f"no schedule named {excerpt(value)}")
         schedule = defs.schedules[value]
     elif isinstance(value, dict):
         try:
@@ -248,7 +249,7 @@ def _codes(value: Any, table: type[EventType] | type[ServiceType], key: str) -> 
         code = parse_code(item, table) if isinstance(item, (str, int)) else None
         if code is None:
             names = ", ".join(member.name for member in table)
-            raise ConditionError((), f"{key}: unknown {table.__name__} {item!r} (known: {names}, or a number)")
+            raise ConditionError((), f"{key}: unknown {table.__name__} {excerpt(item)} (known: {names}, or a number)")
         codes.add(int(code))
     return frozenset(codes)
 
@@ -259,7 +260,7 @@ def _transfer_result(item: Any) -> str:
     if (isinstance(item, int) and not isinstance(item, bool)) or (isinstance(item, str) and item.isdigit()):
         return str(item)
     names = ", ".join(TRANSFER_RESULTS)
-    raise ConditionError((), f"last_transfer_result: {item!r} is not one of {names} or a result code")
+    raise ConditionError((), f"last_transfer_result: {excerpt(item)} is not one of {names} or a result code")
 
 
 def _duration(key: str, value: Any) -> Predicate:
@@ -270,9 +271,10 @@ def _duration(key: str, value: Any) -> Predicate:
     checks = []
     for name, limit in value.items():
         if name not in _COMPARISONS:
-            raise ConditionError((name,), f"unknown comparison {name!r} (gt, ge, lt, le, eq, ne)", about_key=True)
+            message = f"unknown comparison {excerpt(name)} (gt, ge, lt, le, eq, ne)"
+            raise ConditionError((name,), message, about_key=True)
         if isinstance(limit, bool) or not isinstance(limit, (int, float)):
-            raise ConditionError((name,), f"{key}.{name} takes a number of seconds, not {limit!r}")
+            raise ConditionError((name,), f"{key}.{name} takes a number of seconds, not {excerpt(limit)}")
         checks.append((_COMPARISONS[name], float(limit)))
     since = "connected_at" if key == "talk_seconds" else "started_at"
 

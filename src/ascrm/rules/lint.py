@@ -17,6 +17,7 @@ from ascrm.protocol import (
     code_name,
     parse_code,
 )
+from ascrm.rules.excerpt import excerpt
 from ascrm.rules.load import Problem
 from ascrm.rules.rule import POLL
 from ascrm.rules.services import admits, only
@@ -31,7 +32,7 @@ def lint(rules: Sequence[CompiledRule], raw_rules: Sequence[Mapping[str, Any]]) 
     warnings: list[Problem] = []
     for rule, raw in zip(rules, raw_rules, strict=True):
         for message in _platform_semantics(rule, raw):
-            warnings.append(Problem(rule.location, f"rule {rule.id!r}: {message}", "warning"))
+            warnings.append(Problem(rule.location, f"rule {excerpt(rule.id)}: {message}", "warning"))
     warnings += _unreachable(rules)
     return warnings
 
@@ -78,7 +79,7 @@ def _unreachable(rules: Sequence[CompiledRule]) -> list[Problem]:
                 shared = shared - {POLL}  # a one-shot poll rule lets later poll rules answer later polls
             if shared and shared == rule.events:
                 message = (
-                    f"rule {rule.id!r} can never match: rule {earlier.id!r} ({earlier.location}) "
+                    f"rule {excerpt(rule.id)} can never match: rule {excerpt(earlier.id)} ({earlier.location}) "
                     "has no conditions and always answers first"
                 )
                 warnings.append(Problem(rule.location, message, "warning"))

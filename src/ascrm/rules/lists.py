@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ascrm.errors import AscrmError
+from ascrm.loadlimits import RuleLimits
+from ascrm.rules.excerpt import excerpt
 
 Normalize = Callable[[str], str]
 
@@ -46,7 +49,7 @@ def normalize_ru(number: str) -> str:
 class NumberList:
     """Exact numbers and prefixes ('7916555*'); membership in O(number length)."""
 
-    exact: frozenset[str]
+    exact: AbstractSet[str]  # a frozenset; a big list's a ShardedSet
     prefixes: frozenset[str]
     prefix_lengths: tuple[int, ...]  # distinct prefix lengths, ascending
 
@@ -78,33 +81,95 @@ class _EntryError(Exception):
         self.message = message
 
 
-def _build(entries: list[str], normalize: Normalize | None) -> NumberList:
-    """A NumberList from stripped entries; raises _EntryError naming the first bad entry."""
+_NUMBERISH = frozenset("0123456789+*-.() \t\u00a0")
+
+
+def quote_from_file(text: str) -> str:
+    """An excerpt of a list or map file's entry when it is made of digits and separators; else only its
+    length: a file named by mistake (or a symlink to a system file) has its lines kept out of errors."""
+    if set(text) <= _NUMBERISH:
+        return excerpt(text)
+    return f"(text of {len(text)} characters)"
+
+
+_STEP = 50_000  # items per C-level step over a big list: a few ms each, so other threads get the GIL
+
+
+def _split_lines(text: str) -> list[str]:
+    """text.split("\\n"), a megabyte at a time."""
+    lines: list[str] = []
+    start = 0
+    while True:
+        end = text.find("\n", start + 1_000_000)
+        if end == -1:
+            lines += text[start:].split("\n")
+            return lines
+        lines += text[start:end].split("\n")
+        start = end + 1
+
+
+class ShardedSet(AbstractSet[str]):
+    """A big set of texts kept in 64 sets by hash: built, and grown, a few milliseconds at a time (one
+    set of a million grows in a single 40 ms step that holds the GIL); a look-up is one more index."""
+
+    __slots__ = ("_count", "_shards")
+
+    def __init__(self, items: list[str]) -> None:
+        shards: tuple[set[str], ...] = tuple(set() for _ in range(_SHARDS))
+        for item in items:  # a Python loop: other threads get the GIL between its steps
+            shards[hash(item) & (_SHARDS - 1)].add(item)
+        self._shards = shards
+        self._count = sum(map(len, shards))
+
+    def __contains__(self, value: object) -> bool:
+        """Whether value is one of the texts."""
+        return value in self._shards[hash(value) & (_SHARDS - 1)]
+
+    def __iter__(self) -> Iterator[str]:
+        """The texts, in no particular order."""
+        for shard in self._shards:
+            yield from shard
+
+    def __len__(self) -> int:
+        """How many texts."""
+        return self._count
+
+
+_SHARDS = 64  # a power of two
+
+
+def _set_of(items: list[str]) -> AbstractSet[str]:
+    """frozenset(items); for many items, a ShardedSet."""
+    return frozenset(items) if len(items) <= _STEP else ShardedSet(items)
+
+
+def _build(entries: list[str], normalize: Normalize | None, quote: Callable[[str], str] = excerpt) -> NumberList:
+    """A NumberList from stripped entries; raises _EntryError naming (quoting) the first bad entry."""
     starred = [e for e in entries if "*" in e]
     plain = [e for e in entries if "*" not in e] if starred else entries
     for entry in starred:
         if "*" in entry[:-1]:
-            raise _EntryError(entries.index(entry), f"{entry!r} {_STAR_INSIDE}")
+            raise _EntryError(entries.index(entry), f"{quote(entry)} {_STAR_INSIDE}")
     heads = [e[:-1] for e in starred]
     if normalize is not None:
         plain = [normalize(e) for e in plain]
         heads = [normalize(h) if h else h for h in heads]
-    exact = frozenset(plain)
+    exact = _set_of(plain)
     if "" in exact:  # blank, or normalized to nothing
         bad = next(e for e in entries if "*" not in e and (normalize(e) if normalize else e) == "")
-        raise _EntryError(entries.index(bad), f"{bad!r} is not a number" if bad else "blank entry")
+        raise _EntryError(entries.index(bad), f"{quote(bad)} is not a number" if bad else "blank entry")
     prefixes = frozenset(heads)
     if "" in prefixes and normalize is not None:  # only '*' itself may mean "every number"
         for entry in starred:
             if entry != "*" and normalize(entry[:-1]) == "":
-                raise _EntryError(entries.index(entry), f"{entry!r} is not a number prefix")
+                raise _EntryError(entries.index(entry), f"{quote(entry)} is not a number prefix")
     return NumberList(exact, prefixes, tuple(sorted({len(p) for p in prefixes})))
 
 
 def number_list(entries: Iterable[str], normalize: Normalize | None = None) -> NumberList:
     """A NumberList from entries ('79161234567', '7916555*', '*' for every number); ints are taken as text."""
     if isinstance(entries, str):  # iterating it would make '7916*' five entries, one of them '*'
-        raise ListError(None, None, f"expected a list of entries, got the text {entries!r}")
+        raise ListError(None, None, f"expected a list of entries, got the text {excerpt(entries)}")
     items: list[object] = list(entries)
     texts = [e if type(e) is str else _scalar(e, f"entry {i}") for i, e in enumerate(items, 1)]
     stripped = list(map(str.strip, texts))
@@ -114,12 +179,21 @@ def number_list(entries: Iterable[str], normalize: Normalize | None = None) -> N
         raise ListError(None, None, f"entry {exc.index + 1}: {exc.message}") from None
 
 
-def _read(path: Path) -> str:
-    """The file's text (UTF-8, a BOM tolerated); ListError if it cannot be read or decoded."""
+def _read(path: Path, limits: RuleLimits | None) -> str:
+    """The file's text (UTF-8, a BOM tolerated); ListError if it cannot be read or decoded, or is too big."""
+    limits = limits or RuleLimits()
     try:
+        size = path.stat().st_size
+        if size > limits.data_file_bytes:
+            raise ListError(path, None, _too_big(f"{size} bytes", limits.data_file_bytes, "data_file_bytes"))
         data = path.read_bytes()
     except OSError as exc:
         raise ListError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > limits.data_file_bytes:  # grew since
+        raise ListError(path, None, _too_big(f"{len(data)} bytes", limits.data_file_bytes, "data_file_bytes"))
+    lines = data.count(b"\n") + (not data.endswith(b"\n"))
+    if lines > limits.data_file_lines:
+        raise ListError(path, None, _too_big(f"{lines} lines", limits.data_file_lines, "data_file_lines"))
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -127,16 +201,24 @@ def _read(path: Path) -> str:
         raise ListError(path, line, f"not UTF-8 (byte {data[exc.start]:#04x})") from None
 
 
-def load_list_file(path: Path, normalize: Normalize | None = None) -> NumberList:
+def _too_big(what: str, limit: int, key: str) -> str:
+    return f"refused: the file has {what}, more than {limit} (limits.rules.{key})"
+
+
+def load_list_file(path: Path, normalize: Normalize | None = None, *, limits: RuleLimits | None = None) -> NumberList:
     """A NumberList from a text file: one entry per line, '#' starts a comment, blank lines skipped."""
-    text = _read(path)
-    lines = text.split("\n")
+    text = _read(path, limits)
+    lines = _split_lines(text)
     if "#" in text:
         lines = [line.partition("#")[0] for line in lines]
-    stripped = list(map(str.strip, lines))
-    entries = list(filter(None, stripped))
+    stripped: list[str] = []
+    entries: list[str] = []
+    for start in range(0, len(lines), _STEP):  # in steps: one C call over a million lines holds the GIL
+        part = list(map(str.strip, lines[start : start + _STEP]))
+        stripped += part
+        entries += filter(None, part)
     try:
-        return _build(entries, normalize)
+        return _build(entries, normalize, quote_from_file)
     except _EntryError as exc:
         line = [n for n, entry in enumerate(stripped, 1) if entry][exc.index]
         raise ListError(path, line, exc.message) from None
@@ -157,8 +239,8 @@ def _irregular_row(row: list[str], path: Path, line: int) -> None:
         hint = " (the file looks ';'-separated: use ',')" if len(row) == 1 and ";" in first else ""
         raise ListError(path, line, f"expected 2 columns (key,value), got {len(row)}{hint}")
     if not first:
-        raise ListError(path, line, f"empty key (value {row[1].strip()!r})")
-    raise ListError(path, line, f"empty value for key {first!r}")
+        raise ListError(path, line, f"empty key (value {quote_from_file(row[1].strip())})")
+    raise ListError(path, line, f"empty value for key {quote_from_file(first)}")
 
 
 def _parse_map(text: str, path: Path, normalize: Normalize | None, track: bool) -> tuple[dict[str, str], int]:
@@ -181,10 +263,12 @@ def _parse_map(text: str, path: Path, normalize: Normalize | None, track: bool) 
                     if normalize is not None:
                         key = normalize(key)
                         if not key:
-                            raise ListError(path, reader.line_num, f"key {row[0].strip()!r} is not a number")
+                            raise ListError(
+                                path, reader.line_num, f"key {quote_from_file(row[0].strip())} is not a number"
+                            )
                     if track:
                         if key in first_line:
-                            message = f"duplicate key {key!r} (first on line {first_line[key]})"
+                            message = f"duplicate key {quote_from_file(key)} (first on line {first_line[key]})"
                             raise ListError(path, reader.line_num, message)
                         first_line[key] = reader.line_num
                     result[key] = value
@@ -207,9 +291,11 @@ def _row_start(text: str) -> int:
     return done + 1
 
 
-def load_map_file(path: Path, normalize_keys: Normalize | None = None) -> dict[str, str]:
+def load_map_file(
+    path: Path, normalize_keys: Normalize | None = None, *, limits: RuleLimits | None = None
+) -> dict[str, str]:
     """A key -> value map from a 2-column CSV file (key,value); an optional header row is skipped."""
-    text = _read(path)
+    text = _read(path, limits)
     result, rows = _parse_map(text, path, normalize_keys, track=False)
     if len(result) != rows:
         _parse_map(text, path, normalize_keys, track=True)  # raises, naming both lines
@@ -224,7 +310,7 @@ def _scalar(raw: object, what: str) -> str:
         return str(raw)
     if raw is None:
         return ""
-    got = f"{type(raw).__name__} {raw!r}"
+    got = f"{type(raw).__name__} {excerpt(raw)}"
     raise ListError(None, None, f"{what}: expected a number or text (quote it in YAML), got {got}")
 
 
@@ -233,18 +319,19 @@ def inline_map(mapping: Mapping[Any, Any], normalize_keys: Normalize | None = No
     result: dict[str, str] = {}
     written: dict[str, object] = {}
     for raw_key, raw_value in mapping.items():
-        key = _scalar(raw_key, f"key {raw_key!r}")
-        value = _scalar(raw_value, f"value of key {raw_key!r}")
+        key = _scalar(raw_key, f"key {excerpt(raw_key)}")
+        value = _scalar(raw_value, f"value of key {excerpt(raw_key)}")
         if not key:
-            raise ListError(None, None, f"empty key {raw_key!r} (value {raw_value!r})")
+            raise ListError(None, None, f"empty key {excerpt(raw_key)} (value {excerpt(raw_value)})")
         if not value:
-            raise ListError(None, None, f"empty value for key {raw_key!r}")
+            raise ListError(None, None, f"empty value for key {excerpt(raw_key)}")
         if normalize_keys is not None:
             key = normalize_keys(key)
             if not key:
-                raise ListError(None, None, f"key {raw_key!r} is not a number")
+                raise ListError(None, None, f"key {excerpt(raw_key)} is not a number")
         if key in written:
-            raise ListError(None, None, f"duplicate key {key!r} (written {written[key]!r} and {raw_key!r})")
+            message = f"duplicate key {excerpt(key)} (written {excerpt(written[key])} and {excerpt(raw_key)})"
+            raise ListError(None, None, message)
         written[key] = raw_key
         result[key] = value
     return result

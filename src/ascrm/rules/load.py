@@ -10,6 +10,9 @@ from typing import Any
 import yaml
 
 from ascrm.errors import AscrmError
+from ascrm.loadlimits import RuleLimits
+from ascrm.rules.bounded import LimitError, check_events
+from ascrm.rules.excerpt import clip, excerpt
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -35,6 +38,9 @@ class Problem:
     location: Location
     message: str
     severity: str = "error"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", clip(self.message))  # a message never carries a whole value
 
     def __str__(self) -> str:
         return f"{self.location}: {self.severity}: {self.message}"
@@ -83,7 +89,8 @@ def _make_loader(file: Path) -> type[yaml.SafeLoader]:
                 key = str(key)
             if key in result:
                 first = result.key_locations[key]
-                raise _DuplicateKeyError(here(key_node), f"duplicate key {key!r} (first on line {first.line})")
+                message = f"duplicate key {excerpt(key)} (first on line {first.line})"
+                raise _DuplicateKeyError(here(key_node), message)
             result[key] = loader.construct_object(value_node, deep=True)
             result.key_locations[key] = here(key_node)
             result.value_locations[key] = here(value_node)
@@ -110,23 +117,52 @@ _INT = "tag:yaml.org,2002:int"  # decimal only: '0123' and '+7916…' stay strin
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"  # dates stay text: schedules read them and say which is bad
 
 
+class _Chunks:
+    """The text as a stream libyaml reads a buffer at a time through Python code: between two reads
+    other threads get the GIL (given the whole text, libyaml scans a long scalar in one C call)."""
+
+    def __init__(self, text: str) -> None:
+        self._text, self._at = text, 0
+
+    def read(self, size: int = -1) -> str:
+        """At most size characters more of the text."""
+        start = self._at
+        self._at = len(self._text) if size < 0 else min(len(self._text), start + size)
+        return self._text[start : self._at]
+
+
 class _DuplicateKeyError(Exception):
     def __init__(self, location: Location, message: str) -> None:
         self.location, self.message = location, message
 
 
-def read_yaml(file: Path) -> Any:
-    """Parse one YAML file into MarkedMap / MarkedList / scalars; RulesError with the place on failure."""
+def read_yaml(file: Path, limits: RuleLimits | None = None) -> Any:
+    """Parse one YAML file into MarkedMap / MarkedList / scalars; RulesError with the place on failure.
+
+    A file bigger, deeper or (its aliases expanded) larger than limits allow is refused unread or as
+    soon as the limit is crossed.
+    """
+    limits = limits or RuleLimits()
     try:
+        size = file.stat().st_size
+        if size > limits.file_bytes:
+            raise RulesError([Problem(Location(file), _too_big(size, limits))])
         text = file.read_text(encoding="utf-8-sig")
+        if len(text) > limits.file_bytes:  # grew since
+            raise RulesError([Problem(Location(file), _too_big(len(text), limits))])
     except OSError as exc:
         raise RulesError([Problem(Location(file), f"cannot read the file: {exc.strerror}")]) from None
     except UnicodeDecodeError as exc:
         raise RulesError([Problem(Location(file), f"not UTF-8 text: {exc.reason}")]) from None
     try:
-        return yaml.load(text, Loader=_make_loader(file))  # noqa: S506 - a SafeLoader subclass
+        loader = _make_loader(file)
+        check_events(yaml.parse(_Chunks(text), Loader=loader), limits)
+        return yaml.load(_Chunks(text), Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKeyError as exc:
         raise RulesError([Problem(exc.location, exc.message)]) from None
+    except LimitError as exc:
+        where = Location(file, exc.mark.line + 1, exc.mark.column + 1)
+        raise RulesError([Problem(where, f"refused: {exc.message}")]) from None
     except yaml.MarkedYAMLError as exc:
         flow = exc.context_mark is not None and "flow" in (exc.context or "")
         mark = exc.context_mark if flow else exc.problem_mark or exc.context_mark  # an unclosed [ or {
@@ -134,6 +170,10 @@ def read_yaml(file: Path) -> Any:
         raise RulesError([Problem(where, f"not valid YAML: {exc.problem or exc.context}")]) from None
     except (yaml.YAMLError, ValueError) as exc:
         raise RulesError([Problem(Location(file), f"not valid YAML: {exc}")]) from None
+
+
+def _too_big(size: int, limits: RuleLimits) -> str:
+    return f"refused: the file has {size} bytes, more than {limits.file_bytes} (limits.rules.file_bytes)"
 
 
 def rule_files(source: Path) -> list[Path]:

@@ -28,6 +28,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ascrm.rules.excerpt import excerpt
+
 __all__ = ["Day", "Schedule", "ScheduleError", "parse_schedule"]
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -101,7 +103,7 @@ class Schedule:
 def parse_schedule(spec: Mapping[str, Any], default_timezone: str) -> Schedule:
     """The Schedule a spec describes; raises ScheduleError naming the first bad key."""
     if not isinstance(spec, Mapping):
-        raise ScheduleError("schedule", f"must be a mapping of day keys to hours, got {spec!r}")
+        raise ScheduleError("schedule", f"must be a mapping of day keys to hours, got {excerpt(spec)}")
     timezone = spec.get("timezone", default_timezone)
     _zone(timezone)
     week: list[Day | None] = [None] * 7
@@ -113,7 +115,7 @@ def parse_schedule(spec: Mapping[str, Any], default_timezone: str) -> Schedule:
         weekdays, day = _day_key(name), _hours(name, value)
         for weekday in weekdays:
             if weekday in given_by:
-                raise ScheduleError(name, f"{DAY_NAMES[weekday]} is already given by {given_by[weekday]!r}")
+                raise ScheduleError(name, f"{DAY_NAMES[weekday]} is already given by {excerpt(given_by[weekday])}")
             given_by[weekday] = name
             week[weekday] = day
     weekly = tuple(day or CLOSED for day in week)
@@ -126,7 +128,7 @@ def parse_schedule(spec: Mapping[str, Any], default_timezone: str) -> Schedule:
             raise ScheduleError("include", "a list of dates takes Monday's hours, but Monday has none")
         entries = [(f"include[{i}]", item, weekly[0]) for i, item in enumerate(include)]
     else:
-        raise ScheduleError("include", f"expected a mapping of dates to hours or a list, got {include!r}")
+        raise ScheduleError("include", f"expected a mapping of dates to hours or a list, got {excerpt(include)}")
     for name, when, day in entries:
         for each in _dates(name, when):
             if each in dates:
@@ -144,12 +146,12 @@ def parse_schedule(spec: Mapping[str, Any], default_timezone: str) -> Schedule:
 
 def _zone(name: object) -> ZoneInfo:
     """The ZoneInfo for an IANA zone name, else ScheduleError(key="timezone")."""
-    if not isinstance(name, str) or name == "localtime":
-        raise ScheduleError("timezone", f"must be an IANA time zone name, got {name!r}")
+    if not isinstance(name, str) or name == "localtime" or len(name) > 64:  # IANA names have at most 32
+        raise ScheduleError("timezone", f"must be an IANA time zone name, got {excerpt(name)}")
     try:
         return ZoneInfo(name)
     except (KeyError, ValueError, OSError):
-        raise ScheduleError("timezone", f"unknown time zone {name!r}") from None
+        raise ScheduleError("timezone", f"unknown time zone {excerpt(name)}") from None
 
 
 def _day_key(key: str) -> list[int]:
@@ -164,7 +166,7 @@ def _day_key(key: str) -> list[int]:
         start = DAY_NAMES.index(first)
         stop = DAY_NAMES.index(last) if sep else start
         if sep and stop == start:
-            raise ScheduleError(key, f"the range {item.strip()!r} starts and ends on the same day")
+            raise ScheduleError(key, f"the range {excerpt(item.strip())} starts and ends on the same day")
         for offset in range((stop - start) % 7 + 1):
             weekday = (start + offset) % 7
             if weekday in days:
@@ -179,7 +181,7 @@ def _hours(key: str, value: object) -> Day:
         return CLOSED
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
-        raise ScheduleError(key, f"expected 'HH:MM-HH:MM', a list of them, or 'closed', got {value!r}")
+        raise ScheduleError(key, f"expected 'HH:MM-HH:MM', a list of them, or 'closed', got {excerpt(value)}")
     own: list[tuple[int, int]] = []
     spill: list[tuple[int, int]] = []
     for item in items:
@@ -197,13 +199,13 @@ def _interval(key: str, text: str) -> tuple[int, int]:
     """(start, end) minutes since midnight of an 'HH:MM-HH:MM' string."""
     match = _INTERVAL.fullmatch(text)
     if match is None:
-        raise ScheduleError(key, f"bad interval {text!r}: expected 'HH:MM-HH:MM'")
+        raise ScheduleError(key, f"bad interval {excerpt(text)}: expected 'HH:MM-HH:MM'")
     sh, sm, eh, em = (int(group) for group in match.groups())
     if sh > 23 or sm > 59 or eh > 24 or em > 59 or (eh == 24 and em):
-        raise ScheduleError(key, f"bad time in {text!r}: 00:00..23:59, or 24:00 as an end")
+        raise ScheduleError(key, f"bad time in {excerpt(text)}: 00:00..23:59, or 24:00 as an end")
     start, end = sh * 60 + sm, eh * 60 + em
     if start == end:
-        raise ScheduleError(key, f"empty interval {text!r}: start and end are the same")
+        raise ScheduleError(key, f"empty interval {excerpt(text)}: start and end are the same")
     return start, end
 
 
@@ -223,12 +225,12 @@ def _dates(key: str, value: object) -> list[date]:
     if isinstance(value, date) and not isinstance(value, datetime):
         return [value]
     if not isinstance(value, str):
-        raise ScheduleError(key, f"expected 'YYYY-MM-DD' or 'YYYY-MM-DD..YYYY-MM-DD', got {value!r}")
+        raise ScheduleError(key, f"expected 'YYYY-MM-DD' or 'YYYY-MM-DD..YYYY-MM-DD', got {excerpt(value)}")
     first, sep, last = (part.strip() for part in value.partition(".."))
     start, end = _date(key, value, first), _date(key, value, last if sep else first)
     days = (end - start).days + 1
     if not 1 <= days <= MAX_RANGE_DAYS:
-        raise ScheduleError(key, f"bad range {value!r}: the start must not be after the end, at most a year")
+        raise ScheduleError(key, f"bad range {excerpt(value)}: the start must not be after the end, at most a year")
     return [start + timedelta(days=n) for n in range(days)]
 
 
@@ -239,4 +241,4 @@ def _date(key: str, value: str, text: str) -> date:
             return date.fromisoformat(text)
     except ValueError:
         pass
-    raise ScheduleError(key, f"bad date {value!r}: expected 'YYYY-MM-DD' or 'YYYY-MM-DD..YYYY-MM-DD'")
+    raise ScheduleError(key, f"bad date {excerpt(value)}: expected 'YYYY-MM-DD' or 'YYYY-MM-DD..YYYY-MM-DD'")

@@ -30,6 +30,7 @@ TIMEOUTS = {"header_timeout_seconds": 1, "body_timeout_seconds": 1}
 def serving(tmp: Path, limits: dict[str, object], **extra: object) -> Server:
     config = platform_config(limits=limits, reload={"watch": False}, **extra)
     config["auth"]["admin"] = [{"user": ADMIN[0], "password": ADMIN[1]}]
+    config["auth"]["limits"] = {"per_client": 100_000}  # these tests send wrong credentials from one address
     return start_server(tmp, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
 
 
@@ -56,12 +57,19 @@ def read_response(sock: socket.socket) -> bytes:
     """One whole answer (headers and a Content-Length body)."""
     received = b""
     while b"\r\n\r\n" not in received:
-        received += sock.recv(65536)
+        received += _receive(sock)
     head, _, body = received.partition(b"\r\n\r\n")
     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
     while len(body) < length:
-        body += sock.recv(65536)
+        body += _receive(sock)
     return head + b"\r\n\r\n" + body
+
+
+def _receive(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise ConnectionError("the server closed the connection before a whole answer")
+    return chunk
 
 
 def read_until_closed(sock: socket.socket, deadline: float) -> bytes:

@@ -15,6 +15,8 @@ from typing import Any
 
 import re2
 
+from ascrm.rules.excerpt import excerpt
+
 _SPECIAL = frozenset("\\.^$*+?{}[]|()")
 # RE2 matches in time linear in the value times the size of the pattern's program: `\d{1000}` (1,004
 # instructions) searches a 64 KiB value in about 50 ms, `\d{1000}` five times over in 0.4 s. A number
@@ -27,7 +29,7 @@ class PatternError(ValueError):
     """A rule regex RE2 cannot compile; message says why, in RE2's words."""
 
     def __init__(self, pattern: str, reason: str) -> None:
-        super().__init__(f"bad regex {pattern!r}: {reason}")
+        super().__init__(f"bad regex {excerpt(pattern, 80)}: {reason}")
         self.pattern, self.reason = pattern, reason
 
 

@@ -8,7 +8,6 @@ messages quote at most a short excerpt of a value, and nothing of a file that is
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -44,23 +43,33 @@ class Checked:
     stderr: str
 
 
-def check(*args: str, deadline: float = 30) -> Checked:
-    """Run `ascrm check` in its own process: exit code, wall time, peak RSS and stderr.
+# `ascrm check` run by the command's own entry point, printing its process's peak RSS (KiB) at the end.
+_MEASURED_CHECK = """
+import resource, sys
+from ascrm.cli import main
+try:
+    code = main(["check", *sys.argv[1:]])
+except SystemExit as exc:
+    code = exc.code
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+sys.exit(code)
+"""
 
-    The peak RSS is the largest of all this test process's finished children so far (servers included),
-    an upper bound of this run's."""
+
+def check(*args: str, deadline: float = 30) -> Checked:
+    """Run `ascrm check` in its own process: exit code, wall time, its peak RSS and stderr."""
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "ascrm", "check", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-c", _MEASURED_CHECK, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        _, err = process.communicate(timeout=deadline)
+        out, err = process.communicate(timeout=deadline)
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
         pytest.fail(f"ascrm check {' '.join(args)} still running after {deadline} s")
     seconds = time.monotonic() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_kb = int(out.split()[-1])
     return Checked(process.returncode, seconds, peak_kb / 1024, err.decode(errors="replace"))
 
 

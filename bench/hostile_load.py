@@ -90,11 +90,11 @@ async def _read_answer(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _slowloris(host: str, port: int, interval: float, stop_at: float, counts: AttackCounts) -> None:
+async def _slowloris(host: str, port: int, source: str, interval: float, stop_at: float, counts: AttackCounts) -> None:
     loop = asyncio.get_running_loop()
     while loop.time() < stop_at:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=(source, 0)), 5)
         except (OSError, TimeoutError):
             counts.connect_errors += 1
             await asyncio.sleep(0.5)
@@ -121,11 +121,11 @@ async def _slowloris(host: str, port: int, interval: float, stop_at: float, coun
             writer.close()
 
 
-async def _flood(host: str, port: int, request: bytes, stop_at: float, counts: AttackCounts) -> None:
+async def _flood(host: str, port: int, source: str, request: bytes, stop_at: float, counts: AttackCounts) -> None:
     loop = asyncio.get_running_loop()
     while loop.time() < stop_at:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=(source, 0)), 5)
         except (OSError, TimeoutError):
             counts.connect_errors += 1
             await asyncio.sleep(0.5)
@@ -155,10 +155,17 @@ async def _attack(host: str, port: int, args: argparse.Namespace) -> dict[str, A
         f"Content-Type: application/json\r\nContent-Length: {len(EVENT)}\r\n\r\n"
     ).encode() + EVENT
     tasks = [
-        _slowloris(host, port, args.slowloris_interval, stop_at, counts["slowloris"]) for _ in range(args.slowloris)
+        _slowloris(host, port, args.attacker_address, args.slowloris_interval, stop_at, counts["slowloris"])
+        for _ in range(args.slowloris)
     ]
-    tasks += [_flood(host, port, ready, stop_at, counts["ready_flood"]) for _ in range(args.ready_flood)]
-    tasks += [_flood(host, port, event, stop_at, counts["password_flood"]) for _ in range(args.password_flood)]
+    tasks += [
+        _flood(host, port, args.attacker_address, ready, stop_at, counts["ready_flood"])
+        for _ in range(args.ready_flood)
+    ]
+    tasks += [
+        _flood(host, port, args.attacker_address, event, stop_at, counts["password_flood"])
+        for _ in range(args.password_flood)
+    ]
     await asyncio.gather(*tasks)
     return counts
 
@@ -250,7 +257,7 @@ def measure(args: argparse.Namespace) -> Result:
                 "--attack-seconds",
                 str(attack_seconds),
             ]
-            for flag in ("slowloris", "slowloris_interval", "ready_flood", "password_flood"):
+            for flag in ("slowloris", "slowloris_interval", "ready_flood", "password_flood", "attacker_address"):
                 attack += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             attacker = subprocess.Popen(attack, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             time.sleep(args.settle)
@@ -337,6 +344,11 @@ def main() -> int:
     parser.add_argument("--slowloris-interval", type=float, default=1.0, help="seconds between their bytes (1)")
     parser.add_argument("--ready-flood", type=int, default=1000, help="/ready flood connections (default 1000)")
     parser.add_argument("--password-flood", type=int, default=100, help="wrong-password connections (default 100)")
+    parser.add_argument(
+        "--attacker-address",
+        default="127.0.0.2",
+        help="loopback address the attack comes from (127.0.0.2): not the platform's, as on a real network",
+    )
     parser.add_argument("--server-src", help="PYTHONPATH for the server (another source tree's src/)")
     parser.add_argument(
         "--server-nofile",

@@ -55,14 +55,24 @@ def exchange(server: Server, data: bytes, deadline: float = 5) -> bytes:
 
 def read_response(sock: socket.socket) -> bytes:
     """One whole answer (headers and a Content-Length body)."""
+    [answer] = read_responses(sock, 1)
+    return answer
+
+
+def read_responses(sock: socket.socket, count: int) -> list[bytes]:
+    """count whole answers, however the server's writes were split or joined on the way."""
     received = b""
-    while b"\r\n\r\n" not in received:
+    answers: list[bytes] = []
+    while len(answers) < count:
+        if b"\r\n\r\n" in received:
+            head, _, rest = received.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if len(rest) >= length:
+                answers.append(head + b"\r\n\r\n" + rest[:length])
+                received = rest[length:]
+                continue
         received += _receive(sock)
-    head, _, body = received.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    while len(body) < length:
-        body += _receive(sock)
-    return head + b"\r\n\r\n" + body
+    return answers
 
 
 def _receive(sock: socket.socket) -> bytes:
@@ -276,7 +286,7 @@ def test_connections_over_the_cap_are_closed_logged_once_and_counted(tmp_path: P
                     pass
         [line] = running.logged("connections_refused")
         assert line["level"] == "warning"
-        assert line["max_connections"] == 20
+        assert line["limit"] == 20
         assert line["setting"] == "limits.max_connections"
         for sock in idle:
             sock.close()
@@ -286,6 +296,46 @@ def test_connections_over_the_cap_are_closed_logged_once_and_counted(tmp_path: P
         assert samples[("ascrm_connections_limit", ())] == 20
         assert running.logged("connections_refused", deadline=15, refused=29)  # the rest: one line, 10 s later
         assert len(running.logged("connections_refused")) == 2
+    finally:
+        for sock in idle:
+            sock.close()
+        running.stop()
+
+
+def connect_from(running: Server, source: str) -> socket.socket:
+    """A connection to running from the loopback address source (127.0.0.0/8 reaches this machine)."""
+    return socket.create_connection(address(running), timeout=5, source_address=(source, 0))
+
+
+def test_one_address_may_hold_only_its_share_of_connections_unless_it_is_a_trusted_proxy(tmp_path: Path) -> None:
+    running = serving(tmp_path, {"max_connections_per_client": 5, "header_timeout_seconds": 30})
+    idle: list[socket.socket] = []
+    try:
+        idle += [connect_from(running, "127.0.0.2") for _ in range(5)]
+        time.sleep(0.2)  # let the server accept them all
+        for _ in range(3):  # a sixth connection from that address is closed without an answer
+            with connect_from(running, "127.0.0.2") as extra:
+                try:
+                    extra.sendall(CONNECTION_TEST)
+                    assert read_until_closed(extra, 3) == b""
+                except (ConnectionResetError, BrokenPipeError):
+                    pass
+        with connect_from(running, "127.0.0.3") as other:  # another address is not affected
+            other.sendall(CONNECTION_TEST)
+            assert read_response(other).startswith(b"HTTP/1.1 200 ")
+        trusted = [connect_from(running, "127.0.0.1") for _ in range(8)]  # a proxy (forwarded_allow_ips)
+        idle += trusted
+        for sock in trusted:
+            sock.sendall(CONNECTION_TEST)
+            assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+        [line] = running.logged("connections_refused")
+        assert (line["limit"], line["setting"]) == (5, "limits.max_connections_per_client")
+        assert scrape(running)[("ascrm_client_connections_refused_total", ())] == 3
+        idle[0].close()  # a closed connection frees its place
+        time.sleep(0.2)
+        with connect_from(running, "127.0.0.2") as again:
+            again.sendall(CONNECTION_TEST)
+            assert read_response(again).startswith(b"HTTP/1.1 200 ")
     finally:
         for sock in idle:
             sock.close()
@@ -409,6 +459,6 @@ def test_a_full_size_body_and_pipelined_requests_in_one_write_are_served(server:
     ).encode() + body
     with socket.create_connection(address(server), timeout=5) as sock:
         sock.sendall(post + CONNECTION_TEST + post)  # one write: the header budget must follow each request
-        answers = [read_response(sock) for _ in range(3)]
+        answers = read_responses(sock, 3)
     assert [answer.split(b" ", 2)[1] for answer in answers] == [b"200", b"200", b"200"]
     assert answers[0].endswith(b'{"CallID":5,"EventType":0,"Param":""}')

@@ -115,6 +115,7 @@ def test_environment_credentials_only_when_the_file_has_none(tmp_path: Path) -> 
         ("limits: {keep_alive_seconds: -1}", "limits.keep_alive_seconds", -1),
         ("limits: {tls_handshake_timeout_seconds: 0}", "limits.tls_handshake_timeout_seconds", 0),
         ("limits: {max_connections: 0}", "limits.max_connections", 0),
+        ("limits: {max_connections_per_client: 0}", "limits.max_connections_per_client", 0),
         ("limits: {shutdown_idle_grace_seconds: 100}", "limits.shutdown_idle_grace_seconds", 100),
     ],
 )

@@ -60,6 +60,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._phase = _HEADERS
         self._begun = False  # a byte of the current request has been parsed
         self._admitted = False
+        self._peer_host: str | None = None  # the client's address, for its per-address connection count
         self._refusal: _RefusalError | None = None
         self.deadline = 0.0  # loop time when the current phase expires; 0: none
 
@@ -69,6 +70,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if guard.draining or len(self.connections) >= guard.max_connections:
             if not guard.draining:
                 guard.refuse()
+            transport.abort()
+            return
+        peer = transport.get_extra_info("peername")
+        self._peer_host = peer[0] if isinstance(peer, tuple) and peer else None
+        if not guard.admit_client(self._peer_host):
             transport.abort()
             return
         self._admitted = True
@@ -82,6 +88,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         self._admitted = False
         self.guard.stats.open -= 1
+        self.guard.release_client(self._peer_host)
         self.deadline = 0.0
         super().connection_lost(exc)
 

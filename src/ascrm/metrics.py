@@ -138,6 +138,11 @@ class ServiceCollector(Collector):
             "Connections closed at accept because limits.max_connections were open.",
             value=connections.refused,
         )
+        yield CounterMetricFamily(
+            "ascrm_client_connections_refused",
+            "Connections closed at accept because their address had limits.max_connections_per_client open.",
+            value=connections.refused_per_client,
+        )
         yield _counter(
             "ascrm_connections_closed",
             "Connections closed by a limit: header_timeout, body_timeout, header_too_large, too_many_headers,"

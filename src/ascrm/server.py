@@ -49,7 +49,9 @@ def uvicorn_config(
     """The uvicorn configuration ascrm runs with (guard: the edge's state; default: one at the configured cap)."""
     context = server_context(settings.tls) if settings.tls else None  # bad files fail here, with the key
     limits = settings.limits
-    guard = guard or ConnectionGuard(limits, ConnectionStats(), limits.max_connections)
+    guard = guard or ConnectionGuard(
+        limits, ConnectionStats(), limits.max_connections, settings.listen.forwarded_allow_ips
+    )
 
     def tls_factory(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         assert context is not None
@@ -123,7 +125,7 @@ def run(settings: Settings, rules: RuleSet, sockets: list[socket.socket]) -> Non
     logs = configure_logging(settings.log)
     files = raise_open_files_limit()
     cap = files.connections(settings.limits.max_connections)
-    guard = ConnectionGuard(settings.limits, ConnectionStats(), cap)
+    guard = ConnectionGuard(settings.limits, ConnectionStats(), cap, settings.listen.forwarded_allow_ips)
     config = uvicorn_config(settings, rules, logs.answers, guard)  # a bad TLS file stops here, before any log line
     log.info("open_files_limit", soft=files.soft, hard=files.hard, before=files.before, max_connections=cap)
     if cap < settings.limits.max_connections:

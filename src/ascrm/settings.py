@@ -64,6 +64,7 @@ class Limits:
     keep_alive_seconds: float = 5.0  # an idle connection stays open this long; a proxy's upstream pool must idle less
     tls_handshake_timeout_seconds: float = 10.0
     max_connections: int = 4096  # open at once; more are closed at accept (lowered to fit the open-file limit)
+    max_connections_per_client: int = 256  # open at once from one address (trusted proxies exempt)
     shutdown_idle_grace_seconds: float = 1.0  # on SIGTERM, an idle connection may still deliver a request this long
     rules: RuleLimits = field(default_factory=RuleLimits)
 
@@ -261,6 +262,7 @@ SCHEMA: dict[str, Any] = {
             "keep_alive_seconds": {"type": "number", "min": 0.1, "max": 3600},
             "tls_handshake_timeout_seconds": {"type": "number", "min": 0.1, "max": 3600},
             "max_connections": {"type": "integer", "min": 1},
+            "max_connections_per_client": {"type": "integer", "min": 1},
             "shutdown_idle_grace_seconds": {"type": "number", "min": 0, "max": 60},
             "rules": {
                 "type": "dict",

@@ -103,6 +103,7 @@ class ConnectionStats:
     open: int = 0
     limit: int = 0  # limits.max_connections as in force (0: not serving)
     refused: int = 0  # closed at accept: the limit was reached
+    refused_per_client: int = 0  # closed at accept: the peer address had limits.max_connections_per_client open
     closed: Counter[str] = field(default_factory=Counter)  # header_timeout, header_too_large, ...
 
 

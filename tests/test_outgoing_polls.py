@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
+from tests.conftest import ACTION_CODES, PASSWORD, USER, Server, platform_config, start_server
 
 ASCRM = [sys.executable, "-m", "ascrm"]
 ADMIN = ("ops", "admin-pässword")
@@ -41,25 +41,11 @@ POLL_ANSWERS = [
     ("IgnorePromptToOperator", ""),
     ("BackFromConsultCall", ""),
 ]
-CODES = {
-    "TransferDN": 1,
-    "TransferEXT": 2,
-    "PlayPrompt": 3,
-    "Hangup": 4,
-    "TransferPBX": 5,
-    "PlayMenuBlock": 6,
-    "PlayPromptAndBack": 7,
-    "PlayPromptToOperator": 8,
-    "TransferDNRec": 9,
-    "TransferPBXRec": 10,
-    "IgnorePromptToOperator": 11,
-    "BackFromConsultCall": 12,
-}
 OUTGOING_PBX = "80004951234567101"
 
 
 def un_of(action: str) -> str:
-    return f"749500{CODES[action]:05d}"
+    return f"749500{ACTION_CODES[action]:05d}"
 
 
 def rules_text() -> str:
@@ -121,7 +107,7 @@ def noop(call_id: int) -> dict[str, Any]:
 @pytest.mark.parametrize(("action", "param"), POLL_ANSWERS)
 def test_poll_answers_by_service(polls_server: Server, http: httpx.Client, action: str, param: str) -> None:
     inbound = new_call(http, un_of(action), INBOUND)
-    assert poll(http, inbound) == {"CallID": inbound, "EventType": CODES[action], "Param": param}
+    assert poll(http, inbound) == {"CallID": inbound, "EventType": ACTION_CODES[action], "Param": param}
     outgoing = new_call(http, un_of(action), OUTGOING)
     if action == "BackFromConsultCall":
         assert poll(http, outgoing) == {"CallID": outgoing, "EventType": 12, "Param": ""}
@@ -167,7 +153,7 @@ def test_admin_pushes_by_service(
         assert poll(http, call_id) == noop(call_id)
         return
     assert ("warning" in body) is warned, body
-    assert poll(http, call_id) == {"CallID": call_id, "EventType": CODES[action], "Param": param}
+    assert poll(http, call_id) == {"CallID": call_id, "EventType": ACTION_CODES[action], "Param": param}
 
 
 def test_a_command_pushed_before_the_call_shows_outgoing_is_not_sent(

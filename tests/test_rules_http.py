@@ -17,28 +17,13 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import PASSWORD, Server, platform_config, start_server
+from tests.conftest import ACTION_CODES, PASSWORD, Server, platform_config, start_server
 
 CONTENT_TYPE = "application/json; charset=UTF-8"
 
 # Event codes (the protocol's EventType table), written out so the tests do not borrow them from src.
 CALL_ACCEPTED, CALL_ANSWERED, HELLO_MESSAGE, DTMF, T38, FAX_TONE, RUN_IVR = 1, 2, 3, 4, 5, 6, 7
 TRANSFER, SHORT_TRANSFER, REC_START, BDROPPED, PREPARE_TO_CONNECT = 9, 11, 13, 17, 16
-# Action codes (the protocol's action table).
-ACTION_CODES = {
-    "TransferDN": 1,
-    "TransferEXT": 2,
-    "PlayPrompt": 3,
-    "Hangup": 4,
-    "TransferPBX": 5,
-    "PlayMenuBlock": 6,
-    "PlayPromptAndBack": 7,
-    "PlayPromptToOperator": 8,
-    "TransferDNRec": 9,
-    "TransferPBXRec": 10,
-    "IgnorePromptToOperator": 11,
-    "BackFromConsultCall": 12,
-}
 
 MSK = timezone(timedelta(hours=3))
 T0 = datetime(2027, 1, 11, 10, 15, tzinfo=MSK)  # a Monday, office hours in Moscow

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from ascrm.calls.store import StoreUnavailableError
 from ascrm.calls.sweeper import sweep_periodically
-from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
+from tests.conftest import Server, start_with_admin
 from tests.test_redis_store import RedisServer, redis_server
 
 __all__ = ["redis_server"]  # the fixture, shared with the Redis store's tests
@@ -26,12 +26,7 @@ ADMIN = ("ops", "sweep-pässword")
 
 
 def serve(tmp: Path, state: dict[str, Any]) -> Server:
-    auth = {
-        "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
-        "admin": [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}],
-    }
-    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}
-    return start_server(tmp, platform_config(auth=auth, state=state), env=env)
+    return start_with_admin(tmp, ADMIN, state)
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -192,7 +192,8 @@ def create_app(
             stopping.set()
             background = {checker, failure_log, sweeper} | ({watcher} if watcher is not None else set())
             await asyncio.wait(background, timeout=2)
-            checker.cancel()
+            for task in background:  # still running after the grace (a store check that hangs): stop it
+                task.cancel()
             guard.close()
             await store.close()
         log.info("service_stopped")

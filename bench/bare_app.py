@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ascrm.server import UVICORN_OPTIONS
+from ascrm.service.server import UVICORN_OPTIONS
 
 
 async def call_event(request: Request) -> JSONResponse:
@@ -26,7 +26,7 @@ app = Starlette(routes=[Route("/CallEvent", call_event, methods=["POST"])])
 
 
 def main() -> None:
-    """Serve app on 127.0.0.1 with the uvicorn settings of ascrm.server.uvicorn_config."""
+    """Serve app on 127.0.0.1 with the uvicorn settings of ascrm.service.server.uvicorn_config."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()

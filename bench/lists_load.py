@@ -1,4 +1,4 @@
-"""Load time of a big map file and list file (ascrm.rules.lists), and look-ups per second.
+"""Load time of a big map file and list file (ascrm.core.rules.lists), and look-ups per second.
 
 Writes, in a temporary directory, a managers.csv of --rows rows (`AN,EXT` header, then
 `7916NNNNNNN,1NNN`) and a blocked.txt of --rows lines (a comment header, exact numbers, one prefix
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ascrm.rules.lists import NumberList, load_list_file, load_map_file, normalize_ru
+from ascrm.core.rules.lists import NumberList, load_list_file, load_map_file, normalize_ru
 
 LOOKUPS = 1_000_000
 

@@ -7,7 +7,7 @@ number, a 4-digit DTMF string), times one match per call of:
 - `re`:            `re.compile(p).search(value)`, the engine rules used before;
 - `re2 wrapper`:   `re2.compile(p).search(value)`, google-re2's `re`-like API (a generator and a
                    Match object per call);
-- `rule pattern`:  `ascrm.rules.regex.compile_pattern(p).search(value)`, what the rules run.
+- `rule pattern`:  `ascrm.core.rules.regex.compile_pattern(p).search(value)`, what the rules run.
 
 Then the pathological pattern `^(\\d+)+$` on a number with a letter at its end, for growing
 lengths, with `re` (stopped at --max-re-seconds) and with the rule pattern.
@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import re2
 
-from ascrm.rules.regex import compile_pattern
+from ascrm.core.rules.regex import compile_pattern
 
 PATTERNS = {
     "4 digits": (r"^\d{4}$", "2005"),

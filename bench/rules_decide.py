@@ -19,10 +19,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ascrm.calls.state import CallState
-from ascrm.engine import RuleSet, decide
-from ascrm.protocol import CallEvent, EventType
-from ascrm.rules import load_rules
+from ascrm.core.calls.state import CallState
+from ascrm.core.engine import RuleSet, decide
+from ascrm.core.protocol import CallEvent, EventType
+from ascrm.core.rules import load_rules
 
 NOW = datetime(2027, 1, 11, 7, 15, tzinfo=UTC)
 

@@ -45,8 +45,8 @@ from zoneinfo import ZoneInfo
 import orjson
 import redis
 
-from ascrm.calls import CallState, DecisionRecord, MemoryCallStore
-from ascrm.protocol import Action, parse_call_event
+from ascrm.core.calls import CallState, DecisionRecord, MemoryCallStore
+from ascrm.core.protocol import Action, parse_call_event
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))

@@ -12,9 +12,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from ascrm import Settings, create_app
-from ascrm.auth import Credential
-from ascrm.calls import MemoryCallStore, StoreUnavailableError
-from ascrm.protocol import EventType
+from ascrm.core.calls import MemoryCallStore, StoreUnavailableError
+from ascrm.core.protocol import EventType
+from ascrm.service.auth.basic import Credential
 from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
 
 CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -473,7 +473,7 @@ class UnavailableStore(MemoryCallStore):
 
 
 def test_store_unavailable_is_503(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ascrm.app.open_store", lambda settings: UnavailableStore())
+    monkeypatch.setattr("ascrm.service.app.open_store", lambda settings: UnavailableStore())
     settings = Settings(admin_credentials=(Credential("ops", password="pw"),))
     with TestClient(create_app(settings)) as client:
         responses = [

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ascrm.protocol import EventType, ServiceType
+from ascrm.core.protocol import EventType, ServiceType
 from tests.conftest import PASSWORD, USER, Server
 
 CONTENT_TYPE = "application/json; charset=UTF-8"

@@ -8,11 +8,13 @@ import pytest
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
-from ascrm import Settings, api, create_app, engine
-from ascrm.api import PlatformRoutes
-from ascrm.auth import Credential
-from ascrm.calls.state import CallState
-from ascrm.protocol import CallEvent, Decision
+from ascrm import Settings, create_app
+from ascrm.core import engine
+from ascrm.core.calls.state import CallState
+from ascrm.core.protocol import CallEvent, Decision
+from ascrm.service import platform as api
+from ascrm.service.auth.basic import Credential
+from ascrm.service.platform import PlatformRoutes
 
 SETTINGS = Settings(platform_credentials=(Credential("pbx", password="pw"),), root_path="/crm")
 

@@ -7,7 +7,7 @@ import base64
 import anyio
 import pytest
 
-from ascrm.auth import BasicAuth, Credential, PasswordHash, hash_password, parse_basic
+from ascrm.service.auth.basic import BasicAuth, Credential, PasswordHash, hash_password, parse_basic
 
 
 def basic(user: str, password: str) -> str:

@@ -14,8 +14,8 @@ import httpx
 import orjson
 import pytest
 
-from ascrm.calls.state import MAX_FIELD_CHARS, CallState
-from ascrm.protocol import CallEvent, EventType
+from ascrm.core.calls.state import MAX_FIELD_CHARS, CallState
+from ascrm.core.protocol import CallEvent, EventType
 from tests.conftest import Server, start_with_admin
 from tests.test_redis_store import RedisServer, redis_server
 

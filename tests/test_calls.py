@@ -8,8 +8,8 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from ascrm.calls import CallState, MemoryCallStore
-from ascrm.protocol import CallEvent, EventType, ServiceType
+from ascrm.core.calls import CallState, MemoryCallStore
+from ascrm.core.protocol import CallEvent, EventType, ServiceType
 
 T0 = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 
@@ -99,7 +99,7 @@ def test_events_without_a_call_id_are_not_stored(call_id: int | None) -> None:
 
 
 def test_one_call_history_is_bounded() -> None:
-    from ascrm.calls.state import MAX_DIGITS, MAX_EVENTS
+    from ascrm.core.calls.state import MAX_DIGITS, MAX_EVENTS
 
     call = CallState.begin(1, ev(1, EventType.CallAccepted), T0)
     for i in range(MAX_EVENTS * 4):
@@ -141,8 +141,8 @@ def test_summary_of_an_ended_call() -> None:
 
 
 def test_state_survives_its_json_form() -> None:
-    from ascrm.calls.state import DecisionRecord
-    from ascrm.protocol import Action
+    from ascrm.core.calls.state import DecisionRecord
+    from ascrm.core.protocol import Action
 
     call = CallState.begin(5, ev(5, EventType.CallAccepted, T0, an="7916", un="7495"), T0)
     call.apply(ev(5, EventType.CallAccepted, T0, an="7916", un="7495"), T0)

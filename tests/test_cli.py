@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ascrm.auth import PasswordHash
+from ascrm.service.auth.basic import PasswordHash
 from tests.conftest import PASSWORD, USER, platform_config, start_server
 
 ASCRM = [sys.executable, "-m", "ascrm"]

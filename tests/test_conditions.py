@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from ascrm.calls.state import CallState
-from ascrm.engine import RuleSet, decide
-from ascrm.protocol import NO_ACTION, Action, CallEvent, Decision, EventType, ServiceType
-from ascrm.rules import load_rules
-from ascrm.rules.conditions import ConditionError, Definitions, compile_conditions
-from ascrm.rules.lists import inline_map, normalize_ru, number_list
-from ascrm.rules.schedule import parse_schedule
+from ascrm.core.calls.state import CallState
+from ascrm.core.engine import RuleSet, decide
+from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventType, ServiceType
+from ascrm.core.rules import load_rules
+from ascrm.core.rules.conditions import ConditionError, Definitions, compile_conditions
+from ascrm.core.rules.lists import inline_map, normalize_ru, number_list
+from ascrm.core.rules.schedule import parse_schedule
 
 NOW = datetime(2027, 1, 11, 7, 15, tzinfo=UTC)  # Monday 10:15 in Moscow: the server clock
 T0 = NOW - timedelta(hours=1)  # when the calls below start

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from ascrm.errors import ConfigError
-from ascrm.observe import LineWriter, RotatingFile
-from ascrm.settings import DecisionLogFile
+from ascrm.service.logs import LineWriter, RotatingFile
+from ascrm.service.settings import DecisionLogFile
 from tests.conftest import PASSWORD, platform_config, start_server, wait_for
 
 RULES = 'rules:\n  - id: sales\n    on: DTMF\n    if: {DTMF: "1"}\n    do: {TransferDN: "74951110000"}\n'

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ascrm.settings import load_settings
+from ascrm.service.settings import load_settings
 from tests.conftest import PASSWORD, start_server
 
 ROOT = Path(__file__).parent.parent

@@ -10,8 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ascrm.rules import load_rules
-from ascrm.settings import load_settings
+from ascrm.core.rules import load_rules
+from ascrm.service.settings import load_settings
 
 K8S = Path(__file__).parent.parent / "deploy" / "k8s"
 VERSION = "1.30.0"  # the oldest Kubernetes these manifests are checked against (kubernetes-validate bundles it)

@@ -21,8 +21,8 @@ import pytest
 import trustme
 import yaml
 
-from ascrm.server import UVICORN_OPTIONS
-from ascrm.settings import Limits
+from ascrm.service.server import UVICORN_OPTIONS
+from ascrm.service.settings import Limits
 from tests.conftest import PASSWORD, USER, Server, start_server, wait_for
 from tests.test_tls import _client_context, _handshake_to, _handshake_with_permissive_server
 from tests.test_tools_probe import QUICK_CALL, run_tool

@@ -370,7 +370,7 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> None
 
 
 def test_the_cap_is_lowered_to_fit_the_open_file_limit() -> None:
-    from ascrm.openfiles import RESERVED_FILES, OpenFilesLimit
+    from ascrm.service.net.openfiles import RESERVED_FILES, OpenFilesLimit
 
     assert OpenFilesLimit(before=1024, soft=1024, hard=1024).connections(4096) == 1024 - RESERVED_FILES
     assert OpenFilesLimit(before=1024, soft=65536, hard=65536).connections(4096) == 4096

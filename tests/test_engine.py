@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ascrm.calls import CallState
-from ascrm.engine import RuleSet, decide
-from ascrm.protocol import NO_ACTION, Action, CallEvent, Decision, EventType
+from ascrm.core.calls import CallState
+from ascrm.core.engine import RuleSet, decide
+from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventType
 
 NOW = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 

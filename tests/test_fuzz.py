@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from ascrm import Settings, create_app
-from ascrm.auth import Credential
+from ascrm.service.auth.basic import Credential
 
 FIELDS = ["CallID", "EventTime", "EventType", "ServiceType", "AN", "UN", "DN1", "DTMF", "Result", "callid", "x"]
 VALUES = st.recursive(

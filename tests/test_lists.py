@@ -1,4 +1,4 @@
-"""Number lists, maps and number normalization (ascrm.rules.lists)."""
+"""Number lists, maps and number normalization (ascrm.core.rules.lists)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from ascrm.errors import AscrmError
-from ascrm.rules.lists import (
+from ascrm.core.rules.lists import (
     ListError,
     NumberList,
     inline_map,
@@ -18,6 +17,7 @@ from ascrm.rules.lists import (
     normalize_ru,
     number_list,
 )
+from ascrm.errors import AscrmError
 
 BOM = "\ufeff"
 

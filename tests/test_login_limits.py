@@ -8,10 +8,10 @@ import threading
 import pytest
 from structlog.testing import capture_logs
 
-from ascrm.authlog import FailureTally
-from ascrm.kdf import KdfBusyError, KdfPool
-from ascrm.login import LoginGuard, LoginLimits, LoginRefusedError
-from ascrm.throttle import FailureBudget
+from ascrm.service.auth.failures import FailureTally
+from ascrm.service.auth.kdf import KdfBusyError, KdfPool
+from ascrm.service.auth.login import LoginGuard, LoginLimits, LoginRefusedError
+from ascrm.service.auth.throttle import FailureBudget
 
 
 class Clock:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from ascrm.observe import FLUSH_DELAY, LineWriter, configure_logging
-from ascrm.settings import LogSettings
+from ascrm.service.logs import FLUSH_DELAY, LineWriter, configure_logging
+from ascrm.service.settings import LogSettings
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def test_answer_log_respects_the_level(output: io.TextIOWrapper) -> None:
 def test_answer_log_goes_through_structlog_by_default() -> None:
     from structlog.testing import capture_logs
 
-    from ascrm.observe import AnswerLog
+    from ascrm.service.logs import AnswerLog
 
     answers = AnswerLog()
     with capture_logs() as captured:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ascrm.observe import JSONLine
+from ascrm.service.logs import JSONLine
 from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
 from tests.test_redis_store import RedisServer, redis_server
 

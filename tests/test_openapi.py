@@ -16,9 +16,9 @@ from openapi_spec_validator import validate as validate_spec
 from starlette.routing import Route
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-from ascrm.app import create_app
-from ascrm.openapi import document
-from ascrm.settings import Settings
+from ascrm.service.app import create_app
+from ascrm.service.openapi import document
+from ascrm.service.settings import Settings
 from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
 
 PREFIX = "/autosecretary"

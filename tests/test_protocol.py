@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ascrm.errors import ParamError
-from ascrm.protocol import (
+from ascrm.core.protocol import (
     NO_ACTION,
     Action,
     CallEvent,
@@ -26,6 +25,7 @@ from ascrm.protocol import (
     parse_code,
     render_answer,
 )
+from ascrm.errors import ParamError
 
 MSK = ZoneInfo("Europe/Moscow")
 
@@ -297,7 +297,7 @@ _FIELD_VALUES = st.one_of(
     )
 )
 def test_fast_and_tolerant_readers_agree(data: dict[str, Any]) -> None:
-    from ascrm.protocol import _read_tolerantly, _read_well_formed
+    from ascrm.core.protocol import _read_tolerantly, _read_well_formed
 
     fast = _read_well_formed(data, MSK)
     if fast is not None:

@@ -27,7 +27,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from ascrm.calls import (
+from ascrm.core.calls import (
     CallEndedError,
     CallState,
     CallStore,
@@ -36,9 +36,9 @@ from ascrm.calls import (
     StoreUnavailableError,
     UnknownCallError,
 )
-from ascrm.calls.redis import RedisCallStore
-from ascrm.protocol import NO_ACTION, Action, CallEvent, Decision, EventType
-from ascrm.settings import StateSettings
+from ascrm.core.calls.redis import RedisCallStore
+from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventType
+from ascrm.service.settings import StateSettings
 from tests.conftest import PASSWORD, Server, platform_config, start_server, wait_for
 
 REDIS_SERVER = shutil.which("redis-server", path=os.pathsep.join((os.environ.get("PATH", ""), "/usr/bin")))

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ascrm.rules.regex import compile_pattern
+from ascrm.core.rules.regex import compile_pattern
 from tests.conftest import PASSWORD, Server, platform_config, start_server
 
 ASCRM = [sys.executable, "-m", "ascrm"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ascrm.rules import Problem, RulesError, load_rules
+from ascrm.core.rules import Problem, RulesError, load_rules
 
 TIMEZONE = "Europe/Moscow"
 ASCRM = [sys.executable, "-m", "ascrm"]

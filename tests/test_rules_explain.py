@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from ascrm.calls.state import CallState, DecisionRecord
-from ascrm.engine import RuleSet, decide
-from ascrm.protocol import NO_ACTION, Action, CallEvent, Decision, EventType, ServiceType
-from ascrm.rules import RulesError, load_rules
-from ascrm.rules.compile import Overrides
-from ascrm.rules.explain import explain, explain_rule
+from ascrm.core.calls.state import CallState, DecisionRecord
+from ascrm.core.engine import RuleSet, decide
+from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventType, ServiceType
+from ascrm.core.rules import RulesError, load_rules
+from ascrm.core.rules.compile import Overrides
+from ascrm.core.rules.explain import explain, explain_rule
 
 NOW = datetime(2027, 1, 11, 7, 15, tzinfo=UTC)  # Monday 10:15 in Moscow: the server clock
 T0 = datetime.fromisoformat("2027-01-11T10:00:00+03:00")  # Monday, office hours

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ascrm.rules.schedule import Day, Schedule, ScheduleError, parse_schedule
+from ascrm.core.rules.schedule import Day, Schedule, ScheduleError, parse_schedule
 
 EXAMPLE = """
 schedules:

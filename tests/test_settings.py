@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from ascrm.core.protocol import NoopAnswer
 from ascrm.errors import ConfigError
-from ascrm.protocol import NoopAnswer
-from ascrm.settings import DEFAULT_CIPHERS, Limits, Listen, Settings, load_settings
+from ascrm.service.settings import DEFAULT_CIPHERS, Limits, Listen, Settings, load_settings
 
 FULL = """
 listen: {host: 0.0.0.0, port: 8443}

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from ascrm.calls.store import StoreUnavailableError
-from ascrm.calls.sweeper import sweep_periodically
+from ascrm.core.calls.store import StoreUnavailableError
+from ascrm.core.calls.sweeper import sweep_periodically
 from tests.conftest import Server, start_with_admin
 from tests.test_redis_store import RedisServer, redis_server
 

@@ -7,7 +7,7 @@ import random
 import orjson
 import pytest
 
-from ascrm.protocol import Action, Decision, NoopAnswer, render_answer
+from ascrm.core.protocol import Action, Decision, NoopAnswer, render_answer
 from ascrm.tools.conformance import check_answer
 from ascrm.tools.scenarios import load_scenarios, pick
 

@@ -13,13 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from ascrm import __version__
-from ascrm.auth import Credential, hash_password
-from ascrm.engine import RuleSet
+from ascrm.core.engine import RuleSet
+from ascrm.core.rules import RulesError, load_rules, rules_source
+from ascrm.core.rules.limits import RuleLimits
 from ascrm.errors import AscrmError, ListenError
-from ascrm.listener import EXIT_CANNOT_LISTEN, bind
-from ascrm.loadlimits import RuleLimits
-from ascrm.rules import RulesError, load_rules, rules_source
-from ascrm.settings import Settings, load_settings, trusted_proxies
+from ascrm.service.auth.basic import Credential, hash_password
+from ascrm.service.net.listener import EXIT_CANNOT_LISTEN, bind
+from ascrm.service.settings import Settings, load_settings, trusted_proxies
 
 GENERATED_USER = "autosecretary"
 
@@ -125,7 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    from ascrm.server import run
+    from ascrm.service.server import run
 
     run(settings, rules, sockets)
     return 0

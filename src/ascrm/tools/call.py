@@ -14,7 +14,7 @@ from typing import Literal
 
 import orjson
 
-from ascrm.protocol import CRMDDATA_FIELDS, RESULT_CONNECTED, EventType, ServiceType, code_name
+from ascrm.core.protocol import CRMDDATA_FIELDS, RESULT_CONNECTED, EventType, ServiceType, code_name
 from ascrm.tools.client import PlatformClient, Reply, TransportError
 from ascrm.tools.conformance import Verdict, check_answer
 from ascrm.tools.scenarios import RenderedStep, Scenario

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from ascrm.core.protocol import CRMDDATA_FIELDS
 from ascrm.errors import AscrmError
-from ascrm.protocol import CRMDDATA_FIELDS
 
 FailureKind = Literal["unreachable", "tls", "timeout", "broken"]
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import orjson
 
-from ascrm.protocol import (
+from ascrm.core.protocol import (
     ANSWER_FIELDS,
     CONTENT_TYPE,
     INT64_MAX,

@@ -10,12 +10,12 @@ from typing import Any
 
 import orjson
 
-from ascrm import engine
-from ascrm.answering import Decide, answer_event, answer_poll
-from ascrm.calls.memory import MemoryCallStore
-from ascrm.calls.state import CallState
-from ascrm.protocol import CallEvent, Decision, NoopAnswer, parse_call_event, render_answer
-from ascrm.rules.explain import Trial, explain
+from ascrm.core import engine
+from ascrm.core.answering import Decide, answer_event, answer_poll
+from ascrm.core.calls.memory import MemoryCallStore
+from ascrm.core.calls.state import CallState
+from ascrm.core.protocol import CallEvent, Decision, NoopAnswer, parse_call_event, render_answer
+from ascrm.core.rules.explain import Trial, explain
 from ascrm.tools.scenario import CALL_ID, Case, Step
 
 

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ascrm.engine import RuleSet
-from ascrm.protocol import Decision, code_name
-from ascrm.rules.explain import Trial
-from ascrm.rules.load import Location
-from ascrm.rules.rule import CompiledRule
+from ascrm.core.engine import RuleSet
+from ascrm.core.protocol import Decision, code_name
+from ascrm.core.rules.explain import Trial
+from ascrm.core.rules.load import Location
+from ascrm.core.rules.rule import CompiledRule
 from ascrm.tools.replay import Outcome
 
 Places = Mapping[str, Location]  # where each rule is written, by id

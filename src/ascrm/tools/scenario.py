@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ascrm.protocol import Action, Decision, EventType, code_name, parse_code
-from ascrm.rules.compile import Overrides
-from ascrm.rules.load import Location
+from ascrm.core.protocol import Action, Decision, EventType, code_name, parse_code
+from ascrm.core.rules.compile import Overrides
+from ascrm.core.rules.load import Location
 
 CALL_ID = 1  # every replayed call is alone in its own store
 POLL = "poll"  # a step's event when it is a GET /CallEvent/{CallID}

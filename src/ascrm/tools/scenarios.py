@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ascrm.core.protocol import CRMDDATA_FIELDS, EventType, ServiceType, code_name, parse_code
+from ascrm.core.rules.load import Location, Problem, RulesError, key_location, locate, read_yaml
 from ascrm.errors import AscrmError
-from ascrm.protocol import CRMDDATA_FIELDS, EventType, ServiceType, code_name, parse_code
-from ascrm.rules.load import Location, Problem, RulesError, key_location, locate, read_yaml
 
 DEFAULT_SCENARIOS: Final = Path(__file__).with_name("default_scenarios.yaml")
 # Fields the emulator fills in itself; a scenario gives the others.

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ascrm.engine import RuleSet
+from ascrm.core.engine import RuleSet
+from ascrm.core.protocol import EventType, ServiceType, code_name, parse_call_event, parse_code
+from ascrm.core.rules import RulesError, load_rules, rules_source
 from ascrm.errors import ConfigError
-from ascrm.protocol import EventType, ServiceType, code_name, parse_call_event, parse_code
-from ascrm.rules import RulesError, load_rules, rules_source
 from ascrm.tools.replay import Outcome, replay
 from ascrm.tools.report import answer_text, moment, outcome_json, rule_places, trial_lines
 from ascrm.tools.scenario import CALL_ID, CASE_FIELDS, POLL, STRING_FIELDS, Case, Step, parse_duration, parse_event

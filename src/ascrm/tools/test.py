@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ascrm.engine import RuleSet
+from ascrm.core.engine import RuleSet
+from ascrm.core.rules import RulesError, load_rules, rules_source
+from ascrm.core.rules.compile import Overrides
+from ascrm.core.rules.load import RULE_FILE_SUFFIXES, Problem
+from ascrm.core.rules.rule import POLL, CompiledRule
 from ascrm.errors import ConfigError
-from ascrm.rules import RulesError, load_rules, rules_source
-from ascrm.rules.compile import Overrides
-from ascrm.rules.load import RULE_FILE_SUFFIXES, Problem
-from ascrm.rules.rule import POLL, CompiledRule
 from ascrm.tools.replay import Outcome, replay_all
 from ascrm.tools.report import Places, answer_text, moment, place, rule_places, trial_lines
 from ascrm.tools.scenario import Case

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ascrm.core.protocol import Action, field_name, param_error, parse_call_event, parse_code
+from ascrm.core.rules.lists import ListError, inline_map, number_list
+from ascrm.core.rules.load import Location, MarkedList, MarkedMap, Problem, RulesError, key_location, locate, read_yaml
+from ascrm.core.rules.schema import schema_errors
 from ascrm.errors import AscrmError
-from ascrm.protocol import Action, field_name, param_error, parse_call_event, parse_code
-from ascrm.rules.lists import ListError, inline_map, number_list
-from ascrm.rules.load import Location, MarkedList, MarkedMap, Problem, RulesError, key_location, locate, read_yaml
-from ascrm.rules.schema import schema_errors
 from ascrm.tools.scenario import CASE_FIELDS, POLL, STEP_FIELDS, Case, Expectation, Step, parse_duration, parse_event
 
 DEFAULT_TIMEZONE = "Europe/Moscow"

@@ -1,0 +1,55 @@
+"""Deciding an answer: the first rule of the active rule set that matches decides."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from ascrm.core.calls.state import CallState
+from ascrm.core.protocol import NO_ACTION, CallEvent, Decision
+
+
+class Rule(Protocol):
+    """A compiled rule: decides for an event (None for a GET poll), or returns None to pass."""
+
+    @property
+    def id(self) -> str:
+        """The rule's id, as written in its file."""
+        ...
+
+    def decide(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
+        """The decision if this rule matches, else None."""
+        ...
+
+
+class RuleIndex(Protocol):
+    """Narrows a rule set to the rules that may match an event, in rule order."""
+
+    def candidates(self, event: CallEvent | None, call: CallState) -> Iterable[Rule]:
+        """The rules to try."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """An immutable, ordered set of compiled rules; swapped whole on reload."""
+
+    rules: Sequence[Rule] = ()
+    revision: str = "empty"
+    index: RuleIndex | None = None
+    files: tuple[Path, ...] = ()  # the rule files
+    data_files: tuple[Path, ...] = ()  # the list and map files they name
+    warnings: tuple[Any, ...] = ()
+
+
+def decide(ruleset: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:
+    """The first matching rule's decision for event (None: a GET poll), or NO_ACTION."""
+    candidates = ruleset.rules if ruleset.index is None else ruleset.index.candidates(event, call)
+    for rule in candidates:
+        decision = rule.decide(event, call, now)
+        if decision is not None:
+            return decision
+    return NO_ACTION

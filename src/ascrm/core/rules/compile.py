@@ -1,0 +1,362 @@
+"""Rule files → one immutable, indexed RuleSet; every mistake reported with its file and line."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ascrm.core.engine import RuleSet
+from ascrm.core.protocol import FULL_NUMBER_ACTIONS, Action, EventType, ServiceType, param_error, parse_code
+from ascrm.core.rules.actions import ActionError, parse_action
+from ascrm.core.rules.conditions import (
+    NUMBER_FIELDS,
+    ConditionError,
+    Definitions,
+    compile_conditions,
+    schedule_path,
+)
+from ascrm.core.rules.excerpt import excerpt
+from ascrm.core.rules.explain import Check, build_checks
+from ascrm.core.rules.index import Hint, build_index
+from ascrm.core.rules.limits import RuleLimits
+from ascrm.core.rules.lists import (
+    ListError,
+    NumberList,
+    inline_map,
+    load_list_file,
+    load_map_file,
+    normalize_ru,
+    number_list,
+)
+from ascrm.core.rules.load import (
+    Location,
+    MarkedMap,
+    Problem,
+    RulesError,
+    key_location,
+    locate,
+    read_yaml,
+    rule_files,
+)
+from ascrm.core.rules.rule import POLL, CompiledRule
+from ascrm.core.rules.schedule import Schedule, ScheduleError, parse_schedule
+from ascrm.core.rules.schema import shape_errors
+from ascrm.core.rules.services import admits, only
+
+_NORMALIZERS: dict[str, Callable[[str], str] | None] = {"none": None, "ru": normalize_ru}
+
+
+MAX_ZONE_NAME = 64  # characters: the longest IANA name has 32
+MAX_PROBLEMS = 100  # reported per load: a file with thousands of mistakes makes no megabyte answer or log line
+
+
+def _known_zone(name: str) -> bool:
+    """Whether name is an IANA time zone; a name longer than any (looked up as a path, a huge one
+    takes a while to refuse) is not."""
+    if len(name) > MAX_ZONE_NAME:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
+        return False
+    return True
+
+
+def _at_most(problems: list[Problem], limit: int) -> list[Problem]:
+    """The first limit problems, then one saying there are more (the file's shape stops being checked
+    past about limit, so how many more is not known)."""
+    if len(problems) <= limit:
+        return problems
+    return [*problems[:limit], Problem(problems[limit].location, "… more problems, not shown")]
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Lists and maps, by name, to use instead of the ones the rule files define (a rule test's case)."""
+
+    lists: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+def load_rules(
+    source: Path,
+    default_timezone: str,
+    *,
+    explain: bool = False,
+    overrides: Overrides | None = None,
+    limits: RuleLimits | None = None,
+) -> RuleSet:
+    """Read, check and compile a rules file or folder; RulesError lists every problem found.
+
+    explain: also compile each rule's conditions one by one, for `rules.explain` (tools; the server
+    never does). overrides: lists and maps replacing the defined ones of the same names. limits: the
+    bounds on file sizes and YAML documents (RuleLimits() when not given).
+    """
+    files = rule_files(source)
+    if not files:
+        raise RulesError([Problem(Location(source), "no rule files (*.yaml, *.yml) in this folder")])
+    compiler = _Compiler(
+        default_timezone, explain=explain, overrides=overrides or Overrides(), limits=limits or RuleLimits()
+    )
+    for file in files:
+        compiler.read(file)
+    compiler.check()
+    for file, document in compiler.documents:
+        compiler.definitions(file, document)
+    compiler.unknown_overrides(source)
+    compiler.check()
+    for file, document in compiler.documents:
+        compiler.rules_of(file, document)
+    compiler.check()
+    from ascrm.core.rules.lint import lint
+
+    return RuleSet(
+        rules=tuple(compiler.rules),
+        revision=compiler.revision(),
+        index=build_index(compiler.rules, compiler.index_hints),
+        files=tuple(files),
+        data_files=tuple(compiler.data_files),
+        warnings=(*compiler.warnings, *lint(compiler.rules, compiler.raw_rules)),
+    )
+
+
+class _Compiler:
+    """Collects definitions, rules and problems across the files of one rule set."""
+
+    def __init__(self, default_timezone: str, *, explain: bool, overrides: Overrides, limits: RuleLimits) -> None:
+        self.default_timezone = default_timezone
+        self.limits = limits
+        self.explain = explain
+        self.overrides = overrides
+        self.documents: list[tuple[Path, MarkedMap]] = []
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.schedules: dict[str, Schedule] = {}
+        self.lists: dict[str, NumberList] = {}
+        self.maps: dict[str, Mapping[str, str]] = {}
+        self.defined_at: dict[tuple[str, str], Location] = {}
+        self.rules: list[CompiledRule] = []
+        self.raw_rules: list[Mapping[str, Any]] = []
+        self.index_hints: dict[str, Hint] = {}
+        self.digest = hashlib.sha256()
+        self.data_files: list[Path] = []  # list and map files, in the order read
+
+    def check(self) -> None:
+        if self.problems:
+            raise RulesError(_at_most(self.problems, MAX_PROBLEMS))
+
+    def problem(self, file: Path, document: Any, path: tuple[Any, ...], message: str, *, key: bool = False) -> None:
+        fallback = Location(file, 1, 1)
+        where = key_location(document, path, fallback) if key else locate(document, path, fallback)
+        self.problems.append(Problem(where, message))
+
+    def read(self, file: Path) -> None:
+        try:
+            document = read_yaml(file, self.limits)
+        except RulesError as exc:
+            self.problems += exc.problems
+            return
+        self.digest.update(str(file.name).encode() + b"\0" + file.read_bytes() + b"\0")
+        if document is None:
+            document = MarkedMap()
+            document.location, document.key_locations, document.value_locations = Location(file, 1, 1), {}, {}
+        for path, message, about_key in shape_errors(document):
+            self.problem(file, document, path, message, key=about_key)
+        if isinstance(document, MarkedMap):
+            self.documents.append((file, document))
+
+    def settings(self, file: Path, document: MarkedMap) -> tuple[str, Callable[[str], str] | None]:
+        zone = document.get("timezone", self.default_timezone)
+        if not _known_zone(zone):
+            message = f"unknown time zone {excerpt(zone)} (an IANA name: Europe/Moscow)"
+            self.problem(file, document, ("timezone",), message)
+            zone = self.default_timezone
+        return zone, _NORMALIZERS[document.get("normalize", "none")]
+
+    def define(self, kind: str, name: str, file: Path, document: MarkedMap) -> bool:
+        where = key_location(document, (kind, name), Location(file))
+        first = self.defined_at.get((kind, name))
+        if first is not None:
+            self.problems.append(Problem(where, f"{kind[:-1]} {excerpt(name)} is defined twice (first at {first})"))
+            return False
+        self.defined_at[(kind, name)] = where
+        return True
+
+    def definitions(self, file: Path, document: MarkedMap) -> None:
+        zone, normalize = self.settings(file, document)
+        for name, spec in (document.get("schedules") or {}).items():
+            if not self.define("schedules", name, file, document):
+                continue
+            try:
+                self.schedules[name] = parse_schedule(spec, zone)
+            except ScheduleError as exc:
+                at = ("schedules", name, *schedule_path(spec, exc.key))
+                self.problem(file, document, at, f"schedule {excerpt(name)}: {exc}")
+        for name, spec in (document.get("lists") or {}).items():
+            if self.define("lists", name, file, document):
+                self.list_of(file, document, name, spec, normalize)
+        for name, spec in (document.get("maps") or {}).items():
+            if self.define("maps", name, file, document):
+                self.map_of(file, document, name, spec, normalize)
+
+    def unknown_overrides(self, source: Path) -> None:
+        for kind, given in (("lists", self.overrides.lists), ("maps", self.overrides.maps)):
+            defined = sorted(name for (what, name) in self.defined_at if what == kind)
+            for name in given:
+                if name not in defined:
+                    names = ", ".join(defined) or "none"
+                    message = f"no {kind[:-1]} named {excerpt(name)} to replace (the rules define: {names})"
+                    self.problems.append(Problem(Location(source), message))
+
+    def list_of(self, file: Path, doc: MarkedMap, name: str, spec: Any, normalize: Any) -> None:
+        try:
+            if name in self.overrides.lists:
+                self.lists[name] = number_list(self.overrides.lists[name], normalize)
+            elif isinstance(spec, dict):
+                path = file.parent / spec["file"]
+                self.data_files.append(path)
+                self.lists[name] = load_list_file(path, normalize, limits=self.limits)
+                self.digest.update(path.read_bytes())
+            else:
+                self.lists[name] = number_list(spec, normalize)
+        except ListError as exc:
+            self.list_problem(file, doc, ("lists", name), exc)
+
+    def map_of(self, file: Path, doc: MarkedMap, name: str, spec: Any, normalize: Any) -> None:
+        if set(spec) == {"file"} and (not isinstance(spec["file"], str) or not spec["file"]):
+            self.problem(file, doc, ("maps", name, "file"), f"map {excerpt(name)}: file: takes the path of a CSV file")
+            return
+        try:
+            if name in self.overrides.maps:
+                self.maps[name] = inline_map(self.overrides.maps[name], normalize)
+            elif set(spec) == {"file"}:
+                path = file.parent / spec["file"]
+                self.data_files.append(path)
+                self.maps[name] = load_map_file(path, normalize, limits=self.limits)
+                self.digest.update(path.read_bytes())
+            else:
+                self.maps[name] = inline_map(spec, normalize)
+        except ListError as exc:
+            self.list_problem(file, doc, ("maps", name), exc)
+
+    def list_problem(self, file: Path, doc: MarkedMap, at: tuple[Any, ...], exc: ListError) -> None:
+        if exc.path is not None and exc.line is not None:  # a bad line in the list or map file
+            self.problems.append(Problem(Location(exc.path, exc.line), exc.message))
+            return
+        entry = re.match(r"entry (\d+): ", exc.message)  # an inline list's item: point at it
+        if entry is not None and isinstance(doc.get(at[0], {}).get(at[1]), list):
+            at = (*at, int(entry.group(1)) - 1)
+        elif exc.path is not None:
+            at = (*at, "file")
+        message = exc.message if exc.path is None else f"{exc.path}: {exc.message}"
+        self.problem(file, doc, at, f"{at[0][:-1]} {excerpt(at[1])}: {message}")
+
+    def rules_of(self, file: Path, document: MarkedMap) -> None:
+        zone, normalize = self.settings(file, document)
+        for number, raw in enumerate(document.get("rules") or []):
+            at = ("rules", number)
+            rule_id = raw["id"]
+            where = locate(document, (*at, "id"), Location(file))
+            first = self.defined_at.get(("rules", rule_id))
+            if first is not None:
+                self.problems.append(Problem(where, f"rule id {excerpt(rule_id)} is used twice (first at {first})"))
+                continue
+            self.defined_at[("rules", rule_id)] = where
+            events = self.events(file, document, at, raw["on"])
+            defs = Definitions(self.schedules, self.lists, self.maps, zone, normalize, [])
+            condition = None
+            if "if" in raw:
+                try:
+                    condition = compile_conditions(raw["if"], defs)
+                except ConditionError as exc:
+                    message = f"rule {excerpt(rule_id)}: {exc.message}"
+                    self.problem(file, document, (*at, "if", *exc.path), message, key=exc.about_key)
+                    continue
+            try:
+                action, template = parse_action(raw["do"], self.maps, normalize)
+            except ActionError as exc:
+                self.problem(file, document, (*at, "do", *exc.path), f"rule {excerpt(rule_id)}: {exc.message}")
+                continue
+            if events is None:
+                continue
+            literal = template.literal
+            self.normalized_number(file, document, (*at, "do"), raw, action=action, literal=literal)
+            if literal is not None and POLL not in events and param_error(action, literal) is not None:
+                message = f"rule {excerpt(rule_id)}: TransferPBX param {excerpt(literal)}: this form is for"
+                message += " outgoing-call polls"
+                self.problem(file, document, (*at, "do"), f"{message} (on: poll); answers to events take PBX…")
+                continue
+            unfit = poll_param_error(raw.get("if"), action, literal) if POLL in events else None
+            if unfit is not None:
+                self.problem(file, document, (*at, "do"), f"rule {rule_id!r}: {unfit}")
+                continue
+            repeat = bool(raw.get("repeat"))
+            checks: tuple[Check, ...] = ()
+            if self.explain and "if" in raw:
+                places = {key: key_location(document, (*at, "if", key), where) for key in raw["if"]}
+                checks = build_checks(raw["if"], defs, places.__getitem__)
+            rule = CompiledRule(rule_id, len(self.rules), where, events, condition, action, template, repeat, checks)
+            self.rules.append(rule)
+            self.raw_rules.append(raw)
+            if defs.index_hint:
+                field, values = defs.index_hint[0]
+                self.index_hints[rule_id] = (field, values, normalize if field in NUMBER_FIELDS else None)
+
+    def normalized_number(
+        self, file: Path, document: MarkedMap, at: tuple[Any, ...], raw: Any, *, action: Action, literal: str | None
+    ) -> None:
+        """Warn of a literal number param written otherwise than it is sent (`normalize: ru` completed it)."""
+        spec = raw["do"]
+        if literal is None or action not in FULL_NUMBER_ACTIONS or not isinstance(spec, dict):
+            return
+        [(name, written)] = spec.items()
+        if str(written) != literal:
+            where = locate(document, (*at, name), Location(file))
+            message = f"rule {raw['id']!r}: {action.name} param {str(written)!r} is not in the full form:"
+            self.warnings.append(Problem(where, f"{message} `normalize: ru` sends it as {literal!r}", "warning"))
+
+    def events(self, file: Path, document: MarkedMap, at: tuple[Any, ...], spec: Any) -> frozenset[int | str] | None:
+        found: set[int | str] = set()
+        for index, item in enumerate(spec if isinstance(spec, list) else [spec]):
+            if isinstance(item, str) and item.lower() == POLL:
+                found.add(POLL)
+                continue
+            code = parse_code(item, EventType)
+            if code is None or int(code) < 0:
+                names = ", ".join(member.name for member in EventType)
+                path = (*at, "on", index) if isinstance(spec, list) else (*at, "on")
+                self.problem(file, document, path, f"unknown event {excerpt(item)} (known: {names}, poll, or a code)")
+                return None
+            found.add(int(code))
+        return frozenset(found)
+
+    def revision(self) -> str:
+        return self.digest.hexdigest()[:12]
+
+
+def poll_param_error(conditions: Mapping[str, Any] | None, action: Action, literal: str | None) -> str | None:
+    """Why a poll rule's literal param fits the poll of no call its conditions let through, or None.
+
+    An outgoing call's (MTSPBX) polls take TransferPBX in the outgoing forms, others take PBX…: a
+    rule for outgoing calls only with `PBX123`, or for inbound calls only with `8000…`, never answers.
+    """
+    if literal is None:
+        return None
+    outgoing = admits(conditions, ServiceType.MTSPBX)
+    if outgoing and param_error(action, literal, outgoing_poll=True) is None:
+        return None
+    problem = param_error(action, literal)
+    if not only(conditions, ServiceType.MTSPBX) and problem is None:
+        return None
+    unfit = f"{action.name} param {literal!r} fits no poll this rule answers:"
+    if not outgoing:
+        return f"{unfit} its calls are not outgoing ones (MTSPBX), and it {problem}"
+    outgoing_problem = param_error(action, literal, outgoing_poll=True)
+    if only(conditions, ServiceType.MTSPBX):  # its calls are outgoing ones: say what their polls take
+        return f"{unfit} its calls are outgoing (MTSPBX), and {outgoing_problem}"
+    return f"{unfit} it {problem}; and for outgoing calls (MTSPBX), {outgoing_problem}"

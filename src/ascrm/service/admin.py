@@ -1,0 +1,284 @@
+"""The admin API: list and inspect calls, push commands into live calls, cancel pending ones.
+
+JSON in and out, under its own Basic-auth role (`auth.admin`); not a hot path, so plain Starlette
+request/response endpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ascrm.core.calls.state import CallState, command_json
+from ascrm.core.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError
+from ascrm.core.jsonbody import NestingError, load_json
+from ascrm.core.protocol import (
+    OUTGOING_POLL_ACTIONS,
+    OUTGOING_POLL_LIMIT,
+    Action,
+    ServiceType,
+    param_error,
+    parse_code,
+    parse_int64,
+    poll_action_error,
+)
+from ascrm.errors import AscrmError
+from ascrm.service.auth.basic import BasicAuth
+from ascrm.service.auth.login import LoginGuard, LoginRefusedError, client_of
+from ascrm.service.platform import Runtime, utc_now
+from ascrm.service.responses import JSONAnswer, error_response, refusal_response
+from ascrm.service.settings import Settings
+
+log = structlog.get_logger("ascrm.admin")
+
+REALM: Final = "ascrm-admin"
+MAX_LIMIT: Final = 500
+DEFAULT_LIMIT: Final = 50
+STATES: Final = ("live", "connected", "ended")
+_QUERY_KEYS: Final = ("an", "un", "state", "offset", "limit")
+_BODY_KEYS: Final = ("action", "param")
+_FACTS: Final = ("call_id", "an", "un", "service_type", "state")  # a listing's fields of to_json()
+_TIMES: Final = ("started_at", "updated_at", "connected_at", "ended_at")
+_KNOWN_ACTIONS: Final = ", ".join(member.name for member in Action)
+
+Handler = Callable[[Request, Runtime, str], Awaitable[Response]]
+
+
+class RefusedError(AscrmError):
+    """A request the admin API refuses: the status and the message for the JSON error body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def answer(data: Any, status: int = 200) -> JSONAnswer:
+    """A JSON answer with the exact content type."""
+    return JSONAnswer(orjson.dumps(data), status_code=status)
+
+
+class AdminAPI:
+    """The admin endpoints, bound to one configuration and clock."""
+
+    def __init__(
+        self, settings: Settings, clock: Callable[[], datetime] = utc_now, guard: LoginGuard | None = None
+    ) -> None:
+        self._auth = BasicAuth(settings.admin_credentials, guard=guard, role="admin")
+        self._clock = clock
+        self._challenge = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
+        self._denied = (
+            "valid admin Basic credentials are required"
+            if self._auth.enabled
+            else "the admin API is closed: no admin credentials are configured (auth.admin)"
+        )
+
+    def routes(self, prefix: str) -> list[Route]:
+        """The admin routes under prefix."""
+        calls = f"{prefix}/admin/calls"
+        commands = f"{calls}/{{call_id}}/commands"
+        return [
+            Route(calls, self._guarded(self.list_calls), methods=["GET"]),
+            Route(f"{calls}/{{call_id}}", self._guarded(self.get_call), methods=["GET"]),
+            Route(commands, self._guarded(self.push_command), methods=["POST"]),
+            Route(f"{commands}/{{command_id}}", self._guarded(self.cancel_command), methods=["DELETE"]),
+            Route(f"{prefix}/admin/rules", self._guarded(self.get_rules), methods=["GET"]),
+            Route(f"{prefix}/admin/reload", self._guarded(self.reload_rules), methods=["POST"]),
+        ]
+
+    async def get_rules(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """GET `/admin/rules`: the live revision, its files, load time, and the last rejected reload."""
+        assert runtime.reloader is not None
+        return answer(runtime.reloader.describe())
+
+    async def reload_rules(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """POST `/admin/reload[?force=true]`: reload now; 422 with the problems when rejected."""
+        assert runtime.reloader is not None
+        force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
+        outcome = await runtime.reloader.reload(trigger=f"admin:{user}", force=force)
+        body: dict[str, Any] = {"status": outcome.status, "revision": outcome.revision}
+        if outcome.problems:
+            body["problems"] = [str(problem) for problem in outcome.problems]
+        return answer(body, 422 if outcome.status == "rejected" else 200)
+
+    def _guarded(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """handler behind the admin credentials, with refusals and store outages answered as JSON errors."""
+
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            try:
+                user = await self._auth.authenticate(request.headers.get("authorization"), client_of(request))
+            except LoginRefusedError as exc:
+                return refusal_response(exc)
+            if user is None:
+                return error_response(401, self._denied, self._challenge)
+            try:
+                return await handler(request, request.state.runtime, user)
+            except RefusedError as exc:
+                return error_response(exc.status, exc.message)
+            except StoreUnavailableError as exc:
+                log.warning("store_unavailable", path=request.url.path, error=str(exc))
+                return error_response(503, f"the call store is unavailable: {exc}")
+
+        return endpoint
+
+    async def list_calls(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """GET `/admin/calls`: calls, most recently updated first, filtered and paginated."""
+        query = _query(request.query_params.multi_items())
+        state = query.get("state")
+        if state is not None and state not in STATES:
+            raise RefusedError(400, f"state: must be one of {', '.join(STATES)} (got {state!r})")
+        offset = _count(query, "offset", 0)
+        limit = min(_count(query, "limit", DEFAULT_LIMIT), MAX_LIMIT)
+        calls, total = await runtime.store.calls(
+            an=query.get("an"), un=query.get("un"), state=state, offset=offset, limit=limit
+        )
+        summaries = [_summary(call) for call in calls]
+        return answer({"calls": summaries, "total": total, "offset": offset, "limit": limit})
+
+    async def get_call(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """GET `/admin/calls/{id}`: the call's whole state, with its events, decisions and commands."""
+        call = await _call(request, runtime)
+        return answer(call.to_json())
+
+    async def push_command(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """POST `/admin/calls/{id}/commands`: queue an action for the call's next poll."""
+        action, param = _command(await request.body())
+        call = await _call(request, runtime)
+        if poll_action_error(action, call.service_type) is not None:
+            message = f"action: {action.name} cannot answer a poll of call {call.call_id}, an outgoing call"
+            raise RefusedError(422, f"{message}: {OUTGOING_POLL_LIMIT}")
+        problem = param_error(action, param, outgoing_poll=call.service_type == ServiceType.MTSPBX)
+        if problem is not None:
+            raise RefusedError(422, f"param {param!r} for {action.name}: {problem}")
+        try:
+            command, position = await runtime.store.push(call.call_id, action, param, self._clock())
+        except UnknownCallError:
+            raise RefusedError(404, _unknown(call.call_id)) from None
+        except CallEndedError:
+            raise RefusedError(409, f"call {call.call_id} has ended: it takes no more commands") from None
+        fields = {"call_id": call.call_id, "command": command.id, "action": action.name, "param": param or None}
+        log.info("command_pushed", user=user, position=position, **fields)
+        body: dict[str, Any] = {"command": command_json(command), "position": position}
+        if call.service_type is None and action not in OUTGOING_POLL_ACTIONS:
+            body["warning"] = (
+                f"the call's service is not known yet: should it be an outgoing call, {action.name} will not be"
+                f" sent ({OUTGOING_POLL_LIMIT})"
+            )
+        return answer(body, 201)
+
+    async def cancel_command(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """DELETE `/admin/calls/{id}/commands/{command_id}`: drop a command that is still pending."""
+        call_id = _path_int(request, "call_id")
+        command_id = _path_int(request, "command_id")
+        try:
+            cancelled = await runtime.store.cancel(call_id, command_id)
+        except UnknownCallError:
+            raise RefusedError(404, _unknown(call_id)) from None
+        if not cancelled:
+            raise RefusedError(404, await _not_pending(runtime, call_id, command_id))
+        log.info("command_cancelled", user=user, call_id=call_id, command=command_id)
+        return answer({"cancelled": True})
+
+
+def _query(items: list[tuple[str, str]]) -> dict[str, str]:
+    """The query's known parameters, each at most once; an empty value counts as absent."""
+    query: dict[str, str] = {}
+    for key, value in items:
+        if key not in _QUERY_KEYS:
+            raise RefusedError(400, f"{key}: unknown query parameter (known: {', '.join(_QUERY_KEYS)})")
+        if key in query:
+            raise RefusedError(400, f"{key}: given more than once")
+        if value != "":
+            query[key] = value
+    return query
+
+
+def _count(query: Mapping[str, str], key: str, default: int) -> int:
+    """A non-negative integer query parameter."""
+    text = query.get(key)
+    if text is None:
+        return default
+    value = parse_int64(text)
+    if value is None or value < 0:
+        raise RefusedError(400, f"{key}: must be a non-negative integer (got {text!r})")
+    return value
+
+
+def _path_int(request: Request, key: str) -> int:
+    """An integer path parameter (the call or command id)."""
+    text: str = request.path_params[key]
+    value = parse_int64(text)
+    if value is None:
+        raise RefusedError(400, f"{key}: must be an int64 (got {text!r})")
+    return value
+
+
+async def _call(request: Request, runtime: Runtime) -> CallState:
+    """The call the path names; 404 when it is unknown."""
+    call_id = _path_int(request, "call_id")
+    call = await runtime.store.get(call_id)
+    if call is None:
+        raise RefusedError(404, _unknown(call_id))
+    return call
+
+
+def _unknown(call_id: int) -> str:
+    return f"no call {call_id}: unknown, or expired"
+
+
+async def _not_pending(runtime: Runtime, call_id: int, command_id: int) -> str:
+    """Why a command could not be cancelled: delivered, or never pushed."""
+    call = await runtime.store.get(call_id)
+    if call is None:
+        return _unknown(call_id)
+    for record in call.decisions:
+        if record.command_id == command_id:
+            return f"command {command_id} of call {call_id} is not pending: delivered at {record.at.isoformat()}"
+    if 0 < command_id < call.next_command_id:
+        return f"command {command_id} of call {call_id} is not pending: already delivered or cancelled"
+    return f"call {call_id} has no command {command_id}"
+
+
+def _command(body: bytes) -> tuple[Action, str]:
+    """The action and param of a push body, checked as rule actions are (except the param's format)."""
+    try:
+        data = load_json(body)
+    except NestingError as exc:
+        raise RefusedError(400, f"body is refused: JSON {exc}") from None
+    except ValueError as exc:
+        raise RefusedError(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RefusedError(400, f'body must be a JSON object {{"action": …, "param": …}}, not {type(data).__name__}')
+    unknown = [key for key in data if key not in _BODY_KEYS]
+    if unknown:
+        raise RefusedError(422, f"{unknown[0]}: unknown key (known: {', '.join(_BODY_KEYS)})")
+    name = data.get("action")
+    if name is None:
+        raise RefusedError(422, "action: is required (an action name such as TransferPBX, or its code)")
+    action = parse_code(name, Action) if isinstance(name, (str, int)) and not isinstance(name, bool) else None
+    if not isinstance(action, Action):
+        raise RefusedError(422, f"action: unknown action {name!r} (known: {_KNOWN_ACTIONS})")
+    param = data.get("param")
+    if param is None:
+        param = ""
+    if not isinstance(param, str):
+        raise RefusedError(422, f"param: must be a string (got {param!r})")
+    return action, param
+
+
+def _summary(call: CallState) -> dict[str, Any]:
+    """A call in a listing: its facts, how many commands wait, and the last decision."""
+    full = call.to_json()
+    summary = {key: full[key] for key in (*_FACTS, *_TIMES)}
+    summary["pending_commands"] = len(full["commands"])
+    summary["last_decision"] = full["decisions"][-1] if full["decisions"] else None
+    return summary

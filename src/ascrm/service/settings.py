@@ -15,7 +15,7 @@ import cerberus
 import yaml
 
 from ascrm.core.calls.config import StateSettings
-from ascrm.core.protocol import NoopAnswer
+from ascrm.core.protocol import DEFAULT_TIMEZONE, NoopAnswer
 from ascrm.core.rules.limits import RuleLimits
 from ascrm.errors import ConfigError
 from ascrm.service.auth.basic import Credential, PasswordHash
@@ -114,7 +114,7 @@ class Settings:
     listen: Listen = field(default_factory=Listen)
     root_path: str = ""
     rules: Path | None = None  # None: ./rules when present, else the shipped example rules
-    timezone: str = "Europe/Moscow"
+    timezone: str = DEFAULT_TIMEZONE
     platform_credentials: tuple[Credential, ...] = ()
     admin_credentials: tuple[Credential, ...] = ()
     login: LoginLimits = field(default_factory=LoginLimits)  # `auth.limits`

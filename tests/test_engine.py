@@ -20,7 +20,7 @@ class OnEvent:
     event_type: EventType | None
     decision: Decision
 
-    def decide(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
+    def evaluate(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
         kind = event.event_type if event else None
         return self.decision if kind == self.event_type else None
 

@@ -19,13 +19,11 @@ from ascrm.core.protocol import (
     EventType,
     NoopAnswer,
     ServiceType,
-    check_param,
     param_error,
     parse_call_event,
     parse_code,
     render_answer,
 )
-from ascrm.errors import ParamError
 
 MSK = ZoneInfo("Europe/Moscow")
 
@@ -272,11 +270,6 @@ def test_param_formats(action: Action, param: str, ok: bool) -> None:
 )
 def test_outgoing_poll_pbx_forms(param: str, ok: bool) -> None:
     assert (param_error(Action.TransferPBX, param, outgoing_poll=True) is None) is ok
-
-
-def test_check_param_error_names_action_and_value() -> None:
-    with pytest.raises(ParamError, match=r"TransferEXT param '12': must be a 4-digit short number"):
-        check_param(Action.TransferEXT, "12")
 
 
 _FIELD_VALUES = st.one_of(

@@ -37,6 +37,7 @@ from ascrm.core.calls import (
     UnknownCallError,
 )
 from ascrm.core.calls.redis import RedisCallStore
+from ascrm.core.engine import RuleSet
 from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventType
 from ascrm.service.settings import StateSettings
 from tests.conftest import PASSWORD, Server, platform_config, start_server, wait_for
@@ -304,11 +305,12 @@ async def test_simultaneous_polls_fire_a_one_shot_poll_rule_once(backend: Backen
     await start_call(store, 11, now)
     await store.push(11, Action.BackFromConsultCall, "", now)
 
-    def one_shot(call: CallState) -> Decision:  # a poll rule without repeat: true
-        fired = "escalate" in call.fired_polls
+    def one_shot(rules: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:
+        fired = "escalate" in call.fired_polls  # a poll rule without repeat: true
         return NO_ACTION if fired else Decision(Action.TransferPBX, "PBX4951001", "escalate")
 
-    polls = [client.answer_poll(11, now, one_shot, "rev") for client in itertools.islice(itertools.cycle(clients), 20)]
+    rules = RuleSet(revision="rev")
+    polls = [client.answer_poll(11, now, rules, one_shot) for client in itertools.islice(itertools.cycle(clients), 20)]
     answers = [decision for _, decision in await asyncio.gather(*polls) if decision.action is not None]
     assert sorted(decision.action.name for decision in answers if decision.action) == [
         "BackFromConsultCall",
@@ -320,7 +322,7 @@ async def test_simultaneous_polls_fire_a_one_shot_poll_rule_once(backend: Backen
         ("poll", None, 1),
         ("poll", "escalate", None),
     ]
-    assert await store.answer_poll(404, now, one_shot, "rev") == (None, NO_ACTION)
+    assert await store.answer_poll(404, now, rules, one_shot) == (None, NO_ACTION)
 
 
 @pytest.mark.anyio

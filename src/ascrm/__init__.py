@@ -12,20 +12,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from ascrm.errors import AscrmError, ConfigError, ParamError
+    from ascrm.errors import AscrmError, ConfigError
     from ascrm.service.app import create_app
     from ascrm.service.settings import Settings, load_settings
 
 _PUBLIC = {
     "AscrmError": "ascrm.errors",
     "ConfigError": "ascrm.errors",
-    "ParamError": "ascrm.errors",
     "Settings": "ascrm.service.settings",
     "create_app": "ascrm.service.app",
     "load_settings": "ascrm.service.settings",
 }
 
-__all__ = ["AscrmError", "ConfigError", "ParamError", "Settings", "__version__", "create_app", "load_settings"]
+__all__ = ["AscrmError", "ConfigError", "Settings", "__version__", "create_app", "load_settings"]
 
 
 def __getattr__(name: str) -> Any:

@@ -24,13 +24,3 @@ class ConfigError(AscrmError):
 
 class ListenError(AscrmError):
     """The address to listen on cannot be bound (in use, not permitted, unknown)."""
-
-
-class ParamError(AscrmError):
-    """An action's parameter does not have the format the platform accepts."""
-
-    def __init__(self, action: str, param: str, message: str) -> None:
-        self.action = action
-        self.param = param
-        self.message = message
-        super().__init__(f"{action} param {param!r}: {message}")

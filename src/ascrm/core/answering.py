@@ -1,12 +1,15 @@
-"""Answering one platform request as the server does: the call's state updated, the rules asked, the answer recorded.
+"""Answering one platform request: the call's state updated, the rules asked, the answer recorded.
 
-The server's endpoints and the rule tools (`ascrm test`, `ascrm simulate`) run calls through these
-two functions, so both see the same call history, poll bookkeeping and param checks.
+The one place an answer is orchestrated (update state → decide → record). The server's endpoints and
+the rule tools (`ascrm test`, `ascrm simulate`) run calls through these two functions, so both see the
+same call history, poll bookkeeping, param checks and failure policy: a store that does not answer, or a
+rule that raises, still gets the platform an answer (no action), never an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -14,11 +17,22 @@ import structlog
 from ascrm.core import engine
 from ascrm.core.calls.state import CallState, DecisionRecord
 from ascrm.core.calls.store import CallStore, StoreUnavailableError
-from ascrm.core.protocol import CallEvent, Decision, code_name
+from ascrm.core.protocol import NO_ACTION, CallEvent, Decision, code_name
 
 log = structlog.get_logger("ascrm.api")
 
-Decide = Callable[[engine.RuleSet, CallEvent | None, CallState, datetime], Decision]
+Errors = MutableMapping[str, int]  # store operations that failed, counted by name (update, record, poll)
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """What answering one request produced: the decision, the call's state after it (None: an unknown
+    call, or a failure), the revision of the rules that decided, and whether deciding failed."""
+
+    decision: Decision
+    call: CallState | None
+    revision: str
+    failed: bool = False  # deciding raised: answered with no action, logged `decision_failed`
 
 
 async def answer_event(
@@ -26,49 +40,66 @@ async def answer_event(
     rules: engine.RuleSet,
     event: CallEvent,
     now: datetime,
-    decide: Decide | None = None,
     *,
-    errors: MutableMapping[str, int] | None = None,
-) -> tuple[CallState, Decision]:
+    decide: engine.Decider | None = None,
+    errors: Errors | None = None,
+) -> Answered:
     """Apply a call event to its call, decide, and remember an answer that carries an action.
 
-    decide is engine.decide unless told (looked up per call, so it can be replaced). When the store
-    does not answer, the call is decided from this event alone (call-state conditions then fail), a
+    decide is engine.decide unless told (looked up per call, so it can be replaced). When the store does
+    not answer, the call is decided from this event alone (call-state conditions then fail), a
     `store_unavailable` warning is logged and the failed operation is counted in errors.
     """
     try:
-        call = await store.update(event, now)
-        stored = True
-    except StoreUnavailableError as exc:
-        if errors is not None:
-            errors["update"] += 1
-        log.warning("store_unavailable", call_id=event.call_id, error=str(exc))
-        call, stored = CallState.begin(event.call_id or 0, event, now), False
-        call.apply(event, now)
-    decision = (decide or engine.decide)(rules, event, call, now)
-    if stored and decision.action is not None and event.call_id:
-        trigger = code_name(event.event_type) or "unknown"
-        record = DecisionRecord(now, trigger, decision.action, decision.param, decision.rule_id, None, rules.revision)
         try:
-            await store.record(event.call_id, record)
-        except StoreUnavailableError as exc:  # a store outage loses the record, never the answer
-            if errors is not None:
-                errors["record"] += 1
-            log.warning("store_unavailable", call_id=event.call_id, error=str(exc), lost="decision record")
-    return call, decision
+            call = await store.update(event, now)
+            stored = True
+        except StoreUnavailableError as exc:
+            _unavailable(errors, "update", event.call_id, exc)
+            call, stored = CallState.begin(event.call_id or 0, event, now), False
+            call.apply(event, now)
+        decision = (decide or engine.decide)(rules, event, call, now)
+        if stored and decision.action is not None and event.call_id:
+            trigger = code_name(event.event_type) or "unknown"
+            record = DecisionRecord(
+                now, trigger, decision.action, decision.param, decision.rule_id, None, rules.revision
+            )
+            try:
+                await store.record(event.call_id, record)
+            except StoreUnavailableError as exc:  # a store outage loses the record, never the answer
+                _unavailable(errors, "record", event.call_id, exc, lost="decision record")
+        return Answered(decision, call, rules.revision)
+    except Exception:
+        log.exception("decision_failed", call_id=event.call_id)
+        return Answered(NO_ACTION, None, rules.revision, failed=True)
 
 
-def answer_poll(
-    store: CallStore, rules: engine.RuleSet, call_id: int, now: datetime, decide: Decide | None = None
-) -> Awaitable[tuple[CallState | None, Decision]]:
-    """A GET poll: a pushed command first, else the poll rules; recorded in the same atomic change.
+async def answer_poll(
+    store: CallStore,
+    rules: engine.RuleSet,
+    call_id: int,
+    now: datetime,
+    *,
+    decide: engine.Decider | None = None,
+    errors: Errors | None = None,
+) -> Answered:
+    """A GET poll: a pushed command first, else the poll rules; decided and recorded in one atomic change
+    of the call (so two simultaneous polls deliver a command, or fire a once-only rule, once).
 
-    decide is engine.decide unless told. An unknown call gets no action. Awaiting the result may raise
-    StoreUnavailableError. (A plain function returning the store's coroutine: no coroutine frame of its
-    own on the poll path.)
+    An unknown call, or a store that does not answer, gets no action.
     """
+    try:
+        call, decision = await store.answer_poll(call_id, now, rules, decide or engine.decide)
+        return Answered(decision, call, rules.revision)
+    except StoreUnavailableError as exc:
+        _unavailable(errors, "poll", call_id, exc)
+        return Answered(NO_ACTION, None, rules.revision)
+    except Exception:
+        log.exception("decision_failed", call_id=call_id)
+        return Answered(NO_ACTION, None, rules.revision, failed=True)
 
-    def decide_poll(call: CallState) -> Decision:
-        return (decide or engine.decide)(rules, None, call, now)
 
-    return store.answer_poll(call_id, now, decide_poll, rules.revision)
+def _unavailable(errors: Errors | None, operation: str, call_id: int | None, exc: Exception, **extra: str) -> None:
+    if errors is not None:
+        errors[operation] += 1
+    log.warning("store_unavailable", call_id=call_id, error=str(exc), **extra)

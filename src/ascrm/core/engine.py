@@ -1,8 +1,12 @@
-"""Deciding an answer: the first rule of the active rule set that matches decides."""
+"""Deciding an answer: the first rule of the active rule set that matches decides.
+
+`decide` is the one meaning of the word here: a function of the rule set, the event (None for a GET poll),
+the call's state and the clock, doing no I/O. A rule only *evaluates*; a store only *records*.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,8 +24,8 @@ class Rule(Protocol):
         """The rule's id, as written in its file."""
         ...
 
-    def decide(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
-        """The decision if this rule matches, else None."""
+    def evaluate(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
+        """This rule's decision if it matches, else None."""
         ...
 
 
@@ -49,7 +53,11 @@ def decide(ruleset: RuleSet, event: CallEvent | None, call: CallState, now: date
     """The first matching rule's decision for event (None: a GET poll), or NO_ACTION."""
     candidates = ruleset.rules if ruleset.index is None else ruleset.index.candidates(event, call)
     for rule in candidates:
-        decision = rule.decide(event, call, now)
+        decision = rule.evaluate(event, call, now)
         if decision is not None:
             return decision
     return NO_ACTION
+
+
+Decider = Callable[[RuleSet, CallEvent | None, CallState, datetime], Decision]
+"""The type of decide: what the answering step calls (the tools pass one that also explains)."""

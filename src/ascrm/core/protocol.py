@@ -12,7 +12,6 @@ from typing import Any, Final, NamedTuple, TypeVar
 import orjson
 
 from ascrm.core.jsonbody import UNREADABLE_REASON, UnreadableText
-from ascrm.errors import ParamError
 
 CONTENT_TYPE: Final = "application/json; charset=UTF-8"
 # The zone of EventTime values without an offset, and of rule files that name none, unless configured.
@@ -86,6 +85,8 @@ OUTGOING_POLL_ACTIONS: Final = frozenset({Action.TransferPBX, Action.BackFromCon
 OUTGOING_POLL_LIMIT: Final = "an outgoing call's (MTSPBX) polls take only TransferPBX or BackFromConsultCall"
 # Answers that make sense only to PrepareToConnect.
 OPERATOR_PROMPT_ACTIONS: Final = frozenset({Action.PlayPromptToOperator, Action.IgnorePromptToOperator})
+# Honoured only in answers to polls (returning from a consult call), never to a POST event.
+POLL_ONLY_ACTIONS: Final = frozenset({Action.BackFromConsultCall})
 
 # Transfer results (CRMDData.Result on Transfer / ShortTransfer).
 RESULT_CONNECTED: Final = "1280"
@@ -438,10 +439,3 @@ def param_error(action: Action, param: str, *, outgoing_poll: bool = False) -> s
     elif action in _PROMPTS and _AUDIO_EXTENSION.search(param):
         return "must be the prompt's name without the file extension"
     return None
-
-
-def check_param(action: Action, param: str, *, outgoing_poll: bool = False) -> None:
-    """Raise ParamError unless param is acceptable for action."""
-    error = param_error(action, param, outgoing_poll=outgoing_poll)
-    if error is not None:
-        raise ParamError(action.name, param, error)

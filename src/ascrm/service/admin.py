@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -31,15 +30,11 @@ from ascrm.core.protocol import (
     poll_action_error,
 )
 from ascrm.errors import AscrmError
-from ascrm.service.auth.basic import BasicAuth
-from ascrm.service.auth.login import LoginGuard, LoginRefusedError, client_of
-from ascrm.service.platform import Runtime, utc_now
-from ascrm.service.responses import JSONAnswer, error_response, refusal_response
-from ascrm.service.settings import Settings
+from ascrm.service.responses import JSONAnswer, error_response
+from ascrm.service.runtime import Runtime, runtime_of
 
 log = structlog.get_logger("ascrm.admin")
 
-REALM: Final = "ascrm-admin"
 MAX_LIMIT: Final = 500
 DEFAULT_LIMIT: Final = 50
 STATES: Final = ("live", "connected", "ended")
@@ -49,7 +44,7 @@ _FACTS: Final = ("call_id", "an", "un", "service_type", "state")  # a listing's 
 _TIMES: Final = ("started_at", "updated_at", "connected_at", "ended_at")
 _KNOWN_ACTIONS: Final = ", ".join(member.name for member in Action)
 
-Handler = Callable[[Request, Runtime, str], Awaitable[Response]]
+Handler = Callable[[Request, Runtime, str], Awaitable[Response]]  # the request, the runtime, the admin's name
 
 
 class RefusedError(AscrmError):
@@ -67,19 +62,7 @@ def answer(data: Any, status: int = 200) -> JSONAnswer:
 
 
 class AdminAPI:
-    """The admin endpoints, bound to one configuration and clock."""
-
-    def __init__(
-        self, settings: Settings, clock: Callable[[], datetime] = utc_now, guard: LoginGuard | None = None
-    ) -> None:
-        self._auth = BasicAuth(settings.admin_credentials, guard=guard, role="admin")
-        self._clock = clock
-        self._challenge = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
-        self._denied = (
-            "valid admin Basic credentials are required"
-            if self._auth.enabled
-            else "the admin API is closed: no admin credentials are configured (auth.admin)"
-        )
+    """The admin endpoints (unguarded: the app puts them behind the admins' guard)."""
 
     def routes(self, prefix: str) -> list[Route]:
         """The admin routes under prefix."""
@@ -96,12 +79,10 @@ class AdminAPI:
 
     async def get_rules(self, request: Request, runtime: Runtime, user: str) -> Response:
         """GET `/admin/rules`: the live revision, its files, load time, and the last rejected reload."""
-        assert runtime.reloader is not None
         return answer(runtime.reloader.describe())
 
     async def reload_rules(self, request: Request, runtime: Runtime, user: str) -> Response:
         """POST `/admin/reload[?force=true]`: reload now; 422 with the problems when rejected."""
-        assert runtime.reloader is not None
         force = request.query_params.get("force", "false").lower() in ("1", "true", "yes")
         outcome = await runtime.reloader.reload(trigger=f"admin:{user}", force=force)
         body: dict[str, Any] = {"status": outcome.status, "revision": outcome.revision}
@@ -110,18 +91,12 @@ class AdminAPI:
         return answer(body, 422 if outcome.status == "rejected" else 200)
 
     def _guarded(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """handler behind the admin credentials, with refusals and store outages answered as JSON errors."""
+        """handler given the runtime and the admin's name, with refusals and store outages answered as JSON."""
 
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
             try:
-                user = await self._auth.authenticate(request.headers.get("authorization"), client_of(request))
-            except LoginRefusedError as exc:
-                return refusal_response(exc)
-            if user is None:
-                return error_response(401, self._denied, self._challenge)
-            try:
-                return await handler(request, request.state.runtime, user)
+                return await handler(request, runtime_of(request.scope), request.scope["user"])
             except RefusedError as exc:
                 return error_response(exc.status, exc.message)
             except StoreUnavailableError as exc:
@@ -160,7 +135,7 @@ class AdminAPI:
         if problem is not None:
             raise RefusedError(422, f"param {param!r} for {action.name}: {problem}")
         try:
-            command, position = await runtime.store.push(call.call_id, action, param, self._clock())
+            command, position = await runtime.store.push(call.call_id, action, param, runtime.clock())
         except UnknownCallError:
             raise RefusedError(404, _unknown(call.call_id)) from None
         except CallEndedError:

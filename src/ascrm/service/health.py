@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ascrm.service.responses import JSONAnswer
+from ascrm.service.runtime import runtime_of
 
 
 async def health(request: Request) -> Response:
@@ -21,12 +22,13 @@ async def ready(request: Request) -> Response:
     No store round trip here: the answer comes from the check the lifespan runs every
     `health.check_interval_ms` (see ascrm.service.readiness).
     """
-    runtime = request.state.runtime
+    runtime = runtime_of(request.scope)
+    rules = runtime.rules.current
     store_ok, store = runtime.readiness.current()
     body = {
         "status": "ready" if store_ok else "not_ready",
-        "rules_revision": runtime.rules.revision,
-        "rules": len(runtime.rules.rules),
+        "rules_revision": rules.revision,
+        "rules": len(rules.rules),
         "store": store,
     }
     return JSONAnswer(orjson.dumps(body), status_code=200 if store_ok else 503)

@@ -23,21 +23,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ascrm.core.calls.store import StoreError
-from ascrm.service.auth.basic import BasicAuth
-from ascrm.service.auth.login import LoginGuard, LoginRefusedError, client_of
-from ascrm.service.responses import error_response, refusal_response
-from ascrm.service.settings import Settings
+from ascrm.core.calls.store import CallStore, StoreError
+from ascrm.service.runtime import Runtime, runtime_of
 from ascrm.service.stats import ADMIN_COMMAND, LATENCY_BUCKETS, ConnectionStats, Histogram, Stats
-
-_CHALLENGE = {"WWW-Authenticate": 'Basic realm="ascrm-admin", charset="UTF-8"'}
 
 
 class ServiceCollector(Collector):
     """The app's counters, call counts and rule set, as of the scrape."""
 
-    def __init__(self, runtime: Any, calls: tuple[int, int] | None) -> None:
-        self._runtime = runtime  # the app's Runtime: its stats, store, rules and reloader
+    def __init__(self, runtime: Runtime, calls: tuple[int, int] | None) -> None:
+        self._runtime = runtime
         self._calls = calls  # (tracked, ended), or None when the store did not answer
 
     def collect(self) -> Iterator[Metric]:
@@ -101,15 +96,13 @@ class ServiceCollector(Collector):
         yield CounterMetricFamily(
             "ascrm_decision_failures", "Failures while deciding (answered as no action).", value=stats.decision_failures
         )
-        logins = self._runtime.logins
-        if logins is not None:
-            yield _counter(
-                "ascrm_login_refusals",
-                "Logins refused, by role and reason: failed (checked, wrong), throttled (over a failure budget,"
-                " unchecked), busy (the KDF queue was full, unchecked).",
-                ("role", "reason"),
-                dict(logins.outcomes),
-            )
+        yield _counter(
+            "ascrm_login_refusals",
+            "Logins refused, by role and reason: failed (checked, wrong), throttled (over a failure budget,"
+            " unchecked), busy (the KDF queue was full, unchecked).",
+            ("role", "reason"),
+            dict(self._runtime.logins.outcomes),
+        )
         yield from self._connections(stats.connections)
         yield from self._rules()
         yield from self._store()
@@ -119,7 +112,7 @@ class ServiceCollector(Collector):
 
     def _live_decisions(self, stats: Stats) -> dict[tuple[str, str], int]:
         """The decision counts of rules in the active set (and pushed commands); the others are dropped."""
-        live = {rule.id for rule in self._runtime.rules.rules}
+        live = {rule.id for rule in self._runtime.rules.current.rules}
         live.add(ADMIN_COMMAND)
         for key in [key for key in stats.decisions if key[0] not in live]:
             del stats.decisions[key]
@@ -169,16 +162,14 @@ class ServiceCollector(Collector):
             "Unix time of the last reload attempt (or the start-up load).",
             value=reloads.last_at,
         )
-        rules = self._runtime.rules
+        rules = self._runtime.rules.current
         yield InfoMetricFamily("ascrm_rules", "The active rule set.", value={"revision": rules.revision})
         yield GaugeMetricFamily("ascrm_rules_active", "Rules in the active rule set.", value=len(rules.rules))
-        reloader = self._runtime.reloader
-        if reloader is not None:
-            yield GaugeMetricFamily(
-                "ascrm_rules_loaded_timestamp_seconds",
-                "Unix time the active rule set was loaded.",
-                value=reloader.loaded_at.timestamp(),
-            )
+        yield GaugeMetricFamily(
+            "ascrm_rules_loaded_timestamp_seconds",
+            "Unix time the active rule set was loaded.",
+            value=self._runtime.reloader.loaded_at.timestamp(),
+        )
 
     def _store(self) -> Iterator[Metric]:
         store = self._runtime.store
@@ -223,14 +214,14 @@ class SharedCounts:
     def __init__(self) -> None:
         self._running: asyncio.Future[tuple[int, int] | None] | None = None
 
-    async def get(self, store: Any) -> tuple[int, int] | None:
+    async def get(self, store: CallStore) -> tuple[int, int] | None:
         """(tracked, ended), or None when the store did not answer."""
         if self._running is None or self._running.done():
             self._running = asyncio.ensure_future(self._counts(store))
         return await asyncio.shield(self._running)  # one scraper leaving does not cancel the others' call
 
     @staticmethod
-    async def _counts(store: Any) -> tuple[int, int] | None:
+    async def _counts(store: CallStore) -> tuple[int, int] | None:
         try:
             counts: tuple[int, int] = await store.counts()
         except StoreError:
@@ -238,21 +229,12 @@ class SharedCounts:
         return counts
 
 
-def routes(prefix: str, settings: Settings, guard: LoginGuard | None = None) -> list[Route]:
-    """The metrics route under prefix."""
-    auth = BasicAuth(settings.admin_credentials, guard=guard, role="admin")
-    public = settings.metrics_public
+def routes(prefix: str) -> list[Route]:
+    """The metrics route under prefix (unguarded: the app guards it unless `metrics.public`)."""
     shared = SharedCounts()
 
     async def metrics(request: Request) -> Response:
-        if not public:
-            try:
-                user = await auth.authenticate(request.headers.get("authorization"), client_of(request))
-            except LoginRefusedError as exc:
-                return refusal_response(exc)
-            if user is None:
-                return error_response(401, "valid admin Basic credentials are required", _CHALLENGE)
-        runtime = request.state.runtime
+        runtime = runtime_of(request.scope)
         calls = await shared.get(runtime.store)
         registry = CollectorRegistry(auto_describe=False)  # per scrape: nothing global
         registry.register(ServiceCollector(runtime, calls))

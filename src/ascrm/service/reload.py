@@ -25,6 +25,15 @@ from ascrm.service.stats import ReloadStats
 log = structlog.get_logger("ascrm.reload")
 
 
+class ActiveRules:
+    """The rule set being served: one reference, swapped whole by a reload; a request reads it once."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.current = rules
+
+
 @dataclass(frozen=True, slots=True)
 class ReloadOutcome:
     """What a reload did: `reloaded`, `unchanged` (same revision) or `rejected` (with the problems)."""
@@ -44,7 +53,7 @@ class Failure:
 
 
 class RuleReloader:
-    """Loads the rules source off the event loop and swaps the result into `holder.rules` in one step.
+    """Loads the rules source off the event loop and swaps the result into `active.current` in one step.
 
     A set with any error is rejected whole and the last good set keeps serving. So is a set that
     suddenly has no rules while the live one has some (a deleted folder's leftovers), unless the reload
@@ -54,7 +63,7 @@ class RuleReloader:
 
     def __init__(
         self,
-        holder: Any,
+        active: ActiveRules,
         source: Path,
         timezone: str,
         clock: Callable[[], datetime],
@@ -63,7 +72,7 @@ class RuleReloader:
         settle_seconds: float = 1.0,
         limits: RuleLimits | None = None,
     ) -> None:
-        self._holder = holder  # anything with a `rules: RuleSet` attribute (the app's Runtime)
+        self._active = active
         self._stats = stats or ReloadStats()
         self.source = source
         self._timezone = timezone
@@ -78,8 +87,7 @@ class RuleReloader:
     @property
     def rules(self) -> RuleSet:
         """The live rule set."""
-        rules: RuleSet = self._holder.rules
-        return rules
+        return self._active.current
 
     async def reload(self, *, trigger: str, force: bool = False) -> ReloadOutcome:
         """Load, check and compile the source; swap it in when it is good and new.
@@ -145,7 +153,7 @@ class RuleReloader:
                     " reload with force to accept an empty set"
                 )
                 return self._reject(trigger, (Problem(Location(self.source), message),))
-            self._holder.rules = fresh
+            self._active.current = fresh
             self.loaded_at = self._clock()
             previous = live.revision
             retired = [live]  # freed in a worker thread: a big set's millions of objects take a while

@@ -12,7 +12,6 @@ from starlette.types import Send
 from ascrm.core.protocol import CONTENT_TYPE
 from ascrm.service.auth.login import LoginRefusedError
 
-REALM = "ascrm"
 _ERROR_NAMES = {
     400: "bad_request",
     401: "unauthorized",
@@ -29,7 +28,6 @@ _ERROR_NAMES = {
     503: "service_unavailable",
 }
 _CONTENT_TYPE = (b"content-type", CONTENT_TYPE.encode())
-_CHALLENGE = ((b"www-authenticate", f'Basic realm="{REALM}", charset="UTF-8"'.encode()),)
 
 
 class Answer(NamedTuple):
@@ -54,9 +52,6 @@ def error_body(status: int, message: str) -> bytes:
 def error_answer(status: int, message: str) -> Answer:
     """An error as an Answer."""
     return Answer(status, error_body(status, message))
-
-
-UNAUTHORIZED = Answer(401, error_body(401, "valid Basic credentials are required"), _CHALLENGE)
 
 
 class JSONAnswer(Response):

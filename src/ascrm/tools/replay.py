@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from ascrm.core import engine
-from ascrm.core.answering import Decide, answer_event, answer_poll
+from ascrm.core.answering import answer_event, answer_poll
 from ascrm.core.calls.memory import MemoryCallStore
 from ascrm.core.calls.state import CallState
 from ascrm.core.protocol import CallEvent, Decision, NoopAnswer, parse_call_event, render_answer
@@ -57,17 +57,17 @@ async def _replay(case: Case, rules: engine.RuleSet, zone: tzinfo, explaining: b
         decide = _explaining(trials) if explaining else engine.decide
         request = None
         if step.poll:
-            _, decision = await answer_poll(store, rules, CALL_ID, clock, decide)
+            decision = (await answer_poll(store, rules, CALL_ID, clock, decide=decide)).decision
         else:
             request = case.request(step, clock)
             event, _ = parse_call_event(request, zone)  # the server's reader; fields were checked when read
-            _, decision = await answer_event(store, rules, event, clock, decide)
+            decision = (await answer_event(store, rules, event, clock, decide=decide)).decision
         answer = orjson.loads(render_answer(CALL_ID, decision, NoopAnswer()))
         outcomes.append(Outcome(step, clock, request, decision, answer, tuple(trials)))
     return outcomes
 
 
-def _explaining(trials: list[Trial]) -> Decide:
+def _explaining(trials: list[Trial]) -> engine.Decider:
     """engine.decide that also keeps, in trials, why each rule tried answered or passed."""
 
     def decide(rules: engine.RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:

@@ -1,13 +1,32 @@
-"""Call state: what happened in each live call, and where it is kept."""
+"""Call state: what happened in each live call, and where it is kept.
+
+The names below are imported from their modules on first use, so that importing `calls.state` (which
+the rule engine does) does not import the stores (which import the rule engine).
+"""
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from ascrm.core.calls.config import StateSettings
-from ascrm.core.calls.memory import MemoryCallStore
-from ascrm.core.calls.state import CallState, Command, DecisionRecord
-from ascrm.core.calls.store import CallEndedError, CallStore, StoreUnavailableError, UnknownCallError
+
+if TYPE_CHECKING:
+    from ascrm.core.calls.memory import MemoryCallStore
+    from ascrm.core.calls.state import CallState, Command, DecisionRecord
+    from ascrm.core.calls.store import CallEndedError, CallStore, StoreUnavailableError, UnknownCallError
+
+_PUBLIC = {
+    "CallEndedError": "store",
+    "CallState": "state",
+    "CallStore": "store",
+    "Command": "state",
+    "DecisionRecord": "state",
+    "MemoryCallStore": "memory",
+    "StoreUnavailableError": "store",
+    "UnknownCallError": "store",
+}
 
 __all__ = [
     "CallEndedError",
@@ -16,10 +35,21 @@ __all__ = [
     "Command",
     "DecisionRecord",
     "MemoryCallStore",
+    "StateSettings",
     "StoreUnavailableError",
     "UnknownCallError",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module the first time it is asked for."""
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ascrm.core.calls' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ascrm.core.calls.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def open_store(settings: StateSettings) -> CallStore:
@@ -28,6 +58,8 @@ def open_store(settings: StateSettings) -> CallStore:
         from ascrm.core.calls.redis import RedisCallStore  # imported only when used
 
         return RedisCallStore(settings)
+    from ascrm.core.calls.memory import MemoryCallStore
+
     return MemoryCallStore(
         ttl=timedelta(seconds=settings.ttl_seconds),
         ended_grace=timedelta(seconds=settings.ended_grace_seconds),

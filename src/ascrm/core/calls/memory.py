@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 import structlog
 
 from ascrm.core.calls.state import DEFAULT_HISTORY_BYTES, CallState, Command, DecisionRecord
-from ascrm.core.calls.store import CallEndedError, Decide, UnknownCallError, settle_poll
+from ascrm.core.calls.store import CallEndedError, UnknownCallError, settle_poll
+from ascrm.core.engine import Decider, RuleSet
 from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision
 
 log = structlog.get_logger("ascrm.calls")
@@ -64,7 +65,7 @@ class MemoryCallStore:
         return call, call.take_command()
 
     async def answer_poll(
-        self, call_id: int, now: datetime, decide: Decide, revision: str
+        self, call_id: int, now: datetime, rules: RuleSet, decide: Decider
     ) -> tuple[CallState | None, Decision]:
         """A GET poll: the oldest pushed command, else the rules; the answer recorded in the same step."""
         call = self._calls.pop(call_id, None)
@@ -72,7 +73,7 @@ class MemoryCallStore:
             return None, NO_ACTION
         self._calls[call_id] = call
         call.polled(now)
-        return call, settle_poll(call, now, decide, revision)
+        return call, settle_poll(call, now, rules, decide)
 
     async def record(self, call_id: int, record: DecisionRecord) -> None:
         """Remember an answer that carried an action."""

@@ -37,7 +37,8 @@ from redis.retry import Retry
 
 from ascrm.core.calls.config import StateSettings
 from ascrm.core.calls.state import CallState, Command, DecisionRecord
-from ascrm.core.calls.store import CallEndedError, Decide, StoreUnavailableError, UnknownCallError, settle_poll
+from ascrm.core.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError, settle_poll
+from ascrm.core.engine import Decider, RuleSet
 from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision
 
 log = structlog.get_logger("ascrm.calls")
@@ -169,7 +170,7 @@ class RedisCallStore:
         return result
 
     async def answer_poll(
-        self, call_id: int, now: datetime, decide: Decide, revision: str
+        self, call_id: int, now: datetime, rules: RuleSet, decide: Decider
     ) -> tuple[CallState | None, Decision]:
         """A GET poll: the oldest pushed command, else the rules; decided and recorded in one transaction,
         so two replicas polled at once neither deliver a command twice nor fire a poll rule twice."""
@@ -178,7 +179,7 @@ class RedisCallStore:
             if call is None:
                 return (None, NO_ACTION), None
             call.polled(now)
-            return (call, settle_poll(call, now, decide, revision)), call
+            return (call, settle_poll(call, now, rules, decide)), call
 
         async with self._guard("poll"):
             result, _ = await self._transact(call_id, change, now)

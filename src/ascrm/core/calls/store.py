@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
 from ascrm.core.calls.state import CallState, Command, DecisionRecord
+from ascrm.core.engine import Decider, RuleSet
 from ascrm.core.protocol import Action, CallEvent, Decision, not_allowed, poll_action_error
 from ascrm.errors import AscrmError
-
-Decide = Callable[[CallState], Decision]  # the rule engine, for a poll of this call
 
 
 class StoreError(AscrmError):
@@ -43,7 +41,7 @@ class CallStore(Protocol):
         ...
 
     async def answer_poll(
-        self, call_id: int, now: datetime, decide: Decide, revision: str
+        self, call_id: int, now: datetime, rules: RuleSet, decide: Decider
     ) -> tuple[CallState | None, Decision]:
         """A GET poll, answered in one atomic step (see settle_poll); (None, no action) for an unknown call."""
         ...
@@ -93,18 +91,22 @@ class CallStore(Protocol):
         ...
 
 
-def settle_poll(call: CallState, now: datetime, decide: Decide, revision: str) -> Decision:
-    """Answer a poll of call (already marked polled): its oldest pending command, taken, else decide(call);
+def settle_poll(call: CallState, now: datetime, rules: RuleSet, decide: Decider) -> Decision:
+    """Answer a poll of call (already marked polled): its oldest pending command, taken, else the rules;
     an answer with an action is recorded in the call (a poll rule that fired is then not fired again).
     Stores run this inside one atomic change of the call, so two simultaneous polls fire a rule once."""
     command = call.take_command()
     # a command pushed through the admin API goes first, once; else the rules
-    decision = decide(call) if command is None else Decision(command.action, command.param, command_id=command.id)
+    decision = (
+        decide(rules, None, call, now)
+        if command is None
+        else Decision(command.action, command.param, command_id=command.id)
+    )
     if command is not None:
         problem = poll_action_error(command.action, call.service_type)
         if problem is not None:  # pushed before the call was known to be outgoing: taken, not sent
             decision = not_allowed(decision, problem)
     if decision.action is not None:
         action, param, rule, pushed = decision.action, decision.param, decision.rule_id, decision.command_id
-        call.decided(DecisionRecord(now, "poll", action, param, rule, pushed, revision))
+        call.decided(DecisionRecord(now, "poll", action, param, rule, pushed, rules.revision))
     return decision

@@ -35,7 +35,7 @@ from ascrm.core.rules.conditions import (
     getter,
 )
 from ascrm.core.rules.load import Location
-from ascrm.core.rules.rule import POLL, CompiledRule
+from ascrm.core.rules.rule import CompiledRule, event_key
 from ascrm.core.rules.schedule import CLOSED, Day, Schedule, parse_schedule
 
 Describe = Callable[[CallEvent | None, CallState, datetime], str]
@@ -80,7 +80,7 @@ def _parts(spec: Mapping[str, Any], defs: Definitions) -> dict[str, tuple[Predic
 
 def explain(ruleset: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> tuple[Trial, ...]:
     """Each rule for this event (None: a poll) in order, up to and including the one that decides."""
-    key = POLL if event is None else (event.event_type if event.event_type is not None else -1)
+    key = event_key(event)
     trials = []
     for rule in ruleset.rules:
         if isinstance(rule, CompiledRule) and key in rule.events:
@@ -93,7 +93,7 @@ def explain(ruleset: RuleSet, event: CallEvent | None, call: CallState, now: dat
 
 def explain_rule(rule: CompiledRule, event: CallEvent | None, call: CallState, now: datetime) -> Trial:
     """The rule's own decision (the very code that answers), or the first reason it gives none."""
-    decision = rule.decide(event, call, now)
+    decision = rule.evaluate(event, call, now)
     if decision is not None:
         return Trial(rule.id, rule.location, decision, decision.problem, rule.location if decision.problem else None)
     if event is None and not rule.repeat and rule.id in call.fired_polls:

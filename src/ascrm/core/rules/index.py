@@ -9,7 +9,7 @@ from typing import Any
 from ascrm.core.calls.state import CallState
 from ascrm.core.protocol import CallEvent
 from ascrm.core.rules.conditions import Getter, getter
-from ascrm.core.rules.rule import POLL, CompiledRule
+from ascrm.core.rules.rule import CompiledRule, event_key
 
 Hint = tuple[str, frozenset[str], Callable[[str], str] | None]  # field, exact values, normaliser
 
@@ -30,7 +30,7 @@ class RuleIndex:
 
     def candidates(self, event: CallEvent | None, call: CallState) -> Iterable[CompiledRule]:
         """The rules that may match, in rule order."""
-        bucket = self.buckets.get(POLL if event is None else (event.event_type if event.event_type is not None else -1))
+        bucket = self.buckets.get(event_key(event))
         if bucket is None:
             return ()
         if not bucket.lookups:

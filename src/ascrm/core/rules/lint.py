@@ -10,6 +10,7 @@ from ascrm.core.protocol import (
     OUTGOING_POLL_ACTIONS,
     OUTGOING_POLL_LIMIT,
     OUTGOING_POST_ACTIONS,
+    POLL_ONLY_ACTIONS,
     READ_ON_POST,
     Action,
     EventType,
@@ -24,7 +25,6 @@ from ascrm.core.rules.services import admits, only
 
 if TYPE_CHECKING:
     from ascrm.core.rules.rule import CompiledRule
-_POLL_ONLY = frozenset({Action.BackFromConsultCall})
 
 
 def lint(rules: Sequence[CompiledRule], raw_rules: Sequence[Mapping[str, Any]]) -> list[Problem]:
@@ -51,7 +51,7 @@ def _platform_semantics(rule: CompiledRule, raw: Mapping[str, Any]) -> list[str]
             messages.append(f"the platform does not read the answer to {event}, so {action} has no effect")
         elif rule.action in OPERATOR_PROMPT_ACTIONS and key != EventType.PrepareToConnect:
             messages.append(f"{action} is honoured only as the answer to PrepareToConnect, not {event}")
-        elif rule.action in _POLL_ONLY:
+        elif rule.action in POLL_ONLY_ACTIONS:
             messages.append(f"{action} is honoured only in answers to polls (on: poll), not to {event}")
         elif outgoing and (key != EventType.CallAccepted or rule.action not in OUTGOING_POST_ACTIONS):
             messages.append(

@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 POLL = "poll"  # the event key of GET /CallEvent/{CallID}
 
 
+def event_key(event: CallEvent | None) -> int | str:
+    """The key a rule's `events` are indexed by: the event's type code, POLL for a GET poll, -1 for none."""
+    if event is None:
+        return POLL
+    return event.event_type if event.event_type is not None else -1
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledRule:
     """One rule, ready to decide: its events, one predicate, the action and its param template."""
@@ -49,7 +56,7 @@ class CompiledRule:
             fixed = Decision(self.action, literal, self.id)
         object.__setattr__(self, "fixed", fixed)
 
-    def decide(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
+    def evaluate(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
         """This rule's decision if it matches, else None (a missing template value: no match)."""
         if event is None and not self.repeat and self.id in call.fired_polls:
             return None

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from starlette.requests import Request
-
 from ascrm.errors import AscrmError
 from ascrm.service.auth.failures import FailureTally
 from ascrm.service.auth.kdf import KdfBusyError, KdfPool
@@ -37,11 +35,6 @@ class LoginLimits:
     kdf_queue: int = 16  # more waiting; past it, 503 without a check
     log_interval_seconds: int = 60  # one aggregated `auth_failed` line per client and user per interval
     log_max_keys: int = 1000  # distinct (client, user) lines per interval; the rest in one line
-
-
-def client_of(request: Request) -> str | None:
-    """A Starlette request's client address (a trusted proxy's X-Forwarded-For already applied)."""
-    return request.client.host if request.client else None
 
 
 class LoginRefusedError(AscrmError):

@@ -1,0 +1,47 @@
+"""The typed runtime: what lives for as long as the server runs, built once in the app's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from starlette.types import Scope
+
+from ascrm.core.calls.store import CallStore
+from ascrm.service.auth.login import LoginGuard
+from ascrm.service.logs import AnswerLog
+from ascrm.service.readiness import Readiness
+from ascrm.service.reload import ActiveRules, RuleReloader
+from ascrm.service.stats import Stats
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The server clock, timezone-aware."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """The call store, the rule set being served and its reloader, the store's readiness, the login
+    budgets, the counters, the decision log and the clock: one of each per running app."""
+
+    store: CallStore
+    rules: ActiveRules  # `rules.current` is swapped whole by a reload; a request reads it once
+    reloader: RuleReloader
+    readiness: Readiness  # the store's last background check, for /ready
+    logins: LoginGuard
+    stats: Stats
+    answers: AnswerLog
+    clock: Clock
+
+
+STATE_KEY = "runtime"  # the lifespan state's key: Starlette copies it into every request's scope["state"]
+
+
+def runtime_of(scope: Scope) -> Runtime:
+    """The runtime of the app serving this request."""
+    runtime: Runtime = scope["state"][STATE_KEY]
+    return runtime

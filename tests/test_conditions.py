@@ -534,7 +534,7 @@ def test_index_and_normalize_per_file(tmp_path: Path) -> None:
 
 
 def test_outgoing_poll_transfer_pbx_literal(tmp_path: Path) -> None:
-    """README: TransferPBX on outgoing-call polls takes 8000 + area code + number; a literal one loads."""
+    """docs/rules.md: TransferPBX on outgoing-call polls takes 8000 + area code + number; a literal one loads."""
     text = """
 rules:
   - id: outgoing-supervisor

@@ -580,7 +580,7 @@ def test_normalize_ru_map_condition(http: httpx.Client, an: str) -> None:
 
 @pytest.mark.parametrize("an", ["79161234567", "+7 916 123-45-67", "8 916 123 45 67"])
 def test_normalize_ru_map_condition_and_template(http: httpx.Client, an: str) -> None:
-    """README: with normalize: ru the file's map keys and AN are brought to 7XXXXXXXXXX first."""
+    """docs/rules.md: with normalize: ru the file's map keys and AN are brought to 7XXXXXXXXXX first."""
     call = Call(http, UN="74958300003", AN=an)
     assert call.event(CALL_ANSWERED) == answer(call.id, "TransferEXT", "1001")
 

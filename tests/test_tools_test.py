@@ -412,7 +412,8 @@ def test_help_documents_where_tests_live_and_the_exit_status() -> None:
 
 def test_the_documented_examples_pass(tmp_path: Path) -> None:
     in_help = "\n".join(line[2:] for line in HELP.split("\n\n")[1].splitlines())
-    in_readme = (EXAMPLES.parent / "README.md").read_text().split("# rules/tests/inbound.yaml\n")[1].split("```")[0]
+    in_docs = (EXAMPLES.parent / "docs" / "tools.md").read_text()
+    in_readme = in_docs.split("# rules/tests/inbound.yaml\n")[1].split("```")[0]
     (tmp_path / "tests").mkdir()
     for name, text in (("help", in_help), ("readme", in_readme)):
         assert text.startswith("rules: ..")

@@ -9,12 +9,13 @@ middleware), anything else goes to Starlette; and the answer is counted by endpo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ascrm.service.responses import error_answer
 from ascrm.service.runtime import STATE_KEY, Runtime
@@ -71,24 +72,37 @@ class _Counted:
         await self._send(message)
 
 
+@runtime_checkable
+class Served(Protocol):
+    """An ASGI app that also serves a request telling the status it sent (0: none, the client left):
+    what a fast route's app is, so that the hot path needs no send wrapper to count it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> int: ...
+
+
 class FastRoutes:
     """Finds the app of a request among routes by a dict look-up (fixed paths) and a prefix test (paths
     ending in one `{parameter}`), with the path parameter set as the router sets it."""
 
     def __init__(self, routes: Sequence[Route]) -> None:
-        self._exact: dict[tuple[str, str], ASGIApp] = {}
-        self._by_prefix: list[tuple[str, str, frozenset[str], ASGIApp]] = []
+        self._exact: dict[tuple[str, str], Served] = {}
+        self._by_prefix: list[tuple[str, str, frozenset[str], Served]] = []
         for route in routes:
             methods = frozenset(route.methods or ())
+            app = route.app
+            if not isinstance(app, Served):
+                raise TypeError(f"route {route.path!r}: a fast route's app must tell its status (serve)")
             head, brace, tail = route.path.partition("{")
             if not brace:
-                self._exact.update({(route.path, method): route.app for method in methods})
+                self._exact.update({(route.path, method): app for method in methods})
             elif head.endswith("/") and tail.endswith("}") and "{" not in tail and "/" not in tail:
-                self._by_prefix.append((head, tail[:-1].partition(":")[0], methods, route.app))
+                self._by_prefix.append((head, tail[:-1].partition(":")[0], methods, app))
             else:
                 raise ValueError(f"route {route.path!r}: a fast route is a fixed path or ends in one parameter")
 
-    def match(self, scope: Scope) -> ASGIApp | None:
+    def match(self, scope: Scope) -> Served | None:
         """The app for this request, or None when the router should decide."""
         path: str = scope["path"]
         method: str = scope["method"]
@@ -129,30 +143,35 @@ class Edge:
             await self.app(scope, receive, send)
             return
         scope["path"] = plain_path(scope["path"])
-        counted = _Counted(send)
-        try:
-            if self._declared_too_large(scope):
-                await self._too_large.send(counted)
-                return
-            app = self._fast.match(scope)
-            limited = LimitedReceive(receive, self._limit)
-            if app is None:
-                await self.app(scope, limited, counted)
-                return
+        declared = self._declared_length(scope)
+        if declared is None:  # a chunked body (or none): cut where it passes the limit
+            receive = LimitedReceive(receive, self._limit)
+        elif declared > self._limit:  # the server reads no more than a declared length: nothing to cut
+            self._count(scope, await self._too_large.send(send))
+            return
+        app = self._fast.match(scope)
+        if app is None:
+            counted = _Counted(send)
             try:
-                await app(scope, limited, counted)
-            except BodyTooLargeError:
-                if counted.status:
-                    raise
-                await self._too_large.send(counted)
+                await self.app(scope, receive, counted)
+            finally:
+                self._count(scope, counted.status)
+            return
+        status = 0
+        try:
+            status = await app.serve(scope, receive, send)
+        except BodyTooLargeError:
+            status = await self._too_large.send(send)
         finally:
-            self._count(scope, counted.status)
+            self._count(scope, status)
 
-    def _declared_too_large(self, scope: Scope) -> bool:
-        for name, value in scope["headers"]:  # a loop, not any(): no generator on the hot path
-            if name == b"content-length" and value.isdigit() and int(value) > self._limit:
-                return True
-        return False
+    @staticmethod
+    def _declared_length(scope: Scope) -> int | None:
+        """The Content-Length header's value, or None without a readable one."""
+        for name, value in scope["headers"]:  # a loop, not a generator: the hot path
+            if name == b"content-length" and value.isdigit():
+                return int(value)
+        return None
 
     def _count(self, scope: Scope, status: int) -> None:
         runtime: Runtime | None = scope.get("state", {}).get(STATE_KEY)

@@ -103,3 +103,11 @@ class Protected:
             await refused.send(send)
             return
         await self.app(scope, receive, send)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Serve the request; the status sent (0: none), when the app tells it (ascrm.service.edge.Served)."""
+        refused = await self.guard.refusal(scope)
+        if refused is not None:
+            return await refused.send(send)
+        status: int = await self.app.serve(scope, receive, send)  # type: ignore[attr-defined]
+        return status

@@ -58,6 +58,10 @@ class Endpoint:
         self._handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.serve(scope, receive, send)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer the request; the status sent (0: none, the client left)."""
         try:
             answer = await self._handler(scope, receive)
         except BodyTooLargeError:
@@ -65,8 +69,7 @@ class Endpoint:
         except Exception:
             log.exception("request_failed", path=scope["path"], method=scope["method"])
             answer = _INTERNAL_ERROR
-        if answer is not None:
-            await answer.send(send)
+        return 0 if answer is None else await answer.send(send)
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -37,11 +37,12 @@ class Answer(NamedTuple):
     body: bytes
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
-    async def send(self, send: Send) -> None:
-        """Send this answer on a raw ASGI channel."""
+    async def send(self, send: Send) -> int:
+        """Send this answer on a raw ASGI channel; its status."""
         headers = [_CONTENT_TYPE, (b"content-length", b"%d" % len(self.body)), *self.headers]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
+        return self.status
 
 
 def error_body(status: int, message: str) -> bytes:

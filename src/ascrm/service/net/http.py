@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Final
 
 import httptools
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from ascrm.core.protocol import CONTENT_TYPE
@@ -35,6 +35,41 @@ class _RefusalError(Exception):
 
 
 _INVALID = _RefusalError(400, "invalid_request", "invalid HTTP request")
+
+
+class _OneWrite:
+    """The transport as one response's cycle sees it: its first write (the status line and headers) is
+    held back and written with the next (the body), so an answer leaves in one send system call instead
+    of uvicorn's two (on loopback a send costs about as much as a fifth of a whole answer). Closing
+    writes what is held first. It holds no reference to the cycle: no cycle of objects to collect."""
+
+    __slots__ = ("_held", "_holding", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held = b""
+        self._holding = True  # until the first write
+
+    def write(self, data: bytes) -> None:
+        """Write data, or hold it when it is the response's first write."""
+        if self._holding:
+            self._holding = False
+            self._held = data
+            return
+        if self._held:
+            data, self._held = self._held + data, b""
+        self._transport.write(data)
+
+    def close(self) -> None:
+        """Write what is held, then close the connection."""
+        if self._held:
+            self._transport.write(self._held)
+            self._held = b""
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        """Whether the connection is closing."""
+        return self._transport.is_closing()
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -210,6 +245,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.guard.draining and self.cycle is not None:
             self.cycle.keep_alive = False
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """As uvicorn's, with the answer written in one send. Not for a HEAD answer (no body write follows
+        its headers) nor a request expecting 100 Continue (written before the response, at once)."""
+        if cycle.scope["method"] != "HEAD" and not cycle.waiting_for_100_continue:
+            cycle.transport = _OneWrite(self.transport)  # type: ignore[assignment]
+        super()._start_asgi_task(cycle, app)
 
     def on_message_complete(self) -> None:
         """The request is in: no deadline while the app answers; the next request gets a fresh budget."""

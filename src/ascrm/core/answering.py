@@ -9,8 +9,8 @@ rule that raises, still gets the platform an answer (no action), never an error.
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import structlog
 
@@ -24,10 +24,12 @@ log = structlog.get_logger("ascrm.api")
 Errors = MutableMapping[str, int]  # store operations that failed, counted by name (update, record, poll)
 
 
-@dataclass(frozen=True, slots=True)
-class Answered:
+class Answered(NamedTuple):
     """What answering one request produced: the decision, the call's state after it (None: an unknown
-    call, or a failure), the revision of the rules that decided, and whether deciding failed."""
+    call, or a failure), the revision of the rules that decided, and whether deciding failed.
+
+    A named tuple rather than a frozen dataclass: made once per request, and a frozen dataclass's
+    __init__ costs a call of object.__setattr__ per field."""
 
     decision: Decision
     call: CallState | None

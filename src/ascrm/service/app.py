@@ -30,7 +30,7 @@ from ascrm.service.reload import ActiveRules, RuleReloader, watch
 from ascrm.service.responses import error_response
 from ascrm.service.runtime import STATE_KEY, Clock, Runtime, utc_now
 from ascrm.service.settings import Settings
-from ascrm.service.stats import ConnectionStats, Stats
+from ascrm.service.stats import ConnectionStats, Stats, call_event_label
 
 log = structlog.get_logger("ascrm.app")
 
@@ -151,4 +151,6 @@ def create_app(
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     starlette.router.redirect_slashes = False  # the edge serves `/base/CallEvent/` as `/base/CallEvent`
-    return Edge(starlette, fast, max_body_bytes=settings.limits.max_body_bytes, root_path=settings.root_path)
+    return Edge(
+        starlette, fast, call_event_label, max_body_bytes=settings.limits.max_body_bytes, root_path=settings.root_path
+    )

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from ascrm.service.auth.basic import BasicAuth, Credential, PasswordHash, hash_password, parse_basic
+from ascrm.service.auth.login import LoginGuard, LoginLimits, LoginRefusedError
 
 
 def basic(user: str, password: str) -> str:
@@ -57,9 +58,9 @@ def test_bad_hashes_are_refused(encoded: str) -> None:
         PasswordHash.parse(encoded)
 
 
-def authenticate(auth: BasicAuth, header: str | None) -> str | None:
+def authenticate(auth: BasicAuth, header: str | None, client: str | None = None) -> str | None:
     async def main() -> str | None:
-        return await auth.authenticate(header)
+        return await auth.authenticate(header, client)
 
     return anyio.run(main)
 
@@ -115,3 +116,20 @@ def test_unknown_user_still_costs_one_kdf_run(kdf_runs: list[bytes]) -> None:
     auth = BasicAuth([Credential("new", password_hash=PasswordHash.parse(hash_password("two")))])
     assert authenticate(auth, basic("nobody", "two")) is None
     assert kdf_runs == [b"two"]  # the same work as for a known user: no early return on the name
+
+
+def test_a_known_header_is_accepted_without_a_check_only_within_the_clients_budget() -> None:
+    guard = LoginGuard(LoginLimits(per_client=2))
+    auth = BasicAuth([Credential("autosecretary", password="s3cret")], guard=guard)
+    good = basic("autosecretary", "s3cret")
+    assert auth.known(good, "192.0.2.1") is None  # never checked: ask authenticate
+    assert authenticate(auth, good, "192.0.2.1") == "autosecretary"
+    assert auth.known(good, "192.0.2.1") == "autosecretary"
+    assert auth.known(basic("autosecretary", "other"), "192.0.2.1") is None
+    assert auth.known(None, "192.0.2.1") is None
+    for _ in range(2):
+        assert authenticate(auth, basic("autosecretary", "bad"), "192.0.2.1") is None
+    assert auth.known(good, "192.0.2.1") is None  # over its budget: the full path, which refuses
+    with pytest.raises(LoginRefusedError):
+        authenticate(auth, good, "192.0.2.1")
+    assert auth.known(good, "192.0.2.2") == "autosecretary"  # another client: untouched

@@ -66,6 +66,15 @@ class Guard:
         challenge = f'Basic realm="{role.realm}", charset="UTF-8"'.encode()
         self._unauthorized = Answer(401, error_body(401, message), ((b"www-authenticate", challenge),))
 
+    def admitted(self, scope: Scope) -> bool:
+        """Whether the request carries credentials that passed before (see BasicAuth.known), decided
+        without waiting; then the user name is in scope["user"]. False: ask refusal."""
+        user = self._auth.known(_header(scope, b"authorization"), client_address(scope))
+        if user is None:
+            return False
+        scope["user"] = user
+        return True
+
     async def refusal(self, scope: Scope) -> Answer | None:
         """The answer refusing this request (401, 429, 503), or None with the user name in scope["user"]."""
         try:
@@ -98,16 +107,18 @@ class Protected:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        refused = await self.guard.refusal(scope)
-        if refused is not None:
-            await refused.send(send)
-            return
+        if not self.guard.admitted(scope):
+            refused = await self.guard.refusal(scope)
+            if refused is not None:
+                await refused.send(send)
+                return
         await self.app(scope, receive, send)
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Serve the request; the status sent (0: none), when the app tells it (ascrm.service.edge.Served)."""
-        refused = await self.guard.refusal(scope)
-        if refused is not None:
-            return await refused.send(send)
+        if not self.guard.admitted(scope):
+            refused = await self.guard.refusal(scope)
+            if refused is not None:
+                return await refused.send(send)
         status: int = await self.app.serve(scope, receive, send)  # type: ignore[attr-defined]
         return status

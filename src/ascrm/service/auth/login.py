@@ -89,6 +89,10 @@ class LoginGuard:
         self.kdf = KdfPool(limits.kdf_workers, limits.kdf_queue)
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (role, failed | throttled | busy)
 
+    def client_within_budget(self, client: str | None) -> bool:
+        """Whether the client may still try (it has not used up its failure budget)."""
+        return not self.clients.exhausted(client or UNKNOWN_CLIENT)
+
     def admit_client(self, role: str, client: str | None, user: Callable[[], bytes]) -> None:
         """LoginRefusedError (429) when the client has used up its own budget; checked before anything else.
 

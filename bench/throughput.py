@@ -143,7 +143,8 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the benchmark's process dies, so no server outlives it."""
+    """In the child before exec: SIGTERM when the thread that started it ends (the benches start servers
+    from their main thread), so no server outlives a killed benchmark."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 

@@ -15,7 +15,8 @@ them round robin (bench/call_events.lua). The targets, each its own process on 1
 All run under the same uvicorn settings, pinned to CPU 0 (taskset); wrk (-t1, bench/call_events.lua)
 runs on CPU 1. Before loading, each ascrm target is checked: a wrong password is refused with 401, and
 one call of each kind the script sends is answered as bench/rules_eleven/tests/mix.yaml expects. Then
-an uncounted warm-up, then interleaved rounds: every target's POST run, then every target's poll run.
+an uncounted warm-up, then interleaved rounds: every target's POST run, then every target's poll run
+(with --only poll the POST runs still create the calls, uncounted).
 A non-2xx answer stops the run (a benchmark of 401s is worthless).
 
 Printed per round and as medians: requests/s, p50/p99 latency, the ratio to bare in the same round,
@@ -538,7 +539,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> Result:
     rounds: dict[str, list[list[Row]]] = {kind: [] for kind in kinds}
     try:
         checks = bench.start_all()
-        bench.round(args.warmup, KINDS)
+        bench.round(args.warmup, kinds)
         for _ in range(args.rounds):
             for kind, runs in bench.round(args.duration, kinds).items():
                 rounds[kind].append(rows_of(runs))

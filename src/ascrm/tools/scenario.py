@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ascrm.core.protocol import Action, Decision, EventType, code_name, parse_code
+from ascrm.core.protocol import CRMDDATA_STRING_FIELDS, Action, Decision, EventType, code_name, parse_code
 from ascrm.core.rules.compile import Overrides
 from ascrm.core.rules.load import Location
 
 CALL_ID = 1  # every replayed call is alone in its own store
 POLL = "poll"  # a step's event when it is a GET /CallEvent/{CallID}
-STRING_FIELDS = ("AN", "UN", "DN1", "DN2", "EXT1", "EXT2", "DTMF", "Generic", "Result")
-CASE_FIELDS = (*STRING_FIELDS, "ServiceType")  # carried by every event of a call
+CASE_FIELDS = (*CRMDDATA_STRING_FIELDS, "ServiceType")  # carried by every event of a call
 STEP_FIELDS = (*CASE_FIELDS, "EventTime")  # carried by one event
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}

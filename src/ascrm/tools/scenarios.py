@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ascrm.core.protocol import CRMDDATA_FIELDS, EventType, ServiceType, code_name, parse_code
+from ascrm.core.protocol import CRMDDATA_STRING_FIELDS, EventType, ServiceType, code_name, parse_code
 from ascrm.core.rules.load import Location, Problem, RulesError, key_location, locate, read_yaml
 from ascrm.errors import AscrmError
 
 DEFAULT_SCENARIOS: Final = Path(__file__).with_name("default_scenarios.yaml")
-# Fields the emulator fills in itself; a scenario gives the others.
-_SET_BY_PLATFORM: Final = frozenset({"CallID", "EventTime", "EventType", "ServiceType"})
-STRING_FIELDS: Final = tuple(name for name in CRMDDATA_FIELDS if name not in _SET_BY_PLATFORM)
+STRING_FIELDS: Final = CRMDDATA_STRING_FIELDS  # a scenario gives these; the emulator fills in the others
 _SCENARIO_KEYS: Final = frozenset({"name", "weight", "service", "steps", *STRING_FIELDS})
 _STEP_KEYS: Final = frozenset({"event", "after", *STRING_FIELDS})
 Fields = tuple[tuple[str, str], ...]

@@ -12,12 +12,12 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ascrm.core.engine import RuleSet
-from ascrm.core.protocol import EventType, ServiceType, code_name, parse_call_event, parse_code
+from ascrm.core.protocol import CRMDDATA_STRING_FIELDS, EventType, ServiceType, code_name, parse_call_event, parse_code
 from ascrm.core.rules import RulesError, load_rules, rules_source
 from ascrm.errors import ConfigError
 from ascrm.tools.replay import Outcome, replay
 from ascrm.tools.report import answer_text, moment, outcome_json, rule_places, trial_lines
-from ascrm.tools.scenario import CALL_ID, CASE_FIELDS, POLL, STRING_FIELDS, Case, Step, parse_duration, parse_event
+from ascrm.tools.scenario import CALL_ID, CASE_FIELDS, POLL, Case, Step, parse_duration, parse_event
 from ascrm.tools.testfile import DEFAULT_TIMEZONE, RuleTestError, read_test_file
 
 # The field a bare value sets, per event: `DTMF:1`, `Transfer:1289`, `GoToTransfer:74951234567`.
@@ -185,9 +185,9 @@ def _field(event: EventType | int | str, value: str) -> tuple[str, str]:
         return main, value
     if event == POLL:
         raise ValueError("a poll carries no fields (it is a GET)")
-    canonical = next((name for name in STRING_FIELDS if name.lower() == key.lower()), None)
+    canonical = next((name for name in CRMDDATA_STRING_FIELDS if name.lower() == key.lower()), None)
     if canonical is None:
-        raise ValueError(f"unknown field {key!r} (an event takes {', '.join(STRING_FIELDS)})")
+        raise ValueError(f"unknown field {key!r} (an event takes {', '.join(CRMDDATA_STRING_FIELDS)})")
     return canonical, given
 
 

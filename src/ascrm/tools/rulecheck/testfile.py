@@ -20,6 +20,8 @@ from ascrm.tools.timeline import CASE_FIELDS, RULE_TEST, STEP_FIELDS, Expectatio
 
 DEFAULT_TIMEZONE = "Europe/Moscow"
 _NONE = ("none", "no action")
+_ABSENT = object()
+_STEP_TYPES = ["dict", "string", "integer"]  # a step is a mapping, or an event's name or code alone
 _FIELD: dict[str, Any] = {"type": ["string", "integer"], "nullable": True}
 STEP: dict[str, Any] = {
     "event": {"required": True, "type": ["string", "integer"]},
@@ -32,7 +34,7 @@ CASE: dict[str, Any] = {
     "at": {"type": "string"},
     "lists": {"type": "dict", "valuesrules": {"type": "list", "schema": {"type": ["string", "integer"]}}},
     "maps": {"type": "dict", "valuesrules": {"type": "dict"}},
-    "steps": {"required": True, "type": "list", "minlength": 1, "schema": {"type": "dict", "schema": STEP}},
+    "steps": {"required": True, "type": "list", "minlength": 1, "schema": {"type": _STEP_TYPES, "schema": STEP}},
     **dict.fromkeys(CASE_FIELDS, _FIELD),
 }
 FILE: dict[str, Any] = {
@@ -213,7 +215,7 @@ class _Reader:
             elif key != "EventTime":
                 fields[key] = str(value)
 
-    def step(self, at: tuple[Any, ...], raw: MarkedMap, zone: ZoneInfo, label: str) -> Step | None:
+    def step(self, at: tuple[Any, ...], raw: MarkedMap | str | int, zone: ZoneInfo, label: str) -> Step | None:
         """The step (None when it cannot be read); problems are collected, and refuse the file."""
 
         def report(key: str | None, message: str, about_key: bool) -> None:
@@ -229,7 +231,8 @@ class _Reader:
             return None
         fields = dict(step.fields)
         self.fields(at, fields, zone, label)
-        expect = self.expect((*at, "expect"), raw["expect"], label) if "expect" in raw else None
+        given = raw.get("expect", _ABSENT) if isinstance(raw, MarkedMap) else _ABSENT  # a bare event: no expect
+        expect = None if given is _ABSENT else self.expect((*at, "expect"), given, label)
         return dataclasses.replace(step, fields=fields, expect=expect, location=self.where(at))
 
     def expect(self, at: tuple[Any, ...], value: Any, label: str) -> Expectation | None:

@@ -15,7 +15,6 @@ from ascrm.errors import AscrmError
 from ascrm.tools.timeline import SCENARIO, Step, canonical, read_step
 
 DEFAULT_SCENARIOS: Final = Path(__file__).with_name("default_scenarios.yaml")
-STRING_FIELDS: Final = CRMDDATA_STRING_FIELDS  # a scenario gives these; the emulator fills in the others
 _SCENARIO_KEYS: Final = frozenset({"name", "weight", "service", "steps"})
 Fields = tuple[tuple[str, str], ...]
 
@@ -141,7 +140,7 @@ class _Reader:
             return None
         before = len(self.problems)
         for key in raw:
-            if key not in _SCENARIO_KEYS and canonical(key, STRING_FIELDS) not in STRING_FIELDS:
+            if key not in _SCENARIO_KEYS and canonical(key, CRMDDATA_STRING_FIELDS) not in CRMDDATA_STRING_FIELDS:
                 message = f"unknown key {key!r} (scenario keys: name, weight, service, steps, {_F})"
                 self.problem((*path, key), message, at_key=True)
         name = raw.get("name")
@@ -176,9 +175,9 @@ class _Reader:
         return None if len(self.problems) > before else dataclasses.replace(step, fields=dict(fields))
 
     def fields(self, path: tuple[Any, ...], raw: Mapping[Any, Any]) -> Fields:
-        given = {canonical(key, STRING_FIELDS): value for key, value in raw.items()}
+        given = {canonical(key, CRMDDATA_STRING_FIELDS): value for key, value in raw.items()}
         values = []
-        for name in STRING_FIELDS:
+        for name in CRMDDATA_STRING_FIELDS:
             if name not in given:
                 continue
             value = given[name]
@@ -189,7 +188,7 @@ class _Reader:
         return tuple(values)
 
 
-_F: Final = ", ".join(STRING_FIELDS)
+_F: Final = ", ".join(CRMDDATA_STRING_FIELDS)
 
 
 def _dotted(path: tuple[Any, ...]) -> str:

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from ascrm.core.protocol import Action, Decision, NoopAnswer, render_answer
-from ascrm.tools.conformance import check_answer
-from ascrm.tools.scenarios import load_scenarios, pick
+from ascrm.tools.platform.conformance import check_answer
+from ascrm.tools.platform.scenarios import load_scenarios, pick
 
 GOOD = "application/json; charset=UTF-8"
 ID = 2**40 + 7

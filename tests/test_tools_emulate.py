@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ascrm.tools.scenarios import ScenarioError, load_scenarios
+from ascrm.tools.platform.scenarios import ScenarioError, load_scenarios
 from tests.broken_crm import free_port, serving
 from tests.conftest import PASSWORD, Server, platform_config, start_server, wait_for
 from tests.test_tools_probe import RULES, run_tool

@@ -16,8 +16,8 @@ import pytest
 
 import ascrm
 from ascrm.errors import ConfigError
-from ascrm.tools.scenario import Step
-from ascrm.tools.simulate import parse_events
+from ascrm.tools.rulecheck.simulate import parse_events
+from ascrm.tools.timeline import Step
 from tests.conftest import PASSWORD, Server, platform_config, start_server
 
 ASCRM = [sys.executable, "-m", "ascrm"]

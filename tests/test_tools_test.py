@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import ascrm
-from ascrm.tools.test import HELP
+from ascrm.cli.test import HELP
 
 ASCRM = [sys.executable, "-m", "ascrm"]
 SOURCE = str(Path(ascrm.__file__).resolve().parents[1])  # the subprocess runs the code under test, from any cwd

@@ -243,6 +243,9 @@ _FIELDS: Final[dict[str, tuple[str, Callable[[Any, tzinfo], Any]]]] = {
 }
 _CANONICAL: Final = {name.lower(): name for name in _FIELDS}
 CRMDDATA_FIELDS: Final = tuple(_FIELDS)  # the CRMDData keys, in the original's order
+# The CRMDData fields that are free strings (numbers, digits, results), in that order; the others
+# (CallID, EventTime, EventType, ServiceType) the platform sets as an id, a time and codes.
+CRMDDATA_STRING_FIELDS: Final = tuple(key for key, (_, reader) in _FIELDS.items() if reader is _read_string)
 
 
 def field_name(key: str) -> str | None:
@@ -259,7 +262,6 @@ def parse_call_event(data: Mapping[str, Any], tz: tzinfo) -> tuple[CallEvent, li
 
 
 _KEYS: Final = frozenset(_FIELDS)
-_STRING_KEYS: Final = ("AN", "UN", "DN1", "DN2", "EXT1", "EXT2", "DTMF", "Generic", "Result")
 _EVENT_TYPES: Final = {m.value: m for m in EventType}
 _SERVICE_TYPES: Final = {m.value: m for m in ServiceType}
 
@@ -285,7 +287,7 @@ def _read_well_formed(data: Mapping[str, Any], tz: tzinfo) -> CallEvent | None:
         except ValueError:
             return None
     strings: list[str | None] = []
-    for key in _STRING_KEYS:
+    for key in CRMDDATA_STRING_FIELDS:
         text = get(key)
         if text is None or text == "":
             strings.append(None)

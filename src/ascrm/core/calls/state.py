@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
+from ascrm.core import protocol
 from ascrm.core.protocol import RESULT_CONNECTED, Action, CallEvent, EventType, ServiceType, code_name
 
 _TRANSFER_RESULTS = (EventType.Transfer, EventType.ShortTransfer)
@@ -15,9 +16,8 @@ MAX_DECISIONS = 64
 MAX_FIELD_CHARS = 1024  # a field value is kept to this many characters (a number has 15; Generic a few dozen)
 DEFAULT_HISTORY_BYTES = 64 * 1024  # state.max_call_bytes: a call's event history, past which it is trimmed
 _BLOCK = 64  # history is counted in blocks: a record costs one, its text one per 64 bytes or part of them
-_CARRIED = ("an", "un", "dn1", "dn2", "ext1", "ext2", "dtmf", "generic", "result")
-_NAMES = {"an": "AN", "un": "UN", "dn1": "DN1", "dn2": "DN2", "ext1": "EXT1", "ext2": "EXT2", "dtmf": "DTMF"}
-_NAMES |= {"generic": "Generic", "result": "Result"}
+_NAMES = {name.lower(): name for name in protocol.CRMDDATA_STRING_FIELDS}  # CallEvent attribute -> CRMDData field
+_CARRIED = tuple(_NAMES)
 _FACTS = frozenset({"an", "un"})  # kept in the call itself: in an event's news only when they differ
 
 # One event of the call: its code, when, and the fields it carried that say something new, as

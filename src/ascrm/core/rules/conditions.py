@@ -10,6 +10,7 @@ from typing import Any
 
 from ascrm.core.calls.state import CallState
 from ascrm.core.protocol import (
+    CRMDDATA_STRING_FIELDS,
     RESULT_BUSY,
     RESULT_CONNECTED,
     RESULT_NO_ANSWER,
@@ -26,7 +27,7 @@ from ascrm.core.rules.schedule import Schedule, ScheduleError, parse_schedule
 Predicate = Callable[[CallEvent | None, CallState, datetime], bool]
 Getter = Callable[[CallEvent | None, CallState], str | None]
 
-STRING_FIELDS = ("AN", "UN", "DN1", "DN2", "EXT1", "EXT2", "DTMF", "Generic", "Result", "digits")
+STRING_FIELDS = (*CRMDDATA_STRING_FIELDS, "digits")  # what a condition or an action's {FIELD} reads as text
 NUMBER_FIELDS = frozenset({"AN", "UN", "DN1", "DN2", "Generic"})  # the ones `normalize` applies to
 TRANSFER_RESULTS = {"busy": RESULT_BUSY, "no_answer": RESULT_NO_ANSWER, "connected": RESULT_CONNECTED}
 _COMPARISONS: dict[str, Callable[[float, float], bool]] = {

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ascrm.tools.call import Exchange
+from ascrm.tools.platform.call import Exchange
 
 PERCENTILES = (50, 90, 99)
 

@@ -6,10 +6,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ascrm.tools.call import Exchange, Observer, Pacing, play_call
-from ascrm.tools.client import PlatformClient, Reply, Target, TransportError
-from ascrm.tools.conformance import Deviation, Verdict, check_answer
-from ascrm.tools.scenarios import Scenario
+from ascrm.tools.platform.call import Exchange, Observer, Pacing, play_call
+from ascrm.tools.platform.client import PlatformClient, Reply, Target, TransportError
+from ascrm.tools.platform.conformance import Deviation, Verdict, check_answer
+from ascrm.tools.platform.scenarios import Scenario
 
 # Exit codes, shared with `ascrm emulate`.
 PASSED: Final = 0

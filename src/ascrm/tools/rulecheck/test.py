@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections.abc import Iterable, Sequence
@@ -17,60 +16,12 @@ from ascrm.core.rules.compile import Overrides
 from ascrm.core.rules.load import RULE_FILE_SUFFIXES, Problem
 from ascrm.core.rules.rule import POLL, CompiledRule
 from ascrm.errors import ConfigError
-from ascrm.tools.replay import Outcome, replay_all
-from ascrm.tools.report import Places, answer_text, moment, place, rule_places, trial_lines
-from ascrm.tools.scenario import Case
-from ascrm.tools.testfile import RuleTestError, RuleTestFile, read_test_file
+from ascrm.tools.rulecheck.case import Case
+from ascrm.tools.rulecheck.replay import Outcome, replay_all
+from ascrm.tools.rulecheck.report import Places, answer_text, moment, place, rule_places, trial_lines
+from ascrm.tools.rulecheck.testfile import RuleTestError, RuleTestFile, read_test_file
 
-TEST_FOLDER = "tests"
-HELP = """\
-Test files are YAML files in a `tests/` folder beside the rules (rules/tests/*.yaml): a rules folder
-loads only its own *.yaml and *.yml, never a subfolder's, so tests are never taken for rules. PATH is
-a test file, a `tests` folder, or a rules folder (its tests/ is read); by default, the rules that
-`ascrm serve` would load.
-
-  rules: ..                        # the rules tested, relative to this file (default: the folder above it)
-  timezone: Europe/Moscow          # for rule files that name none and for times without an offset
-  at: 2027-01-11T10:00:00+03:00    # when each call starts, unless its case says
-  cases:
-    - name: a caller dialling 1 reaches sales
-      at: 2027-01-11T19:00:00+03:00             # this call's start (ISO 8601, as EventTime is read)
-      AN: "79990000000"                          # CRMDData fields every event carries (ServiceType: 1
-      UN: "74951234567"                          #   unless given; null sends none); names in any case
-      lists: {blocked: ["7800*"]}                # replace a list or a map of the rules for this case
-      steps:
-        - event: CallAccepted                    # a name or code as the server reads EventType, or poll
-          expect: {PlayPrompt: after_hours}      # none, Hangup, {Action: param}, {rule: ID}, {rule: ID, do: ...}
-        - event: DTMF
-          after: 5s                              # the clock moves on first: 30, 30s, 5m, 1h30m, 250ms
-          DTMF: "1"                              # this event's own fields (EventTime too)
-          expect: {TransferDN: "74951112233"}
-
-A case is one call (CallID 1), replayed as `ascrm serve` answers it: the same rules, call history
-and in-memory call store, on a clock that starts at `at` and moves on by each step's `after`; every
-event carries that clock as EventTime, and polls are decided at it. A step without `expect` is played
-but not checked.
-
-Prints PASS or FAIL, file:line and the name of each case; under a failure, each step that answered
-otherwise than expected, with the rules tried and why each passed; then `N passed, N failed`.
-Exit status: 0 every case passed, 1 a case failed, 2 a test file or its rules have errors (printed
-as file:line:column on standard error; that file's cases do not run) or nothing ran.
-"""
-
-
-def add_command(commands: Any) -> None:
-    """Add `ascrm test` to the `ascrm` command's subparsers."""
-    parser = commands.add_parser(
-        "test",
-        help="run rule tests (rules/tests/*.yaml); exit 1 when a case fails, 2 on a bad test file",
-        description="Run rule tests: calls replayed through the rules, each answer checked.",
-        epilog=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="test files or folders (see below)")
-    parser.add_argument("--run", metavar="REGEX", help="only the cases whose name this regular expression finds")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print every step of every case")
-    parser.set_defaults(func=run)
+TEST_FOLDER = "tests"  # where test files sit beside the rules
 
 
 @dataclass
@@ -81,23 +32,26 @@ class _Tally:
     rule_sets: dict[Any, RuleSet | RulesError] = field(default_factory=dict)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Find, read and run the test files; print one line per case and the summary; the exit status."""
+def run_tests(paths: Sequence[Path], run: str | None = None, *, verbose: bool = False) -> int:
+    """Find, read and run the test files (run: a regex the case names must match); print each case, the summary.
+
+    The exit status: 0 every case passed, 1 a case failed, 2 a test file or its rules have errors, or nothing ran.
+    """
     try:
-        pattern = re.compile(args.run) if args.run else None
+        pattern = re.compile(run) if run else None
     except re.error as exc:
-        raise ConfigError("--run", f"not a regular expression: {exc}", args.run) from None
+        raise ConfigError("--run", f"not a regular expression: {exc}", run) from None
     tally = _Tally()
     default = Path("rules") if Path("rules").is_dir() else rules_source(None)  # shown relative when it can be
-    files = find_test_files(args.paths or [default], tally)
+    files = find_test_files(paths or [default], tally)
     for path in files:
-        _run_file(path, pattern, args.verbose, tally)
+        _run_file(path, pattern, verbose, tally)
     print(f"{tally.passed} passed, {tally.failed} failed" + (f", {tally.broken} with errors" if tally.broken else ""))
     if tally.broken:
         return 2
     if tally.passed + tally.failed == 0:
         print(
-            "ascrm: error: no test case ran" + (f" (none matches --run {args.run!r})" if args.run else ""),
+            "ascrm: error: no test case ran" + (f" (none matches --run {run!r})" if run else ""),
             file=sys.stderr,
         )
         return 2

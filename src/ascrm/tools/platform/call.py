@@ -15,9 +15,9 @@ from typing import Literal
 import orjson
 
 from ascrm.core.protocol import CRMDDATA_FIELDS, RESULT_CONNECTED, EventType, ServiceType, code_name
-from ascrm.tools.client import PlatformClient, Reply, TransportError
-from ascrm.tools.conformance import Verdict, check_answer
-from ascrm.tools.scenarios import RenderedStep, Scenario
+from ascrm.tools.platform.client import PlatformClient, Reply, TransportError
+from ascrm.tools.platform.conformance import Verdict, check_answer
+from ascrm.tools.platform.scenarios import RenderedStep, Scenario
 
 _CONNECTING = frozenset({EventType.Transfer, EventType.ShortTransfer})
 _DISCONNECTING = frozenset({EventType.EndCall, EventType.BDropped})

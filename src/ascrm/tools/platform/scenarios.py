@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ascrm.core.protocol import CRMDDATA_FIELDS, EventType, ServiceType, code_name, parse_code
+from ascrm.core.protocol import CRMDDATA_STRING_FIELDS, EventType, ServiceType, code_name, parse_code
 from ascrm.core.rules.load import Location, Problem, RulesError, key_location, locate, read_yaml
 from ascrm.errors import AscrmError
+from ascrm.tools.timeline import SCENARIO, Step, canonical, read_step
 
 DEFAULT_SCENARIOS: Final = Path(__file__).with_name("default_scenarios.yaml")
-# Fields the emulator fills in itself; a scenario gives the others.
-_SET_BY_PLATFORM: Final = frozenset({"CallID", "EventTime", "EventType", "ServiceType"})
-STRING_FIELDS: Final = tuple(name for name in CRMDDATA_FIELDS if name not in _SET_BY_PLATFORM)
-_SCENARIO_KEYS: Final = frozenset({"name", "weight", "service", "steps", *STRING_FIELDS})
-_STEP_KEYS: Final = frozenset({"event", "after", *STRING_FIELDS})
+_SCENARIO_KEYS: Final = frozenset({"name", "weight", "service", "steps"})
 Fields = tuple[tuple[str, str], ...]
 
 
@@ -26,15 +25,6 @@ class ScenarioError(AscrmError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(problem) for problem in problems))
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One event of a scripted call: its type, its fields, and the pause before it (min, max seconds)."""
-
-    event: EventType | int
-    fields: Fields
-    pause: tuple[float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +51,9 @@ class Scenario:
 
         common = {name: fill(value) for name, value in self.fields}
         steps = tuple(
-            RenderedStep(step.event, {**common, **{name: fill(value) for name, value in step.fields}}, step.pause)
+            RenderedStep(
+                _event(step), {**common, **{name: fill(str(value)) for name, value in step.fields.items()}}, step.pause
+            )
             for step in self.steps
         )
         return RenderedCall(self, steps)
@@ -148,7 +140,7 @@ class _Reader:
             return None
         before = len(self.problems)
         for key in raw:
-            if key not in _SCENARIO_KEYS:
+            if key not in _SCENARIO_KEYS and canonical(key, CRMDDATA_STRING_FIELDS) not in CRMDDATA_STRING_FIELDS:
                 message = f"unknown key {key!r} (scenario keys: name, weight, service, steps, {_F})"
                 self.problem((*path, key), message, at_key=True)
         name = raw.get("name")
@@ -172,41 +164,23 @@ class _Reader:
         return Scenario(str(name), float(weight), service, fields, tuple(s for s in read if s is not None), where)
 
     def step(self, path: tuple[Any, ...], raw: Any) -> Step | None:
-        if isinstance(raw, (str, int)) and not isinstance(raw, bool):
-            raw = {"event": raw}
-        if not isinstance(raw, dict) or "event" not in raw:
-            self.problem(path, "a step is an event name, or a mapping with 'event' (and 'after', fields)")
-            return None
+        def report(key: str | None, message: str, about_key: bool) -> None:
+            self.problem(path if key is None else (*path, key), message, at_key=about_key)
+
         before = len(self.problems)
-        for key in raw:
-            if key not in _STEP_KEYS:
-                self.problem((*path, key), f"unknown key {key!r} (step keys: event, after, {_F})", at_key=True)
-        event = parse_code(raw["event"], EventType)
-        if event is None:
-            self.problem((*path, "event"), f"unknown event {raw['event']!r}")
-        pause = self.pause((*path, "after"), raw.get("after", 0))
-        fields = self.fields(path, raw)
-        if len(self.problems) > before or event is None or pause is None:
+        step = read_step(raw, SCENARIO, report)
+        if step is None:
             return None
-        return Step(event, fields, pause)
+        fields = self.fields(path, step.fields)
+        return None if len(self.problems) > before else dataclasses.replace(step, fields=dict(fields))
 
-    def pause(self, path: tuple[Any, ...], raw: Any) -> tuple[float, float] | None:
-        low_high = raw if isinstance(raw, list) and len(raw) == 2 else [raw, raw]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in low_high):
-            self.problem(path, f"a pause is seconds >= 0, or [min, max] (got {raw!r})")
-            return None
-        low, high = float(low_high[0]), float(low_high[1])
-        if low > high:
-            self.problem(path, f"[min, max] with min > max (got {raw!r})")
-            return None
-        return low, high
-
-    def fields(self, path: tuple[Any, ...], raw: dict[str, Any]) -> Fields:
+    def fields(self, path: tuple[Any, ...], raw: Mapping[Any, Any]) -> Fields:
+        given = {canonical(key, CRMDDATA_STRING_FIELDS): value for key, value in raw.items()}
         values = []
-        for name in STRING_FIELDS:
-            if name not in raw:
+        for name in CRMDDATA_STRING_FIELDS:
+            if name not in given:
                 continue
-            value = raw[name]
+            value = given[name]
             if isinstance(value, bool) or not isinstance(value, (str, int)):
                 self.problem((*path, name), f"{name} must be text (got {value!r})")
                 continue
@@ -214,7 +188,7 @@ class _Reader:
         return tuple(values)
 
 
-_F: Final = ", ".join(STRING_FIELDS)
+_F: Final = ", ".join(CRMDDATA_STRING_FIELDS)
 
 
 def _dotted(path: tuple[Any, ...]) -> str:
@@ -224,7 +198,13 @@ def _dotted(path: tuple[Any, ...]) -> str:
     return text
 
 
+def _event(step: Step) -> EventType | int:
+    """A scenario step's event (never a poll: the emulator polls connected calls by itself)."""
+    assert not isinstance(step.event, str)
+    return step.event
+
+
 def describe(scenario: Scenario) -> str:
     """One line: the scenario's name and its events."""
-    events = " ".join(code_name(step.event) or "?" for step in scenario.steps)
+    events = " ".join(code_name(_event(step)) or "?" for step in scenario.steps)
     return f"{scenario.name}: {events}"

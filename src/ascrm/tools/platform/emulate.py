@@ -10,11 +10,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from ascrm.tools.call import Exchange, Pacing, play_call
-from ascrm.tools.client import PlatformClient, Target, TransportError
-from ascrm.tools.probe import CREDENTIALS, UNREACHABLE
-from ascrm.tools.scenarios import Scenario
-from ascrm.tools.stats import Latency, Summary, Tally
+from ascrm.tools.platform.call import Exchange, Pacing, play_call
+from ascrm.tools.platform.client import PlatformClient, Target, TransportError
+from ascrm.tools.platform.probe import CREDENTIALS, UNREACHABLE
+from ascrm.tools.platform.scenarios import Scenario
+from ascrm.tools.platform.tally import Latency, Summary, Tally
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from ascrm.core.protocol import Decision, code_name
 from ascrm.core.rules.explain import Trial
 from ascrm.core.rules.load import Location
 from ascrm.core.rules.rule import CompiledRule
-from ascrm.tools.replay import Outcome
+from ascrm.tools.rulecheck.replay import Outcome
 
 Places = Mapping[str, Location]  # where each rule is written, by id
 

@@ -16,7 +16,8 @@ from ascrm.core.calls.memory import MemoryCallStore
 from ascrm.core.calls.state import CallState
 from ascrm.core.protocol import CallEvent, Decision, NoopAnswer, parse_call_event, render_answer
 from ascrm.core.rules.explain import Trial, explain
-from ascrm.tools.scenario import CALL_ID, Case, Step
+from ascrm.tools.rulecheck.case import CALL_ID, Case
+from ascrm.tools.timeline import Step
 
 
 @dataclass(frozen=True, slots=True)

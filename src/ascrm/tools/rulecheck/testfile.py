@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,10 +15,13 @@ from ascrm.core.rules.lists import ListError, inline_map, number_list
 from ascrm.core.rules.load import Location, MarkedList, MarkedMap, Problem, RulesError, key_location, locate, read_yaml
 from ascrm.core.rules.schema import schema_errors
 from ascrm.errors import AscrmError
-from ascrm.tools.scenario import CASE_FIELDS, POLL, STEP_FIELDS, Case, Expectation, Step, parse_duration, parse_event
+from ascrm.tools.rulecheck.case import Case
+from ascrm.tools.timeline import CASE_FIELDS, RULE_TEST, STEP_FIELDS, Expectation, Step, read_step
 
 DEFAULT_TIMEZONE = "Europe/Moscow"
 _NONE = ("none", "no action")
+_ABSENT = object()
+_STEP_TYPES = ["dict", "string", "integer"]  # a step is a mapping, or an event's name or code alone
 _FIELD: dict[str, Any] = {"type": ["string", "integer"], "nullable": True}
 STEP: dict[str, Any] = {
     "event": {"required": True, "type": ["string", "integer"]},
@@ -30,7 +34,7 @@ CASE: dict[str, Any] = {
     "at": {"type": "string"},
     "lists": {"type": "dict", "valuesrules": {"type": "list", "schema": {"type": ["string", "integer"]}}},
     "maps": {"type": "dict", "valuesrules": {"type": "dict"}},
-    "steps": {"required": True, "type": "list", "minlength": 1, "schema": {"type": "dict", "schema": STEP}},
+    "steps": {"required": True, "type": "list", "minlength": 1, "schema": {"type": _STEP_TYPES, "schema": STEP}},
     **dict.fromkeys(CASE_FIELDS, _FIELD),
 }
 FILE: dict[str, Any] = {
@@ -211,25 +215,25 @@ class _Reader:
             elif key != "EventTime":
                 fields[key] = str(value)
 
-    def step(self, at: tuple[Any, ...], raw: MarkedMap, zone: ZoneInfo, label: str) -> Step | None:
-        """The step (None when its event is unknown); other problems are collected, and refuse the file."""
-        try:
-            event = parse_event(raw["event"])
-        except ValueError as exc:
-            self.problem((*at, "event"), f"{label}: {exc}")
+    def step(self, at: tuple[Any, ...], raw: MarkedMap | str | int, zone: ZoneInfo, label: str) -> Step | None:
+        """The step (None when it cannot be read); problems are collected, and refuse the file."""
+
+        def report(key: str | None, message: str, about_key: bool) -> None:
+            where = at if key is None else (*at, key)
+            text = f"{label}: after: {message}" if key == "after" else f"{label}: {message}"
+            if about_key:
+                self.problems.append(Problem(key_location(self.document, where, self.where(at)), text))
+            else:
+                self.problem(where, text)
+
+        step = read_step(raw, RULE_TEST, report)
+        if step is None:
             return None
-        after = timedelta(0)
-        try:
-            after = parse_duration(raw.get("after", 0))
-        except ValueError as exc:
-            self.problem((*at, "after"), f"{label}: after: {exc}")
-        fields = {key: raw[key] for key in STEP_FIELDS if key in raw}
-        if fields and event == POLL:
-            message = f"{label}: a poll carries no fields (it is a GET): {', '.join(fields)}"
-            self.problem((*at, next(iter(fields))), message)
+        fields = dict(step.fields)
         self.fields(at, fields, zone, label)
-        expect = self.expect((*at, "expect"), raw["expect"], label) if "expect" in raw else None
-        return Step(event, after, fields, expect, self.where(at))
+        given = raw.get("expect", _ABSENT) if isinstance(raw, MarkedMap) else _ABSENT  # a bare event: no expect
+        expect = None if given is _ABSENT else self.expect((*at, "expect"), given, label)
+        return dataclasses.replace(step, fields=fields, expect=expect, location=self.where(at))
 
     def expect(self, at: tuple[Any, ...], value: Any, label: str) -> Expectation | None:
         where = self.where(at)

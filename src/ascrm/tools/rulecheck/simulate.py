@@ -12,13 +12,14 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ascrm.core.engine import RuleSet
-from ascrm.core.protocol import EventType, ServiceType, code_name, parse_call_event, parse_code
+from ascrm.core.protocol import CRMDDATA_STRING_FIELDS, EventType, ServiceType, code_name, parse_call_event, parse_code
 from ascrm.core.rules import RulesError, load_rules, rules_source
 from ascrm.errors import ConfigError
-from ascrm.tools.replay import Outcome, replay
-from ascrm.tools.report import answer_text, moment, outcome_json, rule_places, trial_lines
-from ascrm.tools.scenario import CALL_ID, CASE_FIELDS, POLL, STRING_FIELDS, Case, Step, parse_duration, parse_event
-from ascrm.tools.testfile import DEFAULT_TIMEZONE, RuleTestError, read_test_file
+from ascrm.tools.rulecheck.case import CALL_ID, Case
+from ascrm.tools.rulecheck.replay import Outcome, replay
+from ascrm.tools.rulecheck.report import answer_text, moment, outcome_json, rule_places, trial_lines
+from ascrm.tools.rulecheck.testfile import DEFAULT_TIMEZONE, RuleTestError, read_test_file
+from ascrm.tools.timeline import CASE_FIELDS, POLL, Step, parse_duration, parse_event
 
 # The field a bare value sets, per event: `DTMF:1`, `Transfer:1289`, `GoToTransfer:74951234567`.
 MAIN_FIELD: dict[int, str] = {
@@ -30,44 +31,6 @@ MAIN_FIELD: dict[int, str] = {
     EventType.OperatorTransfer: "EXT2",
     EventType.EndCall: "Result",
 }
-EVENTS_HELP = """\
---events is a comma-separated timeline: an event name or code (as the server reads EventType),
-`poll` for GET /CallEvent/{CallID}, or `+30s` (also 30, 5m, 1h30m, 250ms) to move the clock on before
-the next step. An event takes fields after colons: FIELD=VALUE, or a bare value for its main field
-(DTMF:1 sets DTMF; Transfer:1289, ShortTransfer:… and EndCall:… set Result; GoToTransfer:… DN1;
-GoToShortTransfer:… EXT1; OperatorTransfer:… EXT2). Every event carries --an, --un, --service and
-EventTime = the clock.
-
-  ascrm simulate --an 79161234567 --un 74951234567 --at 2027-01-01T19:05:00+03:00 \\
-      --events CallAccepted,+5s,DTMF:1,+10s,Transfer:1280,+601s,poll,+3s,poll --explain
-
---file replays a case of a rule test file (--case NAME picks one; --an, --un, --service and --at
-replace the case's). --format json prints the same timeline for machines: each step's request,
-answer as sent, deciding rule and, with --explain, each rule tried and why it passed.
-"""
-
-
-def add_command(commands: Any) -> None:
-    """Add `ascrm simulate` to the `ascrm` command's subparsers."""
-    parser = commands.add_parser(
-        "simulate",
-        help="replay one call against the rules and print each answer (--explain: and why)",
-        description="Replay one call against the rules, as `ascrm serve` would answer it.",
-        epilog=EVENTS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--rules", type=Path, help="rules file or folder (default: as `serve` would; with --file, its)")
-    parser.add_argument("--timezone", help=f"for rule files naming none and --at without offset ({DEFAULT_TIMEZONE})")
-    parser.add_argument("--an", help="the caller's number (AN), carried by every event")
-    parser.add_argument("--un", help="the number called (UN), carried by every event")
-    parser.add_argument("--service", help="ServiceType: MTSSecretary (default), MTSPBX, … or a code")
-    parser.add_argument("--at", help="when the call starts, ISO 8601 (default: now)")
-    parser.add_argument("--events", help="the call's timeline, e.g. CallAccepted,DTMF:1,+30s,poll (see below)")
-    parser.add_argument("--file", type=Path, help="a rule test file: replay one of its cases")
-    parser.add_argument("--case", help="with --file: the name of the case to replay")
-    parser.add_argument("--explain", action="store_true", help="for each answer, the rules tried and why they passed")
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,9 +148,9 @@ def _field(event: EventType | int | str, value: str) -> tuple[str, str]:
         return main, value
     if event == POLL:
         raise ValueError("a poll carries no fields (it is a GET)")
-    canonical = next((name for name in STRING_FIELDS if name.lower() == key.lower()), None)
+    canonical = next((name for name in CRMDDATA_STRING_FIELDS if name.lower() == key.lower()), None)
     if canonical is None:
-        raise ValueError(f"unknown field {key!r} (an event takes {', '.join(STRING_FIELDS)})")
+        raise ValueError(f"unknown field {key!r} (an event takes {', '.join(CRMDDATA_STRING_FIELDS)})")
     return canonical, given
 
 

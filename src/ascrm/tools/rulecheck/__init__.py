@@ -1,0 +1,1 @@
+"""The offline rule tools: rule tests (`ascrm test`), one call replayed (`ascrm simulate`), reports; on the core."""

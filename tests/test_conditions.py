@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from ascrm.core.calls.state import CallState
 from ascrm.core.engine import RuleSet, decide
 from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventType, ServiceType
 from ascrm.core.rules import load_rules
-from ascrm.core.rules.conditions import ConditionError, Definitions, compile_conditions
+from ascrm.core.rules.conditions import ConditionError, Definitions, Predicate, compile_conditions, every, some
 from ascrm.core.rules.lists import inline_map, normalize_ru, number_list
 from ascrm.core.rules.schedule import parse_schedule
 
@@ -583,3 +584,24 @@ def test_many_exact_rules_an_matching_none(many_rules: RuleSet, an: str | None) 
     assert answer(many_rules, event) == NO_ACTION
     assert many_rules.index is not None
     assert list(many_rules.index.candidates(event, CallState.begin(1, event, NOW))) == []
+
+
+@pytest.mark.parametrize("values", list(itertools.chain.from_iterable(
+    itertools.product((False, True), repeat=n) for n in range(5)
+)))  # fmt: skip
+def test_every_and_some_agree_with_all_and_any_asking_in_order_until_decided(values: tuple[bool, ...]) -> None:
+    asked: list[int] = []
+
+    def part(index: int, value: bool) -> Predicate:
+        def ask(event: object, call: object, now: object) -> bool:
+            asked.append(index)
+            return value
+
+        return ask
+
+    parts = [part(index, value) for index, value in enumerate(values)]
+    for combine, reference, decisive in ((every, all, False), (some, any, True)):
+        asked.clear()
+        assert combine(parts)(None, None, None) is reference(values)  # type: ignore[arg-type]
+        stop = values.index(decisive) + 1 if decisive in values else len(values)
+        assert asked == list(range(stop))  # asked in order, none after the answer is known

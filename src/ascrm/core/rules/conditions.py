@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -95,9 +95,42 @@ def compile_conditions(spec: Mapping[str, Any], defs: Definitions, *, top: bool 
             parts.append(_condition(key, value, defs, top=top))
         except ConditionError as exc:
             raise ConditionError((key, *exc.path), exc.message, about_key=exc.about_key) from None
+    return every(parts)
+
+
+def every(parts: Sequence[Predicate]) -> Predicate:
+    """A predicate that holds when all parts hold, tried in order until one fails.
+
+    Loops, not `all()` over a generator: a rule's conditions are asked on every event, and making the
+    generator costs more than asking two or three conditions.
+    """
     if len(parts) == 1:
         return parts[0]
-    return lambda event, call, now: all(part(event, call, now) for part in parts)
+    if len(parts) == 2:
+        first, second = parts
+        return lambda event, call, now: bool(first(event, call, now) and second(event, call, now))
+    kept = tuple(parts)
+
+    def holds(event: CallEvent | None, call: CallState, now: datetime) -> bool:
+        for part in kept:  # noqa: SIM110 - a loop: all() would need a generator
+            if not part(event, call, now):
+                return False
+        return True
+
+    return holds
+
+
+def some(parts: Sequence[Predicate]) -> Predicate:
+    """A predicate that holds when any of parts holds, tried in order until one does."""
+    kept = tuple(parts)
+
+    def holds(event: CallEvent | None, call: CallState, now: datetime) -> bool:
+        for part in kept:  # noqa: SIM110 - a loop: any() would need a generator
+            if part(event, call, now):
+                return True
+        return False
+
+    return holds
 
 
 def _condition(key: str, value: Any, defs: Definitions, *, top: bool) -> Predicate:
@@ -131,8 +164,7 @@ def _condition(key: str, value: Any, defs: Definitions, *, top: bool) -> Predica
                 parts.append(compile_conditions(item, defs, top=False))
             except ConditionError as exc:
                 raise ConditionError((index, *exc.path), exc.message, about_key=exc.about_key) from None
-        combine = any if key == "any" else all
-        return lambda event, call, now: combine(part(event, call, now) for part in parts)
+        return some(parts) if key == "any" else every(parts)
     # not
     if not isinstance(value, dict) or not value:
         raise ConditionError((), "'not' takes a mapping of conditions")

@@ -30,6 +30,7 @@ from ascrm.core.protocol import (
     poll_action_error,
 )
 from ascrm.errors import AscrmError
+from ascrm.service.callview import call_summary, call_view
 from ascrm.service.responses import JSONAnswer, error_response
 from ascrm.service.runtime import Runtime, runtime_of
 
@@ -40,8 +41,6 @@ DEFAULT_LIMIT: Final = 50
 STATES: Final = ("live", "connected", "ended")
 _QUERY_KEYS: Final = ("an", "un", "state", "offset", "limit")
 _BODY_KEYS: Final = ("action", "param")
-_FACTS: Final = ("call_id", "an", "un", "service_type", "state")  # a listing's fields of to_json()
-_TIMES: Final = ("started_at", "updated_at", "connected_at", "ended_at")
 _KNOWN_ACTIONS: Final = ", ".join(member.name for member in Action)
 
 Handler = Callable[[Request, Runtime, str], Awaitable[Response]]  # the request, the runtime, the admin's name
@@ -116,13 +115,13 @@ class AdminAPI:
         calls, total = await runtime.store.calls(
             an=query.get("an"), un=query.get("un"), state=state, offset=offset, limit=limit
         )
-        summaries = [_summary(call) for call in calls]
+        summaries = [call_summary(call) for call in calls]
         return answer({"calls": summaries, "total": total, "offset": offset, "limit": limit})
 
     async def get_call(self, request: Request, runtime: Runtime, user: str) -> Response:
         """GET `/admin/calls/{id}`: the call's whole state, with its events, decisions and commands."""
         call = await _call(request, runtime)
-        return answer(call.to_json())
+        return answer(call_view(call))
 
     async def push_command(self, request: Request, runtime: Runtime, user: str) -> Response:
         """POST `/admin/calls/{id}/commands`: queue an action for the call's next poll."""
@@ -248,12 +247,3 @@ def _command(body: bytes) -> tuple[Action, str]:
     if not isinstance(param, str):
         raise RefusedError(422, f"param: must be a string (got {param!r})")
     return action, param
-
-
-def _summary(call: CallState) -> dict[str, Any]:
-    """A call in a listing: its facts, how many commands wait, and the last decision."""
-    full = call.to_json()
-    summary = {key: full[key] for key in (*_FACTS, *_TIMES)}
-    summary["pending_commands"] = len(full["commands"])
-    summary["last_decision"] = full["decisions"][-1] if full["decisions"] else None
-    return summary

@@ -27,6 +27,16 @@ class CallEndedError(StoreError):
     """The call has ended: it takes no more commands."""
 
 
+class UnreadableRecordError(StoreError):
+    """A stored call record this version cannot read (see codec.py); names its key and the reason."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        where = f"the call record at {key}" if key else "the call record"
+        super().__init__(f"{where} cannot be read: {reason}")
+
+
 class CallStore(Protocol):
     """Call state keyed by CallID; each method is atomic for its call."""
 

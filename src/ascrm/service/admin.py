@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ascrm.core.calls.state import CallState, command_json
-from ascrm.core.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError
+from ascrm.core.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError, UnreadableRecordError
 from ascrm.core.jsonbody import NestingError, load_json
 from ascrm.core.protocol import (
     OUTGOING_POLL_ACTIONS,
@@ -90,7 +90,8 @@ class AdminAPI:
         return answer(body, 422 if outcome.status == "rejected" else 200)
 
     def _guarded(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """handler given the runtime and the admin's name, with refusals and store outages answered as JSON."""
+        """handler given the runtime and the admin's name, with refusals, store outages and unreadable call
+        records answered as JSON."""
 
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
@@ -101,6 +102,8 @@ class AdminAPI:
             except StoreUnavailableError as exc:
                 log.warning("store_unavailable", path=request.url.path, error=str(exc))
                 return error_response(503, f"the call store is unavailable: {exc}")
+            except UnreadableRecordError as exc:  # logged by the store (call_record_unreadable)
+                return error_response(500, str(exc))
 
         return endpoint
 

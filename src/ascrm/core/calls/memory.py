@@ -35,6 +35,7 @@ class MemoryCallStore:
         self._ended: deque[tuple[datetime, int]] = deque()  # (drop at, call id), in order
         self._next_sweep: datetime | None = None
         self.evicted = 0  # calls dropped because of the cap
+        self.unreadable = 0  # always: nothing is decoded
 
     def __len__(self) -> int:
         return len(self._calls)

@@ -41,6 +41,7 @@ class CallStore(Protocol):
     """Call state keyed by CallID; each method is atomic for its call."""
 
     evicted: int  # calls this process dropped because of the cap
+    unreadable: int  # stored records this process found and could not read (UnreadableRecordError)
 
     async def update(self, event: CallEvent, now: datetime) -> CallState:
         """Apply a platform event to its call (a new call for an unknown CallID); the new state."""

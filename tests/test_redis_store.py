@@ -241,7 +241,7 @@ async def test_events_build_up_the_state_and_get_reads_it(backend: Backend) -> N
     for reader in (store, other):
         got = await reader.get(1)
         assert got is not None
-        assert got.to_json() == returned.to_json()
+        assert got == returned
         assert (got.an, got.un) == ("79161234567", "74951234567")
     assert await store.get(2) is None
 

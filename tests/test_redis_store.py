@@ -256,20 +256,31 @@ async def test_events_without_a_call_id_are_not_stored(backend: Backend, call_id
     assert await store.calls() == ([], 0)
 
 
+def no_rules(rules: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:
+    return NO_ACTION
+
+
+async def poll(store: CallStore, call_id: int, now: datetime) -> tuple[CallState | None, int | None]:
+    """A poll as the server answers it, with no rule to fire: the call, and the id of the command delivered."""
+    call, decision = await store.answer_poll(call_id, now, RuleSet(revision="test"), no_rules)
+    return call, decision.command_id
+
+
 @pytest.mark.anyio
 async def test_poll_connects_the_call_and_unknown_calls_are_none(backend: Backend) -> None:
     store = backend.store()
     now = utc_now()
-    assert await store.poll(5, now) == (None, None)
+    assert await poll(store, 5, now) == (None, None)
     await start_call(store, 5, now)
     later = now + timedelta(seconds=30)
-    call, command = await store.poll(5, later)
+    call, command = await poll(store, 5, later)
     assert call is not None
     assert command is None
     assert (call.connected_at, call.updated_at) == (later, later)
     stored = await store.get(5)
     assert stored is not None
     assert stored.connected_at == later
+    assert stored.decisions == []  # no action: nothing recorded
 
 
 @pytest.mark.anyio
@@ -282,9 +293,15 @@ async def test_commands_are_delivered_in_order_once(backend: Backend) -> None:
     assert (first.id, position) == (1, 1)
     second, position = await other.push(7, Action.PlayPrompt, "hello", now)
     assert (second.id, position) == (2, 2)
-    assert (await other.poll(7, now))[1] == first
-    assert (await store.poll(7, now))[1] == second
-    assert (await other.poll(7, now))[1] is None
+    assert (await poll(other, 7, now))[1] == first.id
+    assert (await poll(store, 7, now))[1] == second.id
+    assert (await poll(other, 7, now))[1] is None
+    call = await store.get(7)
+    assert call is not None
+    assert [(d.action, d.param, d.command_id) for d in call.decisions] == [
+        (Action.TransferEXT, "1234", 1),
+        (Action.PlayPrompt, "hello", 2),
+    ]
 
 
 @pytest.mark.anyio
@@ -295,8 +312,8 @@ async def test_concurrent_polls_take_each_command_once(backend: Backend) -> None
     await start_call(store, 8, now)
     for i in range(20):
         await store.push(8, Action.PlayPrompt, f"prompt-{i}", now)
-    polls = [client.poll(8, now) for client in itertools.islice(itertools.cycle(clients), 40)]
-    taken = [command.id for _, command in await asyncio.gather(*polls) if command is not None]
+    polls = [poll(client, 8, now) for client in itertools.islice(itertools.cycle(clients), 40)]
+    taken = [command for _, command in await asyncio.gather(*polls) if command is not None]
     assert sorted(taken) == list(range(1, 21))
 
 
@@ -338,7 +355,7 @@ async def test_cancel_drops_a_pending_command(backend: Backend) -> None:
     second, _ = await store.push(9, Action.PlayPrompt, "bye", now)
     assert await other.cancel(9, first.id) is True
     assert await store.cancel(9, first.id) is False
-    assert (await other.poll(9, now))[1] == second
+    assert (await poll(other, 9, now))[1] == second.id
     with pytest.raises(UnknownCallError):
         await store.cancel(404, 1)
     with pytest.raises(UnknownCallError):

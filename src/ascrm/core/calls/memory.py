@@ -56,15 +56,6 @@ class MemoryCallStore:
                 self._evict(now)
         return call
 
-    async def poll(self, call_id: int, now: datetime) -> tuple[CallState | None, Command | None]:
-        """Record a GET poll; the call and its oldest pending command, which is taken off the queue."""
-        call = self._calls.pop(call_id, None)
-        if call is None:
-            return None, None
-        self._calls[call_id] = call  # a polled call is alive: it moves to the newest end
-        call.polled(now)
-        return call, call.take_command()
-
     async def answer_poll(
         self, call_id: int, now: datetime, rules: RuleSet, decide: Decider
     ) -> tuple[CallState | None, Decision]:

@@ -168,19 +168,6 @@ class RedisCallStore:
                 await self._sweep(now.timestamp())
         return call
 
-    async def poll(self, call_id: int, now: datetime) -> tuple[CallState | None, Command | None]:
-        """Record a GET poll; the call and its oldest pending command, which is taken off the queue."""
-
-        def change(call: CallState | None) -> tuple[tuple[CallState | None, Command | None], CallState | None]:
-            if call is None:
-                return (None, None), None
-            call.polled(now)
-            return (call, call.take_command()), call
-
-        async with self._guard("poll"):
-            result, _ = await self._transact(call_id, change, now)
-        return result
-
     async def answer_poll(
         self, call_id: int, now: datetime, rules: RuleSet, decide: Decider
     ) -> tuple[CallState | None, Decision]:

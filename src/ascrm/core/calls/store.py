@@ -47,10 +47,6 @@ class CallStore(Protocol):
         """Apply a platform event to its call (a new call for an unknown CallID); the new state."""
         ...
 
-    async def poll(self, call_id: int, now: datetime) -> tuple[CallState | None, Command | None]:
-        """Record a GET poll; the call (None if unknown) and its oldest pending command, now taken."""
-        ...
-
     async def answer_poll(
         self, call_id: int, now: datetime, rules: RuleSet, decide: Decider
     ) -> tuple[CallState | None, Decision]:

@@ -38,7 +38,11 @@ class UnreadableRecordError(StoreError):
 
 
 class CallStore(Protocol):
-    """Call state keyed by CallID; each method is atomic for its call."""
+    """Call state keyed by CallID; each method is atomic for its call.
+
+    A method raises StoreUnavailableError when the store does not answer, and UnreadableRecordError
+    (logged and counted in `unreadable` by the store) when the call's stored record cannot be read.
+    """
 
     evicted: int  # calls this process dropped because of the cap
     unreadable: int  # stored records this process found and could not read (UnreadableRecordError)

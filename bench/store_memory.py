@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import redis
 
-from ascrm.core.calls import CallState, DecisionRecord, MemoryCallStore
+from ascrm.core.calls import CallState, DecisionRecord, MemoryCallStore, codec
 from ascrm.core.protocol import Action, parse_call_event
 
 BENCH = Path(__file__).resolve().parent
@@ -185,7 +185,7 @@ def measure_memory(count: int) -> MemoryResult:
     parts["store: dict slot + int key"] = round(sys.getsizeof(calls_dict) / len(calls_dict)) + sys.getsizeof(
         call.call_id
     )
-    record = len(orjson.dumps(call.to_json()))
+    record = len(codec.encode(call))
     return MemoryResult(count, delta, delta / count, GOAL_BYTES, elapsed, gc_ms, parts, event_parts, record)
 
 

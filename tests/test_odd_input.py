@@ -309,7 +309,7 @@ def test_lone_surrogates_in_every_field_with_the_redis_store(
             assert [event["code"] for event in detail["events"]] == [9, 4]
             assert detail["an"] == "79161234567"
             assert json_answer(admin_http.get("/admin/calls"))["total"] == 1
-            assert not running.logged("call_unreadable", deadline=0)
+            assert not running.logged("call_record_unreadable", deadline=0)
     finally:
         running.stop()
 

@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from ascrm.core.calls import (
@@ -40,7 +43,7 @@ from ascrm.core.calls.redis import RedisCallStore
 from ascrm.core.engine import RuleSet
 from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventType
 from ascrm.service.settings import StateSettings
-from tests.conftest import PASSWORD, Server, platform_config, start_server, wait_for
+from tests.conftest import PASSWORD, USER, Server, platform_config, start_server, wait_for
 
 REDIS_SERVER = shutil.which("redis-server", path=os.pathsep.join((os.environ.get("PATH", ""), "/usr/bin")))
 pytestmark = pytest.mark.skipif(
@@ -238,7 +241,7 @@ async def test_events_build_up_the_state_and_get_reads_it(backend: Backend) -> N
     for reader in (store, other):
         got = await reader.get(1)
         assert got is not None
-        assert got.to_json() == returned.to_json()
+        assert got == returned
         assert (got.an, got.un) == ("79161234567", "74951234567")
     assert await store.get(2) is None
 
@@ -253,20 +256,31 @@ async def test_events_without_a_call_id_are_not_stored(backend: Backend, call_id
     assert await store.calls() == ([], 0)
 
 
+def no_rules(rules: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:
+    return NO_ACTION
+
+
+async def poll(store: CallStore, call_id: int, now: datetime) -> tuple[CallState | None, int | None]:
+    """A poll as the server answers it, with no rule to fire: the call, and the id of the command delivered."""
+    call, decision = await store.answer_poll(call_id, now, RuleSet(revision="test"), no_rules)
+    return call, decision.command_id
+
+
 @pytest.mark.anyio
 async def test_poll_connects_the_call_and_unknown_calls_are_none(backend: Backend) -> None:
     store = backend.store()
     now = utc_now()
-    assert await store.poll(5, now) == (None, None)
+    assert await poll(store, 5, now) == (None, None)
     await start_call(store, 5, now)
     later = now + timedelta(seconds=30)
-    call, command = await store.poll(5, later)
+    call, command = await poll(store, 5, later)
     assert call is not None
     assert command is None
     assert (call.connected_at, call.updated_at) == (later, later)
     stored = await store.get(5)
     assert stored is not None
     assert stored.connected_at == later
+    assert stored.decisions == []  # no action: nothing recorded
 
 
 @pytest.mark.anyio
@@ -279,9 +293,15 @@ async def test_commands_are_delivered_in_order_once(backend: Backend) -> None:
     assert (first.id, position) == (1, 1)
     second, position = await other.push(7, Action.PlayPrompt, "hello", now)
     assert (second.id, position) == (2, 2)
-    assert (await other.poll(7, now))[1] == first
-    assert (await store.poll(7, now))[1] == second
-    assert (await other.poll(7, now))[1] is None
+    assert (await poll(other, 7, now))[1] == first.id
+    assert (await poll(store, 7, now))[1] == second.id
+    assert (await poll(other, 7, now))[1] is None
+    call = await store.get(7)
+    assert call is not None
+    assert [(d.action, d.param, d.command_id) for d in call.decisions] == [
+        (Action.TransferEXT, "1234", 1),
+        (Action.PlayPrompt, "hello", 2),
+    ]
 
 
 @pytest.mark.anyio
@@ -292,8 +312,8 @@ async def test_concurrent_polls_take_each_command_once(backend: Backend) -> None
     await start_call(store, 8, now)
     for i in range(20):
         await store.push(8, Action.PlayPrompt, f"prompt-{i}", now)
-    polls = [client.poll(8, now) for client in itertools.islice(itertools.cycle(clients), 40)]
-    taken = [command.id for _, command in await asyncio.gather(*polls) if command is not None]
+    polls = [poll(client, 8, now) for client in itertools.islice(itertools.cycle(clients), 40)]
+    taken = [command for _, command in await asyncio.gather(*polls) if command is not None]
     assert sorted(taken) == list(range(1, 21))
 
 
@@ -335,7 +355,7 @@ async def test_cancel_drops_a_pending_command(backend: Backend) -> None:
     second, _ = await store.push(9, Action.PlayPrompt, "bye", now)
     assert await other.cancel(9, first.id) is True
     assert await store.cancel(9, first.id) is False
-    assert (await other.poll(9, now))[1] == second
+    assert (await poll(other, 9, now))[1] == second.id
     with pytest.raises(UnknownCallError):
         await store.cancel(404, 1)
     with pytest.raises(UnknownCallError):
@@ -689,3 +709,85 @@ def test_requests_are_answered_in_time_while_redis_is_down_or_hung(
         assert timed("GET", call_id) == {"CallID": call_id, "EventType": 5, "Param": "PBX4951001"}
     finally:
         server.stop()
+
+
+ADMIN = ("ops", "unreadable-pw")
+
+
+def test_unreadable_records_are_answered_logged_counted_and_left_alone(
+    tmp_path: Path, redis_server: RedisServer, rules_file: Path
+) -> None:
+    """Garbage and a newer release's record in call keys: the platform is answered as during an outage,
+    the admin API says which record and why, each read is logged and counted, and the records stay."""
+    prefix = f"unreadable-{uuid.uuid4().hex[:8]}:"
+    auth = {
+        "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
+        "admin": [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}],
+    }
+    config = platform_config(auth=auth, rules=str(rules_file), state=redis_state(redis_server, prefix))
+    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}
+    garbage, future, fine = next(_CALL_IDS), next(_CALL_IDS), next(_CALL_IDS)
+    records = {
+        garbage: b"\x00\xffnot json at all",
+        future: orjson.dumps({"v": 99, "call_id": future, "an": "79161234567", "state": "live", "history": []}),
+    }
+    written = redis.Redis.from_url(redis_server.url)
+    for call_id, raw in records.items():
+        written.set(f"{prefix}call:{call_id}", raw, ex=600)
+        written.zadd(f"{prefix}calls", {str(call_id): time.time()})
+    server = start_server(tmp_path / "ascrm", config, env=env)
+    try:
+        http, admin = server.client(), server.client(auth=ADMIN)
+        # the platform: answered 200 as during a store outage, decided from the event alone
+        answer = http.post("/CallEvent", json=body(garbage, 4, 5, DTMF="123"))
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"CallID": garbage, "EventType": 2, "Param": "1234"}  # menu-123, from this event
+        assert http.get(f"/CallEvent/{future}").json() == noop(future)  # the poll rule would need the call
+        assert http.post("/CallEvent", json=body(fine, 1)).json() == noop(fine)
+        for call_id, raw in records.items():
+            entry = server.logged("call_record_unreadable", call_id=call_id)[0]
+            assert entry["level"] == "warning"
+            assert entry["key"] == f"{prefix}call:{call_id}"
+            assert len(entry["reason"]) <= 200
+            assert written.get(f"{prefix}call:{call_id}") == raw  # left as it was, for a newer release or ops
+        [garbled] = server.logged("call_record_unreadable", call_id=garbage)
+        assert garbled["reason"].startswith("not JSON: ")
+        [newer] = server.logged("call_record_unreadable", call_id=future)
+        assert newer["reason"] == "version 99 is not one this release reads (0 to 1) (written by a newer release?)"
+        assert not server.logged("decision_failed", deadline=0)
+        assert "Traceback" not in server.log_path.read_text()
+
+        # the admin API: a JSON error naming the record and why; the listing leaves them out
+        shown = admin.get(f"/admin/calls/{future}")
+        assert shown.status_code == 500
+        assert shown.json() == {"error": "internal_error", "message": f"{codec_error(prefix, future, newer)}"}
+        pushed = admin.post(f"/admin/calls/{garbage}/commands", json={"action": "Hangup"})
+        assert (pushed.status_code, pushed.json()["error"]) == (500, "internal_error")
+        assert admin.delete(f"/admin/calls/{garbage}/commands/1").status_code == 500
+        listing = admin.get("/admin/calls")
+        assert listing.status_code == 200
+        assert [call["call_id"] for call in listing.json()["calls"]] == [fine]
+        assert admin.get("/admin/calls", params={"an": "79161234567"}).json()["calls"] == []
+
+        # counted: two platform requests, three admin requests, and each record in two listings
+        samples = scrape(admin)
+        assert samples[("ascrm_store_errors_total", (("operation", "decode"),))] == 2 + 3 + 2 + 2
+        assert ("ascrm_store_errors_total", (("operation", "update"),)) not in samples  # Redis answered
+    finally:
+        written.close()
+        server.stop()
+
+
+def codec_error(prefix: str, call_id: int, logged: dict[str, Any]) -> str:
+    return f"the call record at {prefix}call:{call_id} cannot be read: {logged['reason']}"
+
+
+def scrape(admin: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of one /metrics scrape, keyed by name and sorted labels."""
+    response = admin.get("/metrics")
+    assert response.status_code == 200, response.text
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return samples

@@ -2,8 +2,9 @@
 
 The one place an answer is orchestrated (update state → decide → record). The server's endpoints and
 the rule tools (`ascrm test`, `ascrm simulate`) run calls through these two functions, so both see the
-same call history, poll bookkeeping, param checks and failure policy: a store that does not answer, or a
-rule that raises, still gets the platform an answer (no action), never an error.
+same call history, poll bookkeeping, param checks and failure policy: a store that does not answer, a
+call record the store cannot read, or a rule that raises, still gets the platform an answer (no action),
+never an error.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import structlog
 
 from ascrm.core import engine
 from ascrm.core.calls.state import CallState, DecisionRecord
-from ascrm.core.calls.store import CallStore, StoreUnavailableError
+from ascrm.core.calls.store import CallStore, StoreUnavailableError, UnreadableRecordError
 from ascrm.core.protocol import NO_ACTION, CallEvent, Decision, code_name
 
 log = structlog.get_logger("ascrm.api")
@@ -50,14 +51,16 @@ async def answer_event(
 
     decide is engine.decide unless told (looked up per call, so it can be replaced). When the store does
     not answer, the call is decided from this event alone (call-state conditions then fail), a
-    `store_unavailable` warning is logged and the failed operation is counted in errors.
+    `store_unavailable` warning is logged and the failed operation is counted in errors. A call whose
+    stored record cannot be read is decided the same way (the store logged and counted it, and left it).
     """
     try:
         try:
             call = await store.update(event, now)
             stored = True
-        except StoreUnavailableError as exc:
-            _unavailable(errors, "update", event.call_id, exc)
+        except (StoreUnavailableError, UnreadableRecordError) as exc:
+            if isinstance(exc, StoreUnavailableError):
+                _unavailable(errors, "update", event.call_id, exc)
             call, stored = CallState.begin(event.call_id or 0, event, now), False
             call.apply(event, now)
         decision = (decide or engine.decide)(rules, event, call, now)
@@ -70,6 +73,8 @@ async def answer_event(
                 await store.record(event.call_id, record)
             except StoreUnavailableError as exc:  # a store outage loses the record, never the answer
                 _unavailable(errors, "record", event.call_id, exc, lost="decision record")
+            except UnreadableRecordError:  # overwritten meanwhile by a record this release cannot read
+                pass
         return Answered(decision, call, rules.revision)
     except Exception:
         log.exception("decision_failed", call_id=event.call_id)
@@ -88,13 +93,16 @@ async def answer_poll(
     """A GET poll: a pushed command first, else the poll rules; decided and recorded in one atomic change
     of the call (so two simultaneous polls deliver a command, or fire a once-only rule, once).
 
-    An unknown call, or a store that does not answer, gets no action.
+    An unknown call, a store that does not answer, or a call whose record the store cannot read (logged
+    and counted by the store) gets no action.
     """
     try:
         call, decision = await store.answer_poll(call_id, now, rules, decide or engine.decide)
         return Answered(decision, call, rules.revision)
     except StoreUnavailableError as exc:
         _unavailable(errors, "poll", call_id, exc)
+        return Answered(NO_ACTION, None, rules.revision)
+    except UnreadableRecordError:
         return Answered(NO_ACTION, None, rules.revision)
     except Exception:
         log.exception("decision_failed", call_id=call_id)

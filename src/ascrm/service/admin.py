@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ascrm.core.calls.state import CallState, command_json
-from ascrm.core.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError
+from ascrm.core.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError, UnreadableRecordError
 from ascrm.core.jsonbody import NestingError, load_json
 from ascrm.core.protocol import (
     OUTGOING_POLL_ACTIONS,
@@ -30,6 +30,7 @@ from ascrm.core.protocol import (
     poll_action_error,
 )
 from ascrm.errors import AscrmError
+from ascrm.service.callview import call_summary, call_view
 from ascrm.service.responses import JSONAnswer, error_response
 from ascrm.service.runtime import Runtime, runtime_of
 
@@ -40,8 +41,6 @@ DEFAULT_LIMIT: Final = 50
 STATES: Final = ("live", "connected", "ended")
 _QUERY_KEYS: Final = ("an", "un", "state", "offset", "limit")
 _BODY_KEYS: Final = ("action", "param")
-_FACTS: Final = ("call_id", "an", "un", "service_type", "state")  # a listing's fields of to_json()
-_TIMES: Final = ("started_at", "updated_at", "connected_at", "ended_at")
 _KNOWN_ACTIONS: Final = ", ".join(member.name for member in Action)
 
 Handler = Callable[[Request, Runtime, str], Awaitable[Response]]  # the request, the runtime, the admin's name
@@ -91,7 +90,8 @@ class AdminAPI:
         return answer(body, 422 if outcome.status == "rejected" else 200)
 
     def _guarded(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """handler given the runtime and the admin's name, with refusals and store outages answered as JSON."""
+        """handler given the runtime and the admin's name, with refusals, store outages and unreadable call
+        records answered as JSON."""
 
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
@@ -102,6 +102,8 @@ class AdminAPI:
             except StoreUnavailableError as exc:
                 log.warning("store_unavailable", path=request.url.path, error=str(exc))
                 return error_response(503, f"the call store is unavailable: {exc}")
+            except UnreadableRecordError as exc:  # logged by the store (call_record_unreadable)
+                return error_response(500, str(exc))
 
         return endpoint
 
@@ -116,13 +118,13 @@ class AdminAPI:
         calls, total = await runtime.store.calls(
             an=query.get("an"), un=query.get("un"), state=state, offset=offset, limit=limit
         )
-        summaries = [_summary(call) for call in calls]
+        summaries = [call_summary(call) for call in calls]
         return answer({"calls": summaries, "total": total, "offset": offset, "limit": limit})
 
     async def get_call(self, request: Request, runtime: Runtime, user: str) -> Response:
         """GET `/admin/calls/{id}`: the call's whole state, with its events, decisions and commands."""
         call = await _call(request, runtime)
-        return answer(call.to_json())
+        return answer(call_view(call))
 
     async def push_command(self, request: Request, runtime: Runtime, user: str) -> Response:
         """POST `/admin/calls/{id}/commands`: queue an action for the call's next poll."""
@@ -248,12 +250,3 @@ def _command(body: bytes) -> tuple[Action, str]:
     if not isinstance(param, str):
         raise RefusedError(422, f"param: must be a string (got {param!r})")
     return action, param
-
-
-def _summary(call: CallState) -> dict[str, Any]:
-    """A call in a listing: its facts, how many commands wait, and the last decision."""
-    full = call.to_json()
-    summary = {key: full[key] for key in (*_FACTS, *_TIMES)}
-    summary["pending_commands"] = len(full["commands"])
-    summary["last_decision"] = full["decisions"][-1] if full["decisions"] else None
-    return summary

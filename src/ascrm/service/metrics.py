@@ -66,9 +66,10 @@ class ServiceCollector(Collector):
         yield latency
         yield _counter(
             "ascrm_store_errors",
-            "Call store operations that failed or timed out, by operation.",
+            "Call store operations that failed or timed out, by operation; decode: stored call records"
+            " that could not be read.",
             ("operation",),
-            {(name,): n for name, n in stats.store_errors.items()},
+            {(name,): n for name, n in stats.store_errors.items()} | {("decode",): self._runtime.store.unreadable},
         )
         yield _counter(
             "ascrm_parse_warnings",

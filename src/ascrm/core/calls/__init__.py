@@ -15,7 +15,13 @@ from ascrm.core.calls.config import StateSettings
 if TYPE_CHECKING:
     from ascrm.core.calls.memory import MemoryCallStore
     from ascrm.core.calls.state import CallState, Command, DecisionRecord
-    from ascrm.core.calls.store import CallEndedError, CallStore, StoreUnavailableError, UnknownCallError
+    from ascrm.core.calls.store import (
+        CallEndedError,
+        CallStore,
+        StoreUnavailableError,
+        UnknownCallError,
+        UnreadableRecordError,
+    )
 
 _PUBLIC = {
     "CallEndedError": "store",
@@ -26,6 +32,7 @@ _PUBLIC = {
     "MemoryCallStore": "memory",
     "StoreUnavailableError": "store",
     "UnknownCallError": "store",
+    "UnreadableRecordError": "store",
 }
 
 __all__ = [
@@ -38,6 +45,7 @@ __all__ = [
     "StateSettings",
     "StoreUnavailableError",
     "UnknownCallError",
+    "UnreadableRecordError",
     "open_store",
 ]
 

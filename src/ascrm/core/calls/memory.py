@@ -35,6 +35,7 @@ class MemoryCallStore:
         self._ended: deque[tuple[datetime, int]] = deque()  # (drop at, call id), in order
         self._next_sweep: datetime | None = None
         self.evicted = 0  # calls dropped because of the cap
+        self.unreadable = 0  # always: nothing is decoded
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -54,15 +55,6 @@ class MemoryCallStore:
             if len(self._calls) > self._max_calls or self._next_sweep is None or now >= self._next_sweep:
                 self._evict(now)
         return call
-
-    async def poll(self, call_id: int, now: datetime) -> tuple[CallState | None, Command | None]:
-        """Record a GET poll; the call and its oldest pending command, which is taken off the queue."""
-        call = self._calls.pop(call_id, None)
-        if call is None:
-            return None, None
-        self._calls[call_id] = call  # a polled call is alive: it moves to the newest end
-        call.polled(now)
-        return call, call.take_command()
 
     async def answer_poll(
         self, call_id: int, now: datetime, rules: RuleSet, decide: Decider

@@ -1,6 +1,6 @@
 """The Redis call store: call state shared by several ascrm replicas.
 
-One JSON record per call at `{prefix}call:{id}` (CallState.to_json()), written with an expiry: the TTL
+One JSON record per call at `{prefix}call:{id}` (codec.py), written with an expiry: the TTL
 while the call is live, the grace period once it has ended, so an abandoned call disappears by itself.
 Every change of a call is an optimistic transaction (WATCH, GET, apply in Python, MULTI SET … EXEC,
 again on a conflict), so two replicas handling events of one call at once lose neither, and a pushed
@@ -14,7 +14,10 @@ per process, and whenever the cap is exceeded) drops expired members and evicts 
 beyond `max_calls`.
 
 Every method runs within `timeout_ms` and raises StoreUnavailableError when Redis is down, refusing,
-slow or hung; the pool reconnects by itself once Redis answers again. Needs Redis 6.0 or newer
+slow or hung; the pool reconnects by itself once Redis answers again. A record this version cannot
+read (codec.decode refuses it) is logged as `call_record_unreadable`, counted in `unreadable`, left as
+it is (a newer release may read it), and raises UnreadableRecordError from the operation that read
+it; the listing leaves it out. Needs Redis 6.0 or newer
 (SET … KEEPTTL); RESP2 is used, so any Redis-compatible server works.
 """
 
@@ -28,16 +31,22 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-import orjson
 import structlog
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from ascrm.core.calls import codec
 from ascrm.core.calls.config import StateSettings
 from ascrm.core.calls.state import CallState, Command, DecisionRecord
-from ascrm.core.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError, settle_poll
+from ascrm.core.calls.store import (
+    CallEndedError,
+    StoreUnavailableError,
+    UnknownCallError,
+    UnreadableRecordError,
+    settle_poll,
+)
 from ascrm.core.engine import Decider, RuleSet
 from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision
 
@@ -48,7 +57,8 @@ _MAX_ATTEMPTS = 32  # optimistic transactions of one call before giving up (the 
 _SWEEP_EVERY = 1.0  # seconds between two sweeps by one process
 _HEALTH_CHECK_INTERVAL = 10  # seconds a pooled connection may idle before a PING checks it
 _CHUNK = 500  # records fetched per MGET by the listing
-_REFUSALS = (UnknownCallError, CallEndedError)
+_REFUSALS = (UnknownCallError, CallEndedError, UnreadableRecordError)  # raised with every reply read
+_REASON_CHARS = 200  # of an unreadable record's reason, in its log line
 
 # KEYS: the calls set, the ended set. ARGV: the record key prefix, now, the idle cutoff (now - TTL),
 # max_calls. Drops ended calls past their grace period and calls idle past the TTL (their records
@@ -107,6 +117,7 @@ class RedisCallStore:
         self._grace = settings.ended_grace_seconds
         self._max_calls = settings.max_calls
         self._max_call_bytes = settings.max_call_bytes
+        self._record_limit = codec.record_limit(settings.max_call_bytes)
         self._budget = settings.timeout_ms / 1000
         self._calls_key = f"{self._prefix}calls"
         self._ended_key = f"{self._prefix}ended"
@@ -132,6 +143,7 @@ class RedisCallStore:
         self._locks = _CallLocks()
         self._next_sweep = 0.0
         self.evicted = 0  # calls dropped because of the cap, by this process
+        self.unreadable = 0  # records this process found and could not read
 
     # ------------------------------------------------------------------------------------------------
     # The CallStore methods
@@ -155,19 +167,6 @@ class RedisCallStore:
             if size > self._max_calls or time.monotonic() >= self._next_sweep:
                 await self._sweep(now.timestamp())
         return call
-
-    async def poll(self, call_id: int, now: datetime) -> tuple[CallState | None, Command | None]:
-        """Record a GET poll; the call and its oldest pending command, which is taken off the queue."""
-
-        def change(call: CallState | None) -> tuple[tuple[CallState | None, Command | None], CallState | None]:
-            if call is None:
-                return (None, None), None
-            call.polled(now)
-            return (call, call.take_command()), call
-
-        async with self._guard("poll"):
-            result, _ = await self._transact(call_id, change, now)
-        return result
 
     async def answer_poll(
         self, call_id: int, now: datetime, rules: RuleSet, decide: Decider
@@ -333,9 +332,9 @@ class RedisCallStore:
             for attempt in range(_MAX_ATTEMPTS):
                 async with self._connection() as conn:
                     _, raw = await _pipeline(conn, [("WATCH", key), ("GET", key)])
-                    before = None if raw is None else self._load(call_id, raw)
-                    was_ended = before is not None and before.ended  # change may change `before`
                     try:
+                        before = None if raw is None else self._load(call_id, raw)
+                        was_ended = before is not None and before.ended  # change may change `before`
                         result, after = change(before)
                     except _REFUSALS:
                         await _command(conn, "UNWATCH")
@@ -364,7 +363,7 @@ class RedisCallStore:
         found the call changed since WATCH (nothing was written); else the calls set's size when the
         call is new (the cap may be exceeded), 0 otherwise. new, was_ended: what the call was before."""
         member = str(call.call_id)
-        payload = orjson.dumps(call.to_json())
+        payload = codec.encode(call)
         commands: list[tuple[Any, ...]] = [("MULTI",)]
         if call.ended and not was_ended:  # just ended: readable for the grace period, then gone
             if self._grace:
@@ -414,7 +413,7 @@ class RedisCallStore:
                 records = await self._records(conn, members)
                 found = [(int(member), raw) for member, raw in zip(members, records, strict=True) if raw is not None]
                 if len(found) == len(members):
-                    page = [self._load(call_id, raw) for call_id, raw in found]
+                    page = [self._listed(call_id, raw) for call_id, raw in found]
                     return [call for call in page if call is not None], int(total)
                 await self._forget(conn, [member for member, raw in zip(members, records, strict=True) if raw is None])
         raise StoreUnavailableError("redis: the calls set keeps changing")
@@ -422,7 +421,7 @@ class RedisCallStore:
     async def _filtered(
         self, an: str | None, un: str | None, state: str | None, offset: int, limit: int
     ) -> tuple[list[CallState], int]:
-        """Filters: every call's record is read and matched (JSON only; states built for the page)."""
+        """Filters: every call's record is read and matched (its facts only; states built for the page)."""
         async with self._connection() as conn:
             members = await _command(conn, "ZREVRANGE", self._calls_key, 0, -1)
             matches: list[tuple[int, bytes]] = []
@@ -433,19 +432,23 @@ class RedisCallStore:
                     if raw is None:
                         gone.append(member)
                         continue
+                    call_id = int(member)
                     try:
-                        data = orjson.loads(raw)
-                    except orjson.JSONDecodeError:
+                        call_an, call_un, call_state = codec.facts(
+                            raw, key=self._key(call_id), limit=self._record_limit
+                        )
+                    except UnreadableRecordError as exc:
+                        self._unreadable(call_id, exc)
                         continue
                     if (
-                        (an is None or data.get("an") == an)
-                        and (un is None or data.get("un") == un)
-                        and (state is None or data.get("state") == state)
+                        (an is None or call_an == an)
+                        and (un is None or call_un == un)
+                        and (state is None or call_state == state)
                     ):
-                        matches.append((int(member), raw))
+                        matches.append((call_id, raw))
             if gone:
                 await self._forget(conn, gone)
-        page = [self._load(call_id, raw) for call_id, raw in matches[offset : offset + limit]]
+        page = [self._listed(call_id, raw) for call_id, raw in matches[offset : offset + limit]]
         return [call for call in page if call is not None], len(matches)
 
     async def _records(self, conn: AbstractConnection, members: Sequence[bytes]) -> list[bytes | None]:
@@ -462,14 +465,30 @@ class RedisCallStore:
     def _key(self, call_id: int) -> str:
         return f"{self._record_prefix}{call_id}"
 
-    def _load(self, call_id: int, raw: bytes) -> CallState | None:
-        """The state from its record; None, with a warning, for a record this version cannot read (one
-        written by another version of ascrm, say): the call then starts over, as after an expiry."""
+    def _load(self, call_id: int, raw: bytes) -> CallState:
+        """The state from its record; UnreadableRecordError (logged, counted) when it cannot be read."""
+        key = self._key(call_id)
         try:
-            return CallState.from_json(orjson.loads(raw))
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("call_unreadable", call_id=call_id, error=repr(exc)[:200])
+            call = codec.decode(raw, key=key, limit=self._record_limit)
+        except UnreadableRecordError as exc:
+            self._unreadable(call_id, exc)
+            raise
+        if call.call_id != call_id:
+            mismatch = UnreadableRecordError(key, f"it holds call {call.call_id}")
+            self._unreadable(call_id, mismatch)
+            raise mismatch
+        return call
+
+    def _listed(self, call_id: int, raw: bytes) -> CallState | None:
+        """The state from its record for a listing; None when it cannot be read (logged, counted)."""
+        try:
+            return self._load(call_id, raw)
+        except UnreadableRecordError:
             return None
+
+    def _unreadable(self, call_id: int, exc: UnreadableRecordError) -> None:
+        self.unreadable += 1
+        log.warning("call_record_unreadable", call_id=call_id, key=exc.key, reason=exc.reason[:_REASON_CHARS])
 
 
 async def _command(conn: AbstractConnection, *args: Any) -> Any:

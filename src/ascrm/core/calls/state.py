@@ -1,4 +1,4 @@
-"""The CallState record, how one platform event updates it, and its JSON form."""
+"""The CallState record, how one platform event updates it, and the JSON of its parts."""
 
 from __future__ import annotations
 
@@ -299,81 +299,6 @@ class CallState:
             "decisions": [decision_json(record) for record in self.decisions],
         }
 
-    def to_json(self) -> dict[str, Any]:
-        """The whole state as JSON-ready values (the admin API's view, the Redis record)."""
-        return {
-            "call_id": self.call_id,
-            "an": self.an,
-            "un": self.un,
-            "service_type": None if self.service_type is None else int(self.service_type),
-            "state": self.status,
-            "started_at": self.started_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-            "connected_at": _iso(self.connected_at),
-            "ended_at": _iso(self.ended_at),
-            "ended_by": self.ended_by,
-            "digits": self.digits,
-            "transfer_results": list(self.transfer_results),
-            "events": [
-                {"event": code_name(code), "code": int(code), "at": at.isoformat(), "fields": news_dict(news)}
-                for code, at, news in self.events
-            ],
-            "fired_polls": sorted(self.fired_polls),
-            "decisions": [decision_json(record) for record in self.decisions],
-            "commands": [command_json(command) for command in self.commands],
-            "next_command_id": self.next_command_id,
-            "trimmed": self.trimmed,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CallState:
-        """The state back from to_json()'s form."""
-        from ascrm.core.protocol import parse_code
-
-        call = cls(
-            call_id=data["call_id"],
-            started_at=datetime.fromisoformat(data["started_at"]),
-            updated_at=datetime.fromisoformat(data["updated_at"]),
-            an=data["an"],
-            un=data["un"],
-            service_type=None if data["service_type"] is None else parse_code(data["service_type"], ServiceType),
-            events=[
-                (
-                    parse_code(item["code"], EventType) or item["code"],
-                    datetime.fromisoformat(item["at"]),
-                    tuple(part for pair in item["fields"].items() for part in pair) or None,
-                )
-                for item in data["events"]
-            ],
-            digits=data["digits"],
-            transfer_results=list(data["transfer_results"]),
-            connected_at=_from_iso(data["connected_at"]),
-            ended_at=_from_iso(data["ended_at"]),
-            ended_by=data["ended_by"],
-            fired_polls=frozenset(data["fired_polls"]),
-            decisions=[
-                DecisionRecord(
-                    datetime.fromisoformat(item["at"]),
-                    item["trigger"],
-                    Action[item["action"]],
-                    item["param"],
-                    item["rule"],
-                    item["command"],
-                    item["revision"],
-                )
-                for item in data["decisions"]
-            ],
-            commands=tuple(
-                Command(item["id"], Action[item["action"]], item["param"], datetime.fromisoformat(item["pushed_at"]))
-                for item in data["commands"]
-            ),
-            next_command_id=data["next_command_id"],
-            trim=Trim(data["trimmed"]) if data.get("trimmed") else None,  # absent from earlier versions' records
-        )
-        call.history_blocks = sum(news_blocks(news) for _, _, news in call.events)
-        call.history_blocks += sum(_blocks(text_bytes(result)) for result in call.transfer_results)
-        return call
-
 
 def news_dict(news: News | None) -> dict[str, str]:
     """An event's news as a mapping of field names to values."""
@@ -401,11 +326,3 @@ def command_json(command: Command) -> dict[str, Any]:
         "param": command.param,
         "pushed_at": command.pushed_at.isoformat(),
     }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
-def _from_iso(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)

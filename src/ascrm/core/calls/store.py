@@ -27,17 +27,28 @@ class CallEndedError(StoreError):
     """The call has ended: it takes no more commands."""
 
 
+class UnreadableRecordError(StoreError):
+    """A stored call record this version cannot read (see codec.py); names its key and the reason."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        where = f"the call record at {key}" if key else "the call record"
+        super().__init__(f"{where} cannot be read: {reason}")
+
+
 class CallStore(Protocol):
-    """Call state keyed by CallID; each method is atomic for its call."""
+    """Call state keyed by CallID; each method is atomic for its call.
+
+    A method raises StoreUnavailableError when the store does not answer, and UnreadableRecordError
+    (logged and counted in `unreadable` by the store) when the call's stored record cannot be read.
+    """
 
     evicted: int  # calls this process dropped because of the cap
+    unreadable: int  # stored records this process found and could not read (UnreadableRecordError)
 
     async def update(self, event: CallEvent, now: datetime) -> CallState:
         """Apply a platform event to its call (a new call for an unknown CallID); the new state."""
-        ...
-
-    async def poll(self, call_id: int, now: datetime) -> tuple[CallState | None, Command | None]:
-        """Record a GET poll; the call (None if unknown) and its oldest pending command, now taken."""
         ...
 
     async def answer_poll(

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ascrm.core.defaults import DEFAULT_TIMEZONE
+
 if TYPE_CHECKING:
     from ascrm.cli import Commands
     from ascrm.core.engine import RuleSet
@@ -18,7 +20,7 @@ def add(commands: Commands) -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check rule files; exit 1 on errors (or warnings with --strict)")
     check.add_argument("path", type=Path, nargs="?", help="rules file or folder (default: as `serve` would)")
     check.add_argument("--strict", action="store_true", help="warnings fail the check too")
-    check.add_argument("--timezone", default="Europe/Moscow", help="zone for files that name none")
+    check.add_argument("--timezone", default=DEFAULT_TIMEZONE, help="zone for files that name none (%(default)s)")
     check.add_argument(
         "--config", type=Path, help="config file whose limits.rules apply (default: the built-in limits)"
     )

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ascrm.core.defaults import DEFAULT_TIMEZONE
+
 if TYPE_CHECKING:
     from ascrm.cli import Commands
 
@@ -36,7 +38,7 @@ def add(commands: Commands) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--rules", type=Path, help="rules file or folder (default: as `serve` would; with --file, its)")
-    parser.add_argument("--timezone", help="for rule files naming none and --at without offset (Europe/Moscow)")
+    parser.add_argument("--timezone", help=f"for rule files naming none and --at without offset ({DEFAULT_TIMEZONE})")
     parser.add_argument("--an", help="the caller's number (AN), carried by every event")
     parser.add_argument("--un", help="the number called (UN), carried by every event")
     parser.add_argument("--service", help="ServiceType: MTSSecretary (default), MTSPBX, … or a code")

@@ -14,8 +14,6 @@ import orjson
 from ascrm.core.jsonbody import UNREADABLE_REASON, UnreadableText
 
 CONTENT_TYPE: Final = "application/json; charset=UTF-8"
-# The zone of EventTime values without an offset, and of rule files that name none, unless configured.
-DEFAULT_TIMEZONE: Final = "Europe/Moscow"
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 

@@ -15,7 +15,8 @@ import cerberus
 import yaml
 
 from ascrm.core.calls.config import StateSettings
-from ascrm.core.protocol import DEFAULT_TIMEZONE, NoopAnswer
+from ascrm.core.defaults import DEFAULT_TIMEZONE
+from ascrm.core.protocol import NoopAnswer
 from ascrm.core.rules.limits import RuleLimits
 from ascrm.errors import ConfigError
 from ascrm.service.auth.basic import Credential, PasswordHash

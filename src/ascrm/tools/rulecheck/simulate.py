@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ascrm.core.defaults import DEFAULT_TIMEZONE
 from ascrm.core.engine import RuleSet
 from ascrm.core.protocol import CRMDDATA_STRING_FIELDS, EventType, ServiceType, code_name, parse_call_event, parse_code
 from ascrm.core.rules import RulesError, load_rules, rules_source
@@ -18,7 +19,7 @@ from ascrm.errors import ConfigError
 from ascrm.tools.rulecheck.case import CALL_ID, Case
 from ascrm.tools.rulecheck.replay import Outcome, replay
 from ascrm.tools.rulecheck.report import answer_text, moment, outcome_json, rule_places, trial_lines
-from ascrm.tools.rulecheck.testfile import DEFAULT_TIMEZONE, RuleTestError, read_test_file
+from ascrm.tools.rulecheck.testfile import RuleTestError, read_test_file
 from ascrm.tools.timeline import CASE_FIELDS, POLL, Step, parse_duration, parse_event
 
 # The field a bare value sets, per event: `DTMF:1`, `Transfer:1289`, `GoToTransfer:74951234567`.

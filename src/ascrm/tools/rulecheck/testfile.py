@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ascrm.core.defaults import DEFAULT_TIMEZONE
 from ascrm.core.protocol import Action, field_name, param_error, parse_call_event, parse_code
 from ascrm.core.rules.lists import ListError, inline_map, number_list
 from ascrm.core.rules.load import Location, MarkedList, MarkedMap, Problem, RulesError, key_location, locate, read_yaml
@@ -18,7 +19,6 @@ from ascrm.errors import AscrmError
 from ascrm.tools.rulecheck.case import Case
 from ascrm.tools.timeline import CASE_FIELDS, RULE_TEST, STEP_FIELDS, Expectation, Step, read_step
 
-DEFAULT_TIMEZONE = "Europe/Moscow"
 _NONE = ("none", "no action")
 _ABSENT = object()
 _STEP_TYPES = ["dict", "string", "integer"]  # a step is a mapping, or an event's name or code alone

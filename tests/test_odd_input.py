@@ -13,10 +13,8 @@ import httpx
 import pytest
 
 from ascrm.service.logs import JSONLine
-from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
-from tests.test_redis_store import RedisServer, redis_server
-
-__all__ = ["redis_server"]  # the fixture, shared with the Redis store's tests
+from tests.support.redis import RedisServer
+from tests.support.server import Server, ServerFactory, platform_config
 
 CONTENT_TYPE = "application/json; charset=UTF-8"
 PREFIX = "/base"
@@ -25,15 +23,8 @@ _call_ids = itertools.count(770_001)
 
 
 @pytest.fixture(scope="module")
-def odd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    auth = {
-        "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
-        "admin": [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}],
-    }
-    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}
-    running = start_server(tmp_path_factory.mktemp("odd"), platform_config(auth=auth, root_path=PREFIX), env=env)
-    yield running
-    running.stop()
+def odd_server(serve_module: ServerFactory) -> Server:
+    return serve_module(platform_config(root_path=PREFIX), admin=ADMIN)
 
 
 @pytest.fixture(scope="module")
@@ -286,17 +277,9 @@ def test_numbers_no_field_can_hold_are_unreadable_and_logged(
 # The same with the Redis store: nothing unreadable reaches its records
 
 
-def test_lone_surrogates_in_every_field_with_the_redis_store(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
-) -> None:
-    tmp = tmp_path_factory.mktemp("odd-redis")
-    auth = {
-        "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
-        "admin": [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}],
-    }
+def test_lone_surrogates_in_every_field_with_the_redis_store(serve: ServerFactory, redis_server: RedisServer) -> None:
     state = {"backend": "redis", "redis_url": redis_server.url, "key_prefix": "odd:"}
-    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}
-    running = start_server(tmp, platform_config(auth=auth, state=state), env=env)
+    running = serve(platform_config(state=state), admin=ADMIN)
     try:
         with running.client() as http, running.client(auth=ADMIN) as admin_http:
             call_id = next(_call_ids)

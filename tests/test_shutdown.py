@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
+from tests.support.server import PASSWORD, USER, Server, ServerFactory, platform_config
 
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 CONNECTION_TEST = f"GET /CallEvent HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\n\r\n".encode()
 
 
 def address(server: Server) -> tuple[str, int]:
-    host, port = server.base_url.split("://")[1].split(":")
-    return host, int(port)
+    return server.address
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
@@ -42,8 +41,8 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Server:
-    return start_server(tmp_path, platform_config(reload={"watch": False}), env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+def server(tmp_path: Path, serve: ServerFactory) -> Server:
+    return serve(platform_config(reload={"watch": False}), folder=tmp_path)
 
 
 def test_requests_sent_as_sigterm_arrives_are_answered(server: Server) -> None:

@@ -96,7 +96,7 @@ def test_deeply_nested_json_is_400(odd_server: Server, platform: httpx.Client, p
     body_json = json_answer(post(platform, path, body), 400)
     assert body_json["error"] == "bad_request"
     assert "nested" in body_json["message"]
-    assert not odd_server.logged("request_failed", deadline=0)
+    assert not odd_server.logged("request_failed", timeout=0)
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting(platform: httpx.Client) -> None:
@@ -137,7 +137,7 @@ def test_a_lone_surrogate_makes_the_field_unreadable(
 def test_a_lone_surrogate_in_the_connection_test(odd_server: Server, platform: httpx.Client, path: str) -> None:
     body = raw_body({"CallID": 0, "EventType": ""}, UN=r'"7495\ud800"')
     no_action(post(platform, path, body), 0)
-    assert not odd_server.logged("request_failed", deadline=0)
+    assert not odd_server.logged("request_failed", timeout=0)
 
 
 def test_a_lone_surrogate_in_a_key_or_an_unknown_field_is_ignored(platform: httpx.Client, admin: httpx.Client) -> None:
@@ -270,7 +270,7 @@ def test_numbers_no_field_can_hold_are_unreadable_and_logged(
     answer = json_answer(post(platform, "/CallEvent", body))
     assert answer["EventType"] == 0
     assert odd_server.logged("field_unreadable", field=field)
-    assert not odd_server.logged("request_failed", deadline=0)
+    assert not odd_server.logged("request_failed", timeout=0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ def test_lone_surrogates_in_every_field_with_the_redis_store(serve: ServerFactor
             assert [event["code"] for event in detail["events"]] == [9, 4]
             assert detail["an"] == "79161234567"
             assert json_answer(admin_http.get("/admin/calls"))["total"] == 1
-            assert not running.logged("call_unreadable", deadline=0)
+            assert not running.logged("call_unreadable", timeout=0)
     finally:
         running.stop()
 

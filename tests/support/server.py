@@ -69,6 +69,8 @@ class Server:
 
     def logged(self, event: str, timeout: float = 5, **match: Any) -> list[dict[str, Any]]:
         """The log events named event whose fields equal match, waiting up to timeout seconds for one."""
+        if "deadline" in match:  # the keyword's former name: as a field to match it would silently never match
+            raise TypeError("Server.logged() takes timeout=, not deadline=")
 
         def found() -> list[dict[str, Any]]:
             return [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +14,8 @@ from ascrm import Settings, create_app
 from ascrm.core.calls import MemoryCallStore, StoreUnavailableError
 from ascrm.core.protocol import EventType
 from ascrm.service.auth.basic import Credential
-from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
+from tests.support.metrics import scrape, value
+from tests.support.server import PASSWORD, USER, Server, ServerFactory, platform_config
 
 CONTENT_TYPE = "application/json; charset=UTF-8"
 PREFIX = "/autosecretary"
@@ -38,7 +38,7 @@ _numbers = itertools.count(79_990_000_001)
 
 
 @pytest.fixture(scope="module")
-def admin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def admin_server(serve_module: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Server:
     tmp = tmp_path_factory.mktemp("admin")
     (tmp / "admin-rules.yaml").write_text(RULES)
     auth = {
@@ -47,10 +47,7 @@ def admin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "limits": {"per_client": 100_000},  # the tests send many wrong credentials from one address
     }
     config = platform_config(auth=auth, root_path=PREFIX, rules="admin-rules.yaml")
-    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}
-    running = start_server(tmp, config, env=env, prefix=PREFIX)
-    yield running
-    running.stop()
+    return serve_module(config, folder=tmp, env={"TEST_ADMIN_PASSWORD": ADMIN[1]}, prefix=PREFIX)
 
 
 @pytest.fixture(scope="module")
@@ -443,16 +440,13 @@ def test_wrong_method_is_a_json_405(admin: httpx.Client) -> None:
     refused(admin.get("/admin/calls/1/commands"), 405)
 
 
-def test_without_admin_credentials_the_admin_api_is_closed(tmp_path: Path) -> None:
-    running = start_server(tmp_path, platform_config(), env={"TEST_PLATFORM_PASSWORD": PASSWORD})
-    try:
-        for auth in (None, (USER, PASSWORD), ("admin", "admin"), ADMIN):
-            with running.client(auth=auth) as client:
-                response = client.get("/admin/calls")
-            refused(response, 401, "no admin credentials are configured")
-            assert response.headers["www-authenticate"].startswith('Basic realm="ascrm-admin"')
-    finally:
-        running.stop()
+def test_without_admin_credentials_the_admin_api_is_closed(serve: ServerFactory) -> None:
+    running = serve(platform_config())
+    for auth in (None, (USER, PASSWORD), ("admin", "admin"), ADMIN):
+        with running.client(auth=auth) as client:
+            response = client.get("/admin/calls")
+        refused(response, 401, "no admin credentials are configured")
+        assert response.headers["www-authenticate"].startswith('Basic realm="ascrm-admin"')
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -486,26 +480,18 @@ def test_store_unavailable_is_503(monkeypatch: pytest.MonkeyPatch) -> None:
         refused(response, 503, "unavailable", "timed out")
 
 
-def test_metrics_count_calls_evicted_by_the_cap(tmp_path: Path) -> None:
-    config = platform_config(state={"max_calls": 3})
-    config["auth"]["admin"] = [{"user": "ops", "password": "${TEST_ADMIN_PASSWORD}"}]
-    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": "metrics-pw"}
-    server = start_server(tmp_path, config, env=env)
-    try:
-        with server.client() as http, server.client(auth=("ops", "metrics-pw")) as admin:
+def test_metrics_count_calls_evicted_by_the_cap(serve: ServerFactory) -> None:
+    server = serve(platform_config(state={"max_calls": 3}), admin=("ops", "metrics-pw"))
+    with server.client() as http, server.client(auth=("ops", "metrics-pw")) as admin:
 
-            def evicted() -> float:
-                response = admin.get("/metrics")
-                assert response.status_code == 200
-                assert response.headers["content-type"].startswith("text/plain")
-                [line] = [line for line in response.text.splitlines() if line.startswith("ascrm_calls_evicted_total")]
-                return float(line.split()[-1])
+        def evicted() -> float:
+            samples = scrape(admin)
+            assert ("ascrm_calls_evicted_total", ()) in samples
+            return value(samples, "ascrm_calls_evicted_total")
 
-            assert evicted() == 0
-            for call_id in range(7001, 7006):  # five calls, room for three
-                http.post("/CallEvent", json={"CallID": call_id, "EventType": 1, "AN": "79161234567"})
-            assert evicted() == 2
-            assert len(server.logged("call_evicted")) == 2
-            assert http.get("/metrics").status_code == 401  # platform credentials do not open it
-    finally:
-        server.stop()
+        assert evicted() == 0
+        for call_id in range(7001, 7006):  # five calls, room for three
+            http.post("/CallEvent", json={"CallID": call_id, "EventType": 1, "AN": "79161234567"})
+        assert evicted() == 2
+        assert len(server.logged("call_evicted")) == 2
+        assert http.get("/metrics").status_code == 401  # platform credentials do not open it

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from ascrm.core.protocol import EventType, ServiceType
-from tests.conftest import PASSWORD, USER, Server
+from tests.support.server import PASSWORD, USER, Server
 
 CONTENT_TYPE = "application/json; charset=UTF-8"
 EMPTY_CRMDDATA = {

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,10 +16,9 @@ import pytest
 from ascrm.core.calls import codec
 from ascrm.core.calls.state import MAX_FIELD_CHARS, CallState
 from ascrm.core.protocol import CallEvent, EventType
-from tests.conftest import Server, start_with_admin
-from tests.test_redis_store import RedisServer, redis_server
-
-__all__ = ["redis_server"]  # the fixture, shared with the Redis store's tests
+from tests.support.metrics import parse_samples, value
+from tests.support.redis import RedisServer
+from tests.support.server import Server, ServerFactory, platform_config
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 BUDGET = 16 * 1024
@@ -103,26 +100,13 @@ def test_small_calls_are_untouched() -> None:
 # A running server under the attack: 10 calls x 256 events x 60 KB fields
 
 
-def serve(tmp: Path, state: dict[str, Any]) -> Server:
-    return start_with_admin(tmp, ADMIN, state)
-
-
 @pytest.fixture(params=["memory", "redis"])
-def budget_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+def budget_server(request: pytest.FixtureRequest, serve: ServerFactory) -> Server:
     state: dict[str, Any] = {}
     if request.param == "redis":
         redis: RedisServer = request.getfixturevalue("redis_server")
         state = {"backend": "redis", "redis_url": redis.url, "key_prefix": f"budget-{uuid.uuid4().hex[:8]}:"}
-    running = serve(tmp_path, state)
-    yield running
-    running.stop()
-
-
-def rss_bytes(server: Server) -> int:
-    """The server process's resident memory."""
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    [line] = [line for line in status.splitlines() if line.startswith("VmRSS:")]
-    return int(line.split()[1]) * 1024
+    return serve(platform_config(state=state), admin=ADMIN)
 
 
 def attack(platform: httpx.Client, calls: range, events: int = 256) -> None:
@@ -134,25 +118,20 @@ def attack(platform: httpx.Client, calls: range, events: int = 256) -> None:
             assert response.status_code == 200, response.text
 
 
-def metric(text: str, name: str) -> float:
-    """The value of one sample in a Prometheus text exposition."""
-    [line] = [line for line in text.splitlines() if line.startswith(name + " ")]
-    return float(line.split()[-1])
-
-
 def test_memory_and_records_stay_bounded_under_the_attack(budget_server: Server) -> None:
     with budget_server.client() as platform, budget_server.client(auth=ADMIN) as admin:
         attack(platform, range(900, 902), events=8)  # warm up: the allocator's first arenas
-        before = rss_bytes(budget_server)
+        before = budget_server.rss_bytes()
         attack(platform, range(1001, 1011))
-        grown = rss_bytes(budget_server) - before
+        grown = budget_server.rss_bytes() - before
         details = [admin.get(f"/admin/calls/{call_id}") for call_id in range(1001, 1011)]
-        metrics = admin.get("/metrics").text
+        metrics = parse_samples(admin.get("/metrics").text)
     sizes = [len(detail.content) for detail in details]
     print(f"rss grown by {grown / 2**20:.1f} MiB; records up to {max(sizes) / 1024:.0f} KiB")
     assert grown < 40 * 2**20  # unbounded, this was about 150 MiB
     assert max(sizes) < 128 * 1024  # 64 KiB of history, plus the JSON of 256 event records
     assert all(detail.json()["trimmed"] > 0 for detail in details)
-    assert metric(metrics, 'ascrm_call_history_trimmed_total{kind="field_truncated"}') == 10 * 256 + 2 * 8
-    assert metric(metrics, 'ascrm_call_history_trimmed_total{kind="record_dropped"}') > 10 * 200
+    assert value(metrics, "ascrm_call_history_trimmed_total", kind="field_truncated") == 10 * 256 + 2 * 8
+    assert value(metrics, "ascrm_call_history_trimmed_total", kind="record_dropped") > 10 * 200
+
     assert len(budget_server.logged("call_history_trimmed")) == 10 + 2  # once per call (with the warm-up's)

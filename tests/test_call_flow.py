@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import PASSWORD, Server, platform_config, start_server
-from tests.test_redis_store import REDIS_SERVER, RedisServer
+from tests.support.redis import RedisServer
+from tests.support.server import Server, ServerFactory, platform_config
 
 ADMIN_PASSWORD = "ops-pässword"
 RULES = """
@@ -37,24 +36,14 @@ rules:
 
 
 @pytest.fixture(params=["memory", "redis"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+def server(request: pytest.FixtureRequest, tmp_path: Path, serve: ServerFactory) -> Server:
     state: dict[str, Any] = {"backend": "memory"}
-    redis = None
     if request.param == "redis":
-        if REDIS_SERVER is None:
-            pytest.skip("redis-server is not installed")
-        redis = RedisServer(tmp_path / "redis")
-        redis.start()
+        redis: RedisServer = request.getfixturevalue("own_redis")
         state = {"backend": "redis", "redis_url": redis.url}
     (tmp_path / "rules.yaml").write_text(RULES)
     config = platform_config(rules=str(tmp_path / "rules.yaml"), state=state)
-    config["auth"]["admin"] = [{"user": "ops", "password": "${TEST_ADMIN_PASSWORD}"}]
-    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN_PASSWORD}
-    running = start_server(tmp_path / "ascrm", config, env=env)
-    yield running
-    running.stop()
-    if redis is not None:
-        redis.stop()
+    return serve(config, folder=tmp_path / "ascrm", admin=("ops", ADMIN_PASSWORD))
 
 
 START = datetime.now(UTC) - timedelta(minutes=2)  # the platform's clock is the server's, give or take

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from ascrm.service.auth.basic import PasswordHash
-from tests.conftest import PASSWORD, USER, platform_config, start_server
+from tests.support.server import PASSWORD, USER, ServerFactory, platform_config
 
 ASCRM = [sys.executable, "-m", "ascrm"]
 
@@ -24,8 +24,8 @@ def run(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.Comp
     )
 
 
-def test_serve_without_config_generates_a_password_once(tmp_path: Path) -> None:
-    server = start_server(tmp_path)
+def test_serve_without_config_generates_a_password_once(tmp_path: Path, serve: ServerFactory) -> None:
+    server = serve(folder=tmp_path)
     try:
         found = re.search(r"user=(\S+) password=(\S+)", server.log_path.read_text())
         assert found, server.log_path.read_text()
@@ -44,8 +44,8 @@ def test_serve_without_config_generates_a_password_once(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
-    server = start_server(tmp_path, platform_config(), env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+def test_sigterm_stops_gracefully(tmp_path: Path, serve: ServerFactory) -> None:
+    server = serve(platform_config(), folder=tmp_path)
     with server.client() as http:
         assert http.get("/CallEvent").status_code == 200
     # uvicorn finishes the requests under way, runs the lifespan's shutdown, then re-raises the signal
@@ -55,8 +55,8 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
     assert any(str(e).startswith("Finished server process") for e in events)
 
 
-def test_credentials_from_the_environment_without_a_config(tmp_path: Path) -> None:
-    server = start_server(tmp_path, env={"ASCRM_PLATFORM_USER": "pbx", "ASCRM_PLATFORM_PASSWORD": "from-env"})
+def test_credentials_from_the_environment_without_a_config(tmp_path: Path, serve: ServerFactory) -> None:
+    server = serve(folder=tmp_path, env={"ASCRM_PLATFORM_USER": "pbx", "ASCRM_PLATFORM_PASSWORD": "from-env"})
     try:
         assert "password=" not in server.log_path.read_text()
         with server.client(auth=("pbx", "from-env")) as http:
@@ -125,14 +125,14 @@ def test_missing_config_file(tmp_path: Path) -> None:
     assert "cannot read the file" in result.stderr
 
 
-def test_hash_password_output_is_accepted_by_serve(tmp_path: Path) -> None:
+def test_hash_password_output_is_accepted_by_serve(tmp_path: Path, serve: ServerFactory) -> None:
     result = run("hash-password", "--stdin", stdin="correct horse\n")
     assert result.returncode == 0, result.stderr
     encoded = result.stdout.strip()
     assert PasswordHash.parse(encoded).matches(b"correct horse")
     config = platform_config()
     config["auth"]["platform"].append({"user": "next", "password_hash": encoded})
-    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    server = serve(config, folder=tmp_path)
     try:
         with httpx.Client(base_url=server.base_url, timeout=10) as http:
             assert http.get("/CallEvent", auth=("next", "correct horse")).status_code == 200
@@ -149,9 +149,9 @@ def test_hash_password_rejects_empty() -> None:
     assert "empty" in result.stderr
 
 
-def test_flags_override_the_config(tmp_path: Path) -> None:
+def test_flags_override_the_config(tmp_path: Path, serve: ServerFactory) -> None:
     config = platform_config(listen={"host": "127.0.0.1", "port": 1})  # port 1 would fail to bind
-    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})  # passes --port 0
+    server = serve(config, folder=tmp_path)  # passes --port 0
     try:
         assert not server.base_url.endswith(":1")
     finally:
@@ -174,8 +174,8 @@ def test_serve_refuses_rules_with_errors_and_prints_them(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
-def test_serve_without_rules_setting_uses_the_shipped_examples(tmp_path: Path) -> None:
-    server = start_server(tmp_path, env={"ASCRM_PLATFORM_PASSWORD": PASSWORD})  # no ./rules in tmp_path
+def test_serve_without_rules_setting_uses_the_shipped_examples(tmp_path: Path, serve: ServerFactory) -> None:
+    server = serve(folder=tmp_path, env={"ASCRM_PLATFORM_PASSWORD": PASSWORD})  # no ./rules in tmp_path
     try:
         [started] = server.logged("service_started")
         assert started["rule_count"] >= 10

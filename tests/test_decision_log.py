@@ -12,7 +12,8 @@ import pytest
 from ascrm.errors import ConfigError
 from ascrm.service.logs import LineWriter, RotatingFile
 from ascrm.service.settings import DecisionLogFile
-from tests.conftest import PASSWORD, platform_config, start_server, wait_for
+from tests.support.server import PASSWORD, ServerFactory, platform_config
+from tests.support.waiting import wait_until
 
 RULES = 'rules:\n  - id: sales\n    on: DTMF\n    if: {DTMF: "1"}\n    do: {TransferDN: "74951110000"}\n'
 
@@ -27,13 +28,13 @@ def newest_call(path: Path) -> int | None:
     return int(lines[-1]["call_id"]) if lines else None
 
 
-def test_decisions_in_their_own_rotated_file(tmp_path: Path) -> None:
+def test_decisions_in_their_own_rotated_file(tmp_path: Path, serve: ServerFactory) -> None:
     (tmp_path / "rules.yaml").write_text(RULES)
     config = platform_config(
         rules="rules.yaml",
         log={"format": "json", "decisions": {"file": "decisions.jsonl", "max_bytes": 4096, "backups": 2}},
     )
-    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    server = serve(config, folder=tmp_path)
     files = [tmp_path / "decisions.jsonl", tmp_path / "decisions.jsonl.1", tmp_path / "decisions.jsonl.2"]
     try:
         with server.client() as http:
@@ -41,7 +42,9 @@ def test_decisions_in_their_own_rotated_file(tmp_path: Path) -> None:
             for call_id in range(1, 81):  # about 20 KB of lines: the file rolls over several times
                 http.post("/CallEvent", json={"CallID": call_id, "EventType": "DTMF", "DTMF": "1"})
                 if call_id % 20 == 0:  # let a flush happen between batches, so each lands in a file
-                    assert wait_for(lambda n=call_id: newest_call(files[0]) == n)
+                    wait_until(
+                        lambda n=call_id: newest_call(files[0]) == n, f"call {call_id} flushed to the decision log"
+                    )
             http.get("/CallEvent/80")
     finally:
         # a graceful stop flushes what is buffered (uvicorn then re-raises the signal that stopped it)
@@ -67,9 +70,9 @@ def test_decisions_in_their_own_rotated_file(tmp_path: Path) -> None:
         assert PASSWORD not in path.read_text(errors="replace")
 
 
-def test_decisions_in_the_main_log_by_default(tmp_path: Path) -> None:
+def test_decisions_in_the_main_log_by_default(tmp_path: Path, serve: ServerFactory) -> None:
     (tmp_path / "rules.yaml").write_text(RULES)
-    server = start_server(tmp_path, platform_config(rules="rules.yaml"), env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    server = serve(platform_config(rules="rules.yaml"), folder=tmp_path)
     try:
         with server.client() as http:
             revision = http.get("/ready").json()["rules_revision"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ascrm.service.settings import load_settings
-from tests.conftest import PASSWORD, start_server
+from tests.support.server import PASSWORD, ServerFactory
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
@@ -89,15 +89,15 @@ def test_copied_files_are_not_dockerignored() -> None:
         assert (ROOT / source).exists(), source
 
 
-def test_health_check_command_asks_health(tmp_path: Path) -> None:
+def test_health_check_command_asks_health(tmp_path: Path, serve: ServerFactory) -> None:
     """The HEALTHCHECK's own command, against a real ascrm with the container's config: 0 while it serves."""
     (health,) = [args for keyword, args in instructions() if keyword == "HEALTHCHECK"]
     command = json.loads(health[health.index("CMD") + 3 :])
     assert command[:2] == ["python", "-c"]
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "rules.yaml").write_text("rules: []\n")
-    server = start_server(
-        tmp_path,
+    server = serve(
+        folder=tmp_path,
         args=("--config", str(CONFIG), "--rules", str(tmp_path / "rules")),
         env={"ASCRM_PLATFORM_PASSWORD": PASSWORD},
     )

@@ -23,9 +23,11 @@ import yaml
 
 from ascrm.service.server import UVICORN_OPTIONS
 from ascrm.service.settings import Limits
-from tests.conftest import PASSWORD, USER, Server, start_server, wait_for
-from tests.test_tls import _client_context, _handshake_to, _handshake_with_permissive_server
-from tests.test_tools_probe import QUICK_CALL, run_tool
+from tests.support.net import free_port
+from tests.support.server import PASSWORD, USER, Server, ServerFactory
+from tests.support.tls import client_context, handshake_to, handshake_with_permissive_server, write_server_certificate
+from tests.support.tools import QUICK_CALL, run_tool
+from tests.support.waiting import wait_until
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 SITE = DEPLOY / "nginx" / "ascrm.conf"
@@ -80,12 +82,6 @@ def platform_check(
     return bodies
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _replace_once(text: str, old: str, new: str) -> str:
     assert text.count(old) == 1, f"{SITE.name}: expected {old!r} exactly once"
     return text.replace(old, new)
@@ -104,22 +100,19 @@ class Proxy:
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def proxy(tmp_path_factory: pytest.TempPathFactory, serve_module: ServerFactory, ca: trustme.CA) -> Iterator[Proxy]:
     assert NGINX is not None
     folder = tmp_path_factory.mktemp("nginx")
     (folder / "rules.yaml").write_text(RULES)
     secrets = {"ASCRM_PLATFORM_PASSWORD": PASSWORD, "ASCRM_ADMIN_PASSWORD": "ops-pass"}
-    ascrm = start_server(
-        folder / "ascrm",
+    ascrm = serve_module(
+        folder=folder / "ascrm",
         args=("--config", str(EXAMPLE_CONFIG), "--rules", str(folder / "rules.yaml")),
         env=secrets,
         prefix="/autosecretary",
     )
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(folder / "fullchain.pem"))
-    cert.private_key_pem.write_to_path(str(folder / "privkey.pem"))
-    port = _free_port()
+    write_server_certificate(ca, folder, "127.0.0.1", "localhost", certfile="fullchain.pem", keyfile="privkey.pem")
+    port = free_port()
     site = SITE.read_text()
     site = _replace_once(site, "listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
     site = _replace_once(site, "listen [::]:443 ssl;", "")
@@ -147,7 +140,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
             return False
 
     try:
-        assert wait_for(listening, deadline=10), "nginx did not listen in 10 s"
+        wait_until(listening, "nginx to listen", timeout=10)
         verify = ssl.create_default_context()
         ca.configure_trust(verify)
         yield Proxy(f"https://127.0.0.1:{port}/autosecretary", port, ascrm, verify, ca, folder / "access.log")
@@ -261,17 +254,17 @@ def test_body_limit_matches_ascrms_and_answers_json(proxy: Proxy) -> None:
 @needs_nginx
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_tls_12_and_13_handshake(proxy: Proxy, version: ssl.TLSVersion) -> None:
-    assert _handshake_to("127.0.0.1", proxy.port, _client_context(proxy.ca, version)) == version.name.replace("_", ".")
+    assert handshake_to("127.0.0.1", proxy.port, client_context(proxy.ca, version)) == version.name.replace("_", ".")
 
 
 @needs_nginx
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
 def test_tls_10_and_11_are_refused(proxy: Proxy, version: ssl.TLSVersion) -> None:
-    client = _client_context(proxy.ca, version)
-    assert _handshake_with_permissive_server(proxy.ca, client) == version.name.replace("_", ".")  # the client can
+    client = client_context(proxy.ca, version)
+    assert handshake_with_permissive_server(proxy.ca, client) == version.name.replace("_", ".")  # the client can
     with pytest.raises(ssl.SSLError):
-        _handshake_to("127.0.0.1", proxy.port, client)
+        handshake_to("127.0.0.1", proxy.port, client)
 
 
 def test_site_limits_agree_with_ascrms() -> None:

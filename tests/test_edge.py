@@ -17,9 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import PASSWORD, USER, Server, platform_config, start_server, wait_for
+from tests.support import metrics
+from tests.support.metrics import Samples
+from tests.support.server import PASSWORD, USER, Server, ServerFactory, platform_config
+from tests.support.tls import client_context, write_server_certificate
+from tests.support.waiting import wait_until
 
 ADMIN = ("ops", "edge-pw")
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -27,23 +30,20 @@ CONNECTION_TEST = f"GET /CallEvent HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\
 TIMEOUTS = {"header_timeout_seconds": 1, "body_timeout_seconds": 1}
 
 
-def serving(tmp: Path, limits: dict[str, object], **extra: object) -> Server:
+def serving(serve: ServerFactory, tmp: Path, limits: dict[str, object], **extra: object) -> Server:
     config = platform_config(limits=limits, reload={"watch": False}, **extra)
     config["auth"]["admin"] = [{"user": ADMIN[0], "password": ADMIN[1]}]
     config["auth"]["limits"] = {"per_client": 100_000}  # these tests send wrong credentials from one address
-    return start_server(tmp, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    return serve(config, folder=tmp)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = serving(tmp_path_factory.mktemp("edge"), TIMEOUTS)
-    yield running
-    running.stop()
+def server(tmp_path_factory: pytest.TempPathFactory, serve_module: ServerFactory) -> Server:
+    return serving(serve_module, tmp_path_factory.mktemp("edge"), TIMEOUTS)
 
 
 def address(server: Server) -> tuple[str, int]:
-    host, port = server.base_url.split("://")[1].split(":")
-    return host, int(port.split("/")[0])
+    return server.address
 
 
 def exchange(server: Server, data: bytes, deadline: float = 5) -> bytes:
@@ -105,27 +105,15 @@ def status_and_error(answer: bytes) -> tuple[int, str, dict[str, str]]:
     return int(lines[0].split()[1]), headers["content-type"], json.loads(body)
 
 
-def rss_bytes(server: Server) -> int:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def cpu_seconds(server: Server) -> float:
     fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100
 
 
-def scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(server: Server) -> Samples:
+    """Every sample of one scrape with the admin's credentials."""
     with httpx.Client(base_url=server.base_url, auth=ADMIN, verify=server.verify, timeout=10) as admin:
-        response = admin.get("/metrics")
-    assert response.status_code == 200, response.text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
+        return metrics.scrape(admin)
 
 
 def still_answers(server: Server) -> None:
@@ -183,24 +171,24 @@ def _send_until_refused(server: Server, chunks: Iterator[bytes], budget: int, de
 
 
 def test_a_64_mib_header_value_is_refused_after_the_limit_not_buffered(server: Server) -> None:
-    cpu, rss = cpu_seconds(server), rss_bytes(server)
+    cpu, rss = cpu_seconds(server), server.rss_bytes()
     first = b"GET /CallEvent HTTP/1.1\r\nHost: x\r\nX-Huge: "
     chunks = iter([first, *([b"a" * 65536] * 1024)])  # 64 MiB
     sent, answer = _send_until_refused(server, chunks, budget=64 << 20, deadline=20)
     assert sent < 16 << 20, f"the server took {sent} bytes of one header"  # the rest: socket buffers
     assert answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
-    assert rss_bytes(server) - rss < 20 << 20
+    assert server.rss_bytes() - rss < 20 << 20
     assert cpu_seconds(server) - cpu < 2  # generous: the point is it does not grow with the header
     still_answers(server)
 
 
 def test_16_mib_of_tiny_headers_cost_no_memory(server: Server) -> None:
-    rss = rss_bytes(server)
+    rss = server.rss_bytes()
     chunks = iter([b"GET /CallEvent HTTP/1.1\r\n", *([b"a: b\r\n" * 10_000] * 280)])  # ~16 MiB
     sent, answer = _send_until_refused(server, chunks, budget=16 << 20, deadline=20)
     assert sent < 8 << 20
     assert answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
-    assert rss_bytes(server) - rss < 20 << 20
+    assert server.rss_bytes() - rss < 20 << 20
     still_answers(server)
 
 
@@ -257,8 +245,8 @@ def test_a_connection_that_sends_nothing_is_closed(server: Server) -> None:
     assert time.monotonic() - started < 4
 
 
-def test_keep_alive_is_configurable(tmp_path: Path) -> None:
-    running = serving(tmp_path, {"keep_alive_seconds": 0.5})
+def test_keep_alive_is_configurable(serve: ServerFactory, tmp_path: Path) -> None:
+    running = serving(serve, tmp_path, {"keep_alive_seconds": 0.5})
     try:
         with socket.create_connection(address(running), timeout=5) as sock:
             sock.sendall(CONNECTION_TEST)
@@ -270,13 +258,14 @@ def test_keep_alive_is_configurable(tmp_path: Path) -> None:
         running.stop()
 
 
-def test_connections_over_the_cap_are_closed_logged_once_and_counted(tmp_path: Path) -> None:
-    running = serving(tmp_path, {"max_connections": 20, "header_timeout_seconds": 30})
+def test_connections_over_the_cap_are_closed_logged_once_and_counted(serve: ServerFactory, tmp_path: Path) -> None:
+    running = serving(serve, tmp_path, {"max_connections": 20, "header_timeout_seconds": 30})
     idle: list[socket.socket] = []
     try:
+        sockets = running.open_sockets()
         for _ in range(20):
             idle.append(socket.create_connection(address(running), timeout=5))
-        time.sleep(0.2)  # let the server accept them all
+        wait_until(lambda: running.open_sockets() >= sockets + 20, "the server to accept 20 connections")
         for _ in range(30):
             with socket.create_connection(address(running), timeout=5) as extra:
                 try:
@@ -291,10 +280,13 @@ def test_connections_over_the_cap_are_closed_logged_once_and_counted(tmp_path: P
         for sock in idle:
             sock.close()
         idle.clear()
-        samples = wait_for(lambda: (s := scrape(running))[("ascrm_connections_open", ())] == 1 and s)
+        samples = wait_until(
+            lambda: (s := scrape(running))[("ascrm_connections_open", ())] == 1 and s,
+            "one open connection (the scrape)",
+        )
         assert samples[("ascrm_connections_refused_total", ())] == 30
         assert samples[("ascrm_connections_limit", ())] == 20
-        assert running.logged("connections_refused", deadline=15, refused=29)  # the rest: one line, 10 s later
+        assert running.logged("connections_refused", timeout=15, refused=29)  # the rest: one line, 10 s later
         assert len(running.logged("connections_refused")) == 2
     finally:
         for sock in idle:
@@ -307,12 +299,15 @@ def connect_from(running: Server, source: str) -> socket.socket:
     return socket.create_connection(address(running), timeout=5, source_address=(source, 0))
 
 
-def test_one_address_may_hold_only_its_share_of_connections_unless_it_is_a_trusted_proxy(tmp_path: Path) -> None:
-    running = serving(tmp_path, {"max_connections_per_client": 5, "header_timeout_seconds": 30})
+def test_one_address_may_hold_only_its_share_of_connections_unless_it_is_a_trusted_proxy(
+    serve: ServerFactory, tmp_path: Path
+) -> None:
+    running = serving(serve, tmp_path, {"max_connections_per_client": 5, "header_timeout_seconds": 30})
     idle: list[socket.socket] = []
     try:
+        sockets = running.open_sockets()
         idle += [connect_from(running, "127.0.0.2") for _ in range(5)]
-        time.sleep(0.2)  # let the server accept them all
+        wait_until(lambda: running.open_sockets() >= sockets + 5, "the server to accept 5 connections")
         for _ in range(3):  # a sixth connection from that address is closed without an answer
             with connect_from(running, "127.0.0.2") as extra:
                 try:
@@ -332,10 +327,17 @@ def test_one_address_may_hold_only_its_share_of_connections_unless_it_is_a_trust
         assert (line["limit"], line["setting"]) == (5, "limits.max_connections_per_client")
         assert scrape(running)[("ascrm_client_connections_refused_total", ())] == 3
         idle[0].close()  # a closed connection frees its place
-        time.sleep(0.2)
-        with connect_from(running, "127.0.0.2") as again:
-            again.sendall(CONNECTION_TEST)
-            assert read_response(again).startswith(b"HTTP/1.1 200 ")
+
+        def served_again() -> bytes:
+            with connect_from(running, "127.0.0.2") as again:
+                try:
+                    again.sendall(CONNECTION_TEST)
+                    return read_response(again)
+                except OSError:  # still refused: closed without an answer
+                    return b""
+
+        answer = wait_until(served_again, "a sixth connection from 127.0.0.2 to be served")
+        assert answer.startswith(b"HTTP/1.1 200 ")
     finally:
         for sock in idle:
             sock.close()
@@ -350,13 +352,13 @@ def test_timeouts_are_counted_in_the_metrics(server: Server) -> None:
     assert after[key] == before.get(key, 0) + 1
 
 
-def test_the_open_file_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> None:
+def test_the_open_file_limit_is_raised_to_the_hard_limit(serve: ServerFactory, tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1024:
         pytest.skip(f"the hard open-file limit here is {hard}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # the server inherits it
     try:
-        running = serving(tmp_path, {})
+        running = serving(serve, tmp_path, {})
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     try:
@@ -380,19 +382,15 @@ def test_the_cap_is_lowered_to_fit_the_open_file_limit() -> None:
 
 
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, ssl.SSLContext]]:
+def tls_server(
+    tmp_path_factory: pytest.TempPathFactory, serve_module: ServerFactory, ca: trustme.CA
+) -> tuple[Server, ssl.SSLContext]:
     folder = tmp_path_factory.mktemp("edge-tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(folder / "server.pem"))
-    cert.private_key_pem.write_to_path(str(folder / "key.pem"))
     limits = {**TIMEOUTS, "tls_handshake_timeout_seconds": 1}
-    running = serving(folder, limits, tls={"certfile": "server.pem", "keyfile": "key.pem"})
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
+    running = serving(serve_module, folder, limits, tls=write_server_certificate(ca, folder))
+    context = client_context(ca)
     running.verify = context
-    yield running, context
-    running.stop()
+    return running, context
 
 
 def tls_exchange(server: Server, context: ssl.SSLContext, data: bytes, pause: float = 0) -> tuple[float, bytes]:

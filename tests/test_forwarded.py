@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, Server, platform_config, start_server
+from tests.support.server import Server, ServerFactory, platform_config
 
 FORGED = "203.0.113.7"
 
@@ -26,8 +26,8 @@ def client_seen(server: Server, source: str, forwarded: str | None, tag: str) ->
 
 
 @pytest.fixture(scope="module")
-def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("fwd"), platform_config(), env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+def default_server(serve_module: ServerFactory) -> Iterator[Server]:
+    running = serve_module(platform_config())
     yield running
     running.stop()
 
@@ -56,30 +56,18 @@ def test_default_trusts_only_loopback_proxies(
         ("127.0.0.1,127.0.0.2", "127.0.0.3", "127.0.0.3"),
     ],
 )
-def test_flag_sets_the_trusted_proxies(tmp_path: Path, flag: str, source: str, seen: str) -> None:
-    server = start_server(
-        tmp_path,
+def test_flag_sets_the_trusted_proxies(serve: ServerFactory, flag: str, source: str, seen: str) -> None:
+    server = serve(
         platform_config(listen={"forwarded_allow_ips": ["127.0.0.3"]}),  # the flag overrides the file
         args=("--forwarded-allow-ips", flag),
-        env={"TEST_PLATFORM_PASSWORD": PASSWORD},
     )
-    try:
-        assert client_seen(server, source, FORGED, f"flag-{flag}") == seen
-    finally:
-        server.stop()
+    assert client_seen(server, source, FORGED, f"flag-{flag}") == seen
 
 
-def test_config_key_sets_the_trusted_proxies(tmp_path: Path) -> None:
-    server = start_server(
-        tmp_path,
-        platform_config(listen={"forwarded_allow_ips": ["127.0.0.3"]}),
-        env={"TEST_PLATFORM_PASSWORD": PASSWORD},
-    )
-    try:
-        assert client_seen(server, "127.0.0.3", FORGED, "key-3") == FORGED
-        assert client_seen(server, "127.0.0.1", FORGED, "key-1") == "127.0.0.1"
-    finally:
-        server.stop()
+def test_config_key_sets_the_trusted_proxies(serve: ServerFactory) -> None:
+    server = serve(platform_config(listen={"forwarded_allow_ips": ["127.0.0.3"]}))
+    assert client_seen(server, "127.0.0.3", FORGED, "key-3") == FORGED
+    assert client_seen(server, "127.0.0.1", FORGED, "key-1") == "127.0.0.1"
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
+from tests.support.server import Server, ServerFactory, platform_config
 
 ASCRM = [sys.executable, "-m", "ascrm"]
 ADMIN = ("ops", "admin-pässword")
@@ -43,19 +43,12 @@ rules:
 
 
 @pytest.fixture(scope="module")
-def numbers_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def numbers_server(tmp_path_factory: pytest.TempPathFactory, serve_module: ServerFactory) -> Server:
     tmp = tmp_path_factory.mktemp("full-numbers")
     (tmp / "rules").mkdir()
     (tmp / "rules" / "10-plain.yaml").write_text(textwrap.dedent(PLAIN))
     (tmp / "rules" / "20-ru.yaml").write_text(textwrap.dedent(RU))
-    auth = {
-        "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
-        "admin": [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}],
-    }
-    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}
-    running = start_server(tmp, platform_config(auth=auth, rules="rules"), env=env)
-    yield running
-    running.stop()
+    return serve_module(platform_config(rules="rules"), folder=tmp, admin=ADMIN)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from ascrm import Settings, create_app
 from ascrm.service.auth.basic import Credential
 from ascrm.service.guard import ADMIN, PLATFORM
-from tests.conftest import PASSWORD, USER, Server
+from tests.support.server import PASSWORD, USER, Server
 
 PREFIX = "/autosecretary"  # the session server's root_path
 PUBLIC = {"/health", "/ready"}  # what load balancers ask without credentials

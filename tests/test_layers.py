@@ -114,3 +114,51 @@ def test_the_core_loads_no_web_framework(module: str) -> None:
     code = f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == []
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _imported_test_modules(source: str) -> set[str]:
+    """The modules of tests/ other than tests/support (conftest included) that a test module imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: from .test_x import y, from . import test_x
+                module = f"tests.{module}" if module else "tests"
+            names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            bare = parts[0].startswith("test_") or parts[0] == "conftest"  # `import test_x`, tests/ on the path
+            if bare or (parts[0] == "tests" and len(parts) > 1 and parts[1] != "support"):
+                found.add(name)
+    return found
+
+
+def test_the_import_check_sees_every_spelling() -> None:
+    source = "from tests.test_api import x\nimport test_cli\nfrom .conftest import y\nfrom . import test_tls\n"
+    assert _imported_test_modules(source) == {
+        "tests.test_api",
+        "tests.test_api.x",
+        "test_cli",
+        "tests.conftest",
+        "tests.conftest.y",
+        "tests.test_tls",
+    }
+    assert _imported_test_modules("from tests.support.server import Server\nfrom tests.support import tls\n") == set()
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in tests/support: no test module imports another, nor conftest."""
+    offenders = {
+        path.name: sorted(names)
+        for path in sorted(TESTS.glob("*.py"))
+        if (names := _imported_test_modules(path.read_text()))
+    }
+    assert offenders == {}

@@ -11,13 +11,12 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
+from tests.support.server import PASSWORD, USER, Server, ServerFactory, platform_config
 
 FLOOD_CONNECTIONS = 64
 FLOOD_SECONDS = 4.0
@@ -45,12 +44,10 @@ NEXT_USER = "autosecretary-next"  # a second platform credential: never used bef
 
 
 @pytest.fixture
-def hashed_server(tmp_path: Path, password_hash: str) -> Iterator[Server]:
+def hashed_server(tmp_path: Path, password_hash: str, serve: ServerFactory) -> Server:
     credentials = [{"user": USER, "password_hash": password_hash}, {"user": NEXT_USER, "password_hash": password_hash}]
     config = {"auth": {"platform": credentials}, "log": {"format": "json"}}
-    server = start_server(tmp_path, config)
-    yield server
-    server.stop()
+    return serve(config, folder=tmp_path)
 
 
 def memory_kib(server: Server) -> tuple[int, int]:
@@ -170,8 +167,8 @@ def guesses(server: Server, source: str, count: int, user: str = USER) -> list[i
         return [http.get("/CallEvent", auth=(user, f"guess-{i}")).status_code for i in range(count)]
 
 
-def test_plain_password_guesses_are_throttled_per_client(tmp_path: Path) -> None:
-    server = start_server(tmp_path, platform_config(), env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+def test_plain_password_guesses_are_throttled_per_client(tmp_path: Path, serve: ServerFactory) -> None:
+    server = serve(platform_config(), folder=tmp_path)
     try:
         statuses = guesses(server, "127.0.0.3", 50)
         assert statuses == [401] * 10 + [429] * 40  # the default budget: 10 failures a minute per client
@@ -184,11 +181,11 @@ def test_plain_password_guesses_are_throttled_per_client(tmp_path: Path) -> None
     assert (line["client"], line["user"], line["failures"], line["throttled"]) == ("127.0.0.3", USER, 10, 40)
 
 
-def test_failed_logins_are_logged_every_interval_and_counted(tmp_path: Path) -> None:
+def test_failed_logins_are_logged_every_interval_and_counted(tmp_path: Path, serve: ServerFactory) -> None:
     config = platform_config()
     config["auth"]["admin"] = [{"user": "ops", "password": "ops-pw"}]
     config["auth"]["limits"] = {"per_client": 3, "log_interval_seconds": 1}
-    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    server = serve(config, folder=tmp_path)
     try:
         assert guesses(server, "127.0.0.5", 5) == [401] * 3 + [429] * 2
         assert guesses(server, "127.0.0.6", 2, user="nobody") == [401] * 2

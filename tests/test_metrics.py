@@ -2,59 +2,19 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import PASSWORD, Server, platform_config, start_server
-
-ADMIN = ("ops", "metrics-pw")
-RULES = """\
-rules:
-  - id: menu_sales
-    on: DTMF
-    if: {DTMF: "1"}
-    do: {TransferDN: "74951110000"}
-  - id: long_talk
-    on: poll
-    do: {TransferPBX: "PBX1200"}
-"""
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(admin: httpx.Client) -> Samples:
-    """Every sample of one scrape, keyed by name and sorted labels."""
-    response = admin.get("/metrics")
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain; version=")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def serving(tmp_path: Path, **extra: object) -> Server:
-    (tmp_path / "rules.yaml").write_text(RULES)
-    config = platform_config(rules=str(tmp_path / "rules.yaml"), reload={"watch": False}, **extra)
-    config["auth"]["admin"] = [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}]
-    return start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]})
+from tests.support.metrics import ADMIN, RULES, scrape, serving, value
+from tests.support.net import free_port
+from tests.support.server import Server, ServerFactory
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = serving(tmp_path_factory.mktemp("metrics"))
-    yield running
-    running.stop()
+def server(tmp_path_factory: pytest.TempPathFactory, serve_module: ServerFactory) -> Server:
+    return serving(serve_module, tmp_path_factory.mktemp("metrics"))
 
 
 def test_requests_events_decisions_and_latency_are_counted(server: Server) -> None:
@@ -111,8 +71,8 @@ def test_unreadable_fields_are_counted_by_field(server: Server) -> None:
         assert value(scrape(admin), "ascrm_parse_warnings_total", field="EventTime") == before + 1
 
 
-def test_reloads_by_outcome_and_the_active_revision(tmp_path: Path) -> None:
-    server = serving(tmp_path)
+def test_reloads_by_outcome_and_the_active_revision(serve: ServerFactory, tmp_path: Path) -> None:
+    server = serving(serve, tmp_path)
     rules = tmp_path / "rules.yaml"
     try:
         with server.client(auth=ADMIN) as admin:
@@ -145,13 +105,13 @@ def test_reloads_by_outcome_and_the_active_revision(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_metrics_need_admin_credentials_unless_public(server: Server, tmp_path: Path) -> None:
+def test_metrics_need_admin_credentials_unless_public(server: Server, serve: ServerFactory, tmp_path: Path) -> None:
     with server.client() as http:
         refused = http.get("/metrics")
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Basic")
         assert http.get("/metrics", auth=ADMIN).status_code == 200
-    public = serving(tmp_path, metrics={"public": True})
+    public = serving(serve, tmp_path, metrics={"public": True})
     try:
         with httpx.Client(base_url=public.base_url) as anonymous:
             assert anonymous.get("/metrics").status_code == 200
@@ -159,15 +119,9 @@ def test_metrics_need_admin_credentials_unless_public(server: Server, tmp_path: 
         public.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def test_store_errors_are_counted_and_the_answer_still_given(tmp_path: Path) -> None:
+def test_store_errors_are_counted_and_the_answer_still_given(serve: ServerFactory, tmp_path: Path) -> None:
     state = {"backend": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}/0", "timeout_ms": 200}
-    server = serving(tmp_path, state=state)  # nothing listens there: every store call fails fast
+    server = serving(serve, tmp_path, state=state)  # nothing listens there: every store call fails fast
     try:
         with server.client() as http, server.client(auth=ADMIN) as admin:
             answer = http.post("/CallEvent", json={"CallID": 801, "EventType": "DTMF", "DTMF": "1"})

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.conftest import PASSWORD, platform_config, start_server
-from tests.test_metrics import ADMIN, RULES, scrape, serving, value
+from tests.support.metrics import ADMIN, RULES, parse_samples, scrape, serving, value
+from tests.support.server import ServerFactory, platform_config
 
 DISTINCT = 2000  # per hostile source: far more than any closed label set
 
 
 def series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     """Every series (name and labels) of one scrape."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items())))
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return set(parse_samples(text))
 
 
-def test_hostile_label_values_leave_the_series_count_bounded(tmp_path: Path) -> None:
-    server = serving(tmp_path)
+def test_hostile_label_values_leave_the_series_count_bounded(serve: ServerFactory, tmp_path: Path) -> None:
+    server = serving(serve, tmp_path)
     try:
         with server.client() as http, server.client(auth=ADMIN) as admin:
             baseline = len(series(admin.get("/metrics").text))
@@ -37,7 +31,7 @@ def test_hostile_label_values_leave_the_series_count_bounded(tmp_path: Path) -> 
         found = series(text)
         assert len(found) < baseline + 40, sorted(found)[:40]
         assert len(text) < 40_000
-        samples = scrape(admin=server.client(auth=ADMIN))
+        samples = scrape(server.client(auth=ADMIN))
         assert value(samples, "ascrm_events_total", event_type="unknown") == DISTINCT
         assert value(samples, "ascrm_parse_warnings_total", field="EventTime") == DISTINCT
         assert not any(str(10_000 + i) in text for i in (0, DISTINCT - 1))
@@ -47,8 +41,8 @@ def test_hostile_label_values_leave_the_series_count_bounded(tmp_path: Path) -> 
         server.stop()
 
 
-def test_rules_gone_after_a_reload_are_not_exported(tmp_path: Path) -> None:
-    server = serving(tmp_path)
+def test_rules_gone_after_a_reload_are_not_exported(serve: ServerFactory, tmp_path: Path) -> None:
+    server = serving(serve, tmp_path)
     try:
         with server.client() as http, server.client(auth=ADMIN) as admin:
             http.post("/CallEvent", json={"CallID": 77, "EventType": "CallAccepted"})
@@ -66,8 +60,8 @@ def test_rules_gone_after_a_reload_are_not_exported(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_an_unknown_event_type_is_counted_as_unknown(tmp_path: Path) -> None:
-    server = start_server(tmp_path, platform_config(metrics={"public": True}), env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+def test_an_unknown_event_type_is_counted_as_unknown(tmp_path: Path, serve: ServerFactory) -> None:
+    server = serve(platform_config(metrics={"public": True}), folder=tmp_path)
     try:
         with server.client() as http:
             http.post("/CallEvent", json={"CallID": 5, "EventType": 999})

@@ -13,10 +13,8 @@ import httpx
 import pytest
 
 from ascrm.service.logs import JSONLine
-from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
-from tests.test_redis_store import RedisServer, redis_server
-
-__all__ = ["redis_server"]  # the fixture, shared with the Redis store's tests
+from tests.support.redis import RedisServer
+from tests.support.server import Server, ServerFactory, platform_config
 
 CONTENT_TYPE = "application/json; charset=UTF-8"
 PREFIX = "/base"
@@ -25,15 +23,8 @@ _call_ids = itertools.count(770_001)
 
 
 @pytest.fixture(scope="module")
-def odd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    auth = {
-        "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
-        "admin": [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}],
-    }
-    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}
-    running = start_server(tmp_path_factory.mktemp("odd"), platform_config(auth=auth, root_path=PREFIX), env=env)
-    yield running
-    running.stop()
+def odd_server(serve_module: ServerFactory) -> Server:
+    return serve_module(platform_config(root_path=PREFIX), admin=ADMIN)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +96,7 @@ def test_deeply_nested_json_is_400(odd_server: Server, platform: httpx.Client, p
     body_json = json_answer(post(platform, path, body), 400)
     assert body_json["error"] == "bad_request"
     assert "nested" in body_json["message"]
-    assert not odd_server.logged("request_failed", deadline=0)
+    assert not odd_server.logged("request_failed", timeout=0)
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting(platform: httpx.Client) -> None:
@@ -146,7 +137,7 @@ def test_a_lone_surrogate_makes_the_field_unreadable(
 def test_a_lone_surrogate_in_the_connection_test(odd_server: Server, platform: httpx.Client, path: str) -> None:
     body = raw_body({"CallID": 0, "EventType": ""}, UN=r'"7495\ud800"')
     no_action(post(platform, path, body), 0)
-    assert not odd_server.logged("request_failed", deadline=0)
+    assert not odd_server.logged("request_failed", timeout=0)
 
 
 def test_a_lone_surrogate_in_a_key_or_an_unknown_field_is_ignored(platform: httpx.Client, admin: httpx.Client) -> None:
@@ -279,24 +270,16 @@ def test_numbers_no_field_can_hold_are_unreadable_and_logged(
     answer = json_answer(post(platform, "/CallEvent", body))
     assert answer["EventType"] == 0
     assert odd_server.logged("field_unreadable", field=field)
-    assert not odd_server.logged("request_failed", deadline=0)
+    assert not odd_server.logged("request_failed", timeout=0)
 
 
 # ----------------------------------------------------------------------------------------------------
 # The same with the Redis store: nothing unreadable reaches its records
 
 
-def test_lone_surrogates_in_every_field_with_the_redis_store(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
-) -> None:
-    tmp = tmp_path_factory.mktemp("odd-redis")
-    auth = {
-        "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
-        "admin": [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}],
-    }
+def test_lone_surrogates_in_every_field_with_the_redis_store(serve: ServerFactory, redis_server: RedisServer) -> None:
     state = {"backend": "redis", "redis_url": redis_server.url, "key_prefix": "odd:"}
-    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}
-    running = start_server(tmp, platform_config(auth=auth, state=state), env=env)
+    running = serve(platform_config(state=state), admin=ADMIN)
     try:
         with running.client() as http, running.client(auth=ADMIN) as admin_http:
             call_id = next(_call_ids)
@@ -309,7 +292,7 @@ def test_lone_surrogates_in_every_field_with_the_redis_store(
             assert [event["code"] for event in detail["events"]] == [9, 4]
             assert detail["an"] == "79161234567"
             assert json_answer(admin_http.get("/admin/calls"))["total"] == 1
-            assert not running.logged("call_record_unreadable", deadline=0)
+            assert not running.logged("call_record_unreadable", timeout=0)
     finally:
         running.stop()
 

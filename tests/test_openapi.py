@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 from ascrm.service.app import create_app
 from ascrm.service.openapi import document
 from ascrm.service.settings import Settings
-from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
+from tests.support.server import USER, Server, ServerFactory, platform_config
 
 PREFIX = "/autosecretary"
 ADMIN = ("ops", "ops-pässword")
@@ -120,7 +119,7 @@ class _Response:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def served(tmp_path_factory: pytest.TempPathFactory, serve_module: ServerFactory) -> Server:
     folder = tmp_path_factory.mktemp("openapi")
     (folder / "rules").mkdir()
     (folder / "rules" / "rules.yaml").write_text(RULES)
@@ -134,9 +133,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         limits={"max_body_bytes": 2048},
         reload={"watch": False},
     )
-    server = start_server(folder, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD}, prefix=PREFIX)
-    yield server
-    server.stop()
+    return serve_module(config, folder=folder, prefix=PREFIX)
 
 
 def exchanges(server: Server, rules_file: Path) -> list[httpx.Response]:
@@ -241,7 +238,7 @@ def test_unknown_paths_and_methods_answer_the_error_schema(served: Server) -> No
         jsonschema.validate(response.json(), error)
 
 
-def test_readiness_and_admin_answer_503_when_redis_is_down(tmp_path: Path) -> None:
+def test_readiness_and_admin_answer_503_when_redis_is_down(tmp_path: Path, serve: ServerFactory) -> None:
     config = platform_config(
         auth={
             "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
@@ -249,7 +246,7 @@ def test_readiness_and_admin_answer_503_when_redis_is_down(tmp_path: Path) -> No
         },
         state={"backend": "redis", "redis_url": "redis://127.0.0.1:1/0", "timeout_ms": 200},
     )
-    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    server = serve(config, folder=tmp_path)
     try:
         openapi = OpenAPI.from_dict({**document(), "servers": [{"url": "/"}]})
         with server.client(auth=None) as anonymous, server.client(auth=ADMIN) as admin:

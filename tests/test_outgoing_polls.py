@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ACTION_CODES, PASSWORD, USER, Server, platform_config, start_server
+from tests.support.protocol import ACTION_CODES
+from tests.support.server import Server, ServerFactory, platform_config
 
 ASCRM = [sys.executable, "-m", "ascrm"]
 ADMIN = ("ops", "admin-pässword")
@@ -59,17 +60,10 @@ def rules_text() -> str:
 
 
 @pytest.fixture(scope="module")
-def polls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def polls_server(tmp_path_factory: pytest.TempPathFactory, serve_module: ServerFactory) -> Server:
     tmp = tmp_path_factory.mktemp("outgoing-polls")
     (tmp / "rules.yaml").write_text(rules_text())
-    auth = {
-        "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
-        "admin": [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}],
-    }
-    env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}
-    running = start_server(tmp, platform_config(auth=auth, rules="rules.yaml"), env=env)
-    yield running
-    running.stop()
+    return serve_module(platform_config(rules="rules.yaml"), folder=tmp, admin=ADMIN)
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, Server, platform_config, start_server
-from tests.test_redis_store import REDIS_SERVER, RedisServer
+from tests.support.redis import RedisServer, needs_redis
+from tests.support.server import PASSWORD, Server, ServerFactory, platform_config
 
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+pytestmark = needs_redis
 
 FLOOD_CONNECTIONS = 48
 FLOOD_SECONDS = 4.0
@@ -84,14 +84,15 @@ async def both(server: Server, path: str, calls: int) -> tuple[list[int], list[d
 
 
 @pytest.mark.parametrize("path", ["/ready", "/metrics"])
-def test_a_health_check_flood_leaves_the_platform_its_redis_connections(tmp_path: Path, path: str) -> None:
+def test_a_health_check_flood_leaves_the_platform_its_redis_connections(
+    tmp_path: Path, path: str, serve: ServerFactory, own_redis: RedisServer
+) -> None:
     """/ready costs Redis nothing; concurrent scrapes of public metrics share one store call."""
-    redis = RedisServer(tmp_path / "redis")
-    redis.start()
+    redis = own_redis
     (tmp_path / "rules.yaml").write_text(RULES)
     state = {"backend": "redis", "redis_url": redis.url, "key_prefix": "flood:", "timeout_ms": 1000}
     config = platform_config(rules=str(tmp_path / "rules.yaml"), state=state, metrics={"public": True})
-    server = start_server(tmp_path / "ascrm", config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    server = serve(config, folder=tmp_path / "ascrm")
     try:
         redis_cli(redis, "CONFIG", "SET", "maxclients", str(MAXCLIENTS))
         pings_before, connections_before, started = ping_calls(redis), connections_made(redis), time.monotonic()
@@ -108,4 +109,3 @@ def test_a_health_check_flood_leaves_the_platform_its_redis_connections(tmp_path
             assert pings <= elapsed / 1.0 + 3  # the background check's (health.check_interval_ms), not one per /ready
     finally:
         server.stop()
-        redis.stop()

@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -27,7 +22,6 @@ import httpx
 import orjson
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from ascrm.core.calls import (
@@ -43,101 +37,13 @@ from ascrm.core.calls.redis import RedisCallStore
 from ascrm.core.engine import RuleSet
 from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventType
 from ascrm.service.settings import StateSettings
-from tests.conftest import PASSWORD, USER, Server, platform_config, start_server, wait_for
+from tests.support.metrics import scrape
+from tests.support.redis import RedisServer, needs_redis
+from tests.support.server import PASSWORD, USER, Server, platform_config, start_server
+from tests.support.waiting import wait_until
 
-REDIS_SERVER = shutil.which("redis-server", path=os.pathsep.join((os.environ.get("PATH", ""), "/usr/bin")))
-pytestmark = pytest.mark.skipif(
-    REDIS_SERVER is None, reason="redis-server is not installed (Debian: apt-get install redis-server)"
-)
+pytestmark = needs_redis
 BUDGET_MARGIN = 0.5  # seconds a request may take beyond the store's budget during an outage
-
-
-# ----------------------------------------------------------------------------------------------------
-# A redis-server of our own
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class RedisServer:
-    """A redis-server subprocess on a loopback port, with no persistence; stoppable and pausable."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, deadline: float = 10) -> None:
-        """Start redis-server and wait until it answers PING."""
-        assert REDIS_SERVER is not None
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        command = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir)]
-        with (self.workdir / "redis.log").open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        stop_at = time.monotonic() + deadline
-        while not self._pong():
-            if self.process.poll() is not None or time.monotonic() > stop_at:
-                raise RuntimeError(f"redis-server did not start:\n{(self.workdir / 'redis.log').read_text()}")
-            time.sleep(0.02)
-
-    def _pong(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        """Terminate redis-server (resuming it first if it is paused) and wait for it."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def pause(self) -> None:
-        """SIGSTOP: connections are accepted by the kernel, nothing is answered."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """SIGCONT."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One redis-server for the module's tests (each test uses its own key prefix)."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server for one test, which may stop, restart and pause it."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -568,7 +474,7 @@ def rules_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def serve(tmp: Path, rules: Path, state: dict[str, Any] | None = None) -> Server:
     config = platform_config(rules=str(rules), **({"state": state} if state else {}))
-    return start_server(tmp, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    return start_server(tmp, config)
 
 
 def redis_state(redis: RedisServer, prefix: str) -> dict[str, Any]:
@@ -680,13 +586,12 @@ def test_requests_are_answered_in_time_while_redis_is_down_or_hung(
         outage(call_id)
         assert server.logged("store_unavailable", call_id=call_id)
         # /ready answers from the background check (health.check_interval_ms): it follows within an interval
-        not_ready = wait_for(lambda: httpx.get(f"{root}/ready", timeout=5).status_code == 503, deadline=5)
-        assert not_ready
+        wait_until(lambda: httpx.get(f"{root}/ready", timeout=5).status_code == 503, "/ready to answer 503")
         assert httpx.get(f"{root}/ready", timeout=5).json()["store"] == "unavailable"
         assert httpx.get(f"{root}/health", timeout=5).status_code == 200  # alive all along
         own_redis.start()  # back, empty
-        assert wait_for(served_from_redis, deadline=10)
-        assert wait_for(lambda: httpx.get(f"{root}/ready", timeout=5).status_code == 200, deadline=5)
+        wait_until(served_from_redis, "a call's state stored in Redis again", timeout=10)
+        wait_until(lambda: httpx.get(f"{root}/ready", timeout=5).status_code == 200, "/ready to answer 200")
 
         call_id = next(_CALL_IDS)
         timed("POST", call_id, body(call_id, 1))
@@ -698,7 +603,8 @@ def test_requests_are_answered_in_time_while_redis_is_down_or_hung(
         finally:
             own_redis.resume()
         assert len(server.logged("store_unavailable")) >= logged + 3
-        assert wait_for(served_from_redis, deadline=10)
+        wait_until(served_from_redis, "a call's state stored in Redis again", timeout=10)
+
         # the call's stored state survived, without the events of the outage: "1" + "2", "3" again
         assert timed("POST", call_id, body(call_id, 4, 8, DTMF="2")) == noop(call_id)
         assert timed("POST", call_id, body(call_id, 4, 9, DTMF="3")) == {
@@ -754,7 +660,7 @@ def test_unreadable_records_are_answered_logged_counted_and_left_alone(
         assert garbled["reason"].startswith("not JSON: ")
         [newer] = server.logged("call_record_unreadable", call_id=future)
         assert newer["reason"] == "version 99 is not one this release reads (0 to 1) (written by a newer release?)"
-        assert not server.logged("decision_failed", deadline=0)
+        assert not server.logged("decision_failed", timeout=0)
         assert "Traceback" not in server.log_path.read_text()
 
         # the admin API: a JSON error naming the record and why; the listing leaves them out
@@ -780,14 +686,3 @@ def test_unreadable_records_are_answered_logged_counted_and_left_alone(
 
 def codec_error(prefix: str, call_id: int, logged: dict[str, Any]) -> str:
     return f"the call record at {prefix}call:{call_id} cannot be read: {logged['reason']}"
-
-
-def scrape(admin: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of one /metrics scrape, keyed by name and sorted labels."""
-    response = admin.get("/metrics")
-    assert response.status_code == 200, response.text
-    samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
-    return samples

@@ -5,40 +5,36 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, Server, platform_config, start_server, wait_for
+from tests.support.server import Server, ServerFactory, platform_config
+from tests.support.waiting import poll_until, wait_until
 
 ADMIN = ("ops", "reload-pw")
 GOOD = "rules:\n  - id: hello\n    on: CallAccepted\n    do: {PlayPrompt: hello_v1}\n"
 
 
-def serving(tmp_path: Path, *, watch: bool) -> Server:
+def serving(serve: ServerFactory, tmp_path: Path, *, watch: bool) -> Server:
     (tmp_path / "rules.yaml").write_text(GOOD)
     config = platform_config(rules=str(tmp_path / "rules.yaml"), reload={"watch": watch})
     config["auth"]["admin"] = [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}]
-    return start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]})
+    return serve(config, folder=tmp_path, env={"TEST_ADMIN_PASSWORD": ADMIN[1]})
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(serve: ServerFactory, tmp_path: Path) -> Server:
     """A server reloading only when told (SIGHUP, the admin endpoint): no watcher racing the test."""
-    running = serving(tmp_path, watch=False)
-    yield running
-    running.stop()
+    return serving(serve, tmp_path, watch=False)
 
 
 @pytest.fixture
-def watching(tmp_path: Path) -> Iterator[Server]:
+def watching(serve: ServerFactory, tmp_path: Path) -> Server:
     """A server watching its rules folder."""
-    running = serving(tmp_path, watch=True)
-    yield running
-    running.stop()
+    return serving(serve, tmp_path, watch=True)
 
 
 def prompt(http: httpx.Client, call_id: int) -> str:
@@ -97,7 +93,7 @@ def test_sighup_reloads(server: Server, tmp_path: Path) -> None:
     (tmp_path / "rules.yaml").write_text(GOOD.replace("hello_v1", "hello_hup"))
     server.process.send_signal(signal.SIGHUP)
     with server.client() as http:
-        assert wait_for(lambda: prompt(http, 7) == "hello_hup", deadline=10)
+        wait_until(lambda: prompt(http, 7) == "hello_hup", "the rules to answer hello_hup", timeout=10)
     assert server.logged("rules_reloaded", trigger="SIGHUP")
 
 
@@ -112,22 +108,24 @@ def test_saving_a_rule_file_is_picked_up_without_a_trigger(watching: Server, tmp
     rules = tmp_path / "rules.yaml"
     with server.client() as http:
         rules.write_text(GOOD.replace("hello_v1", "hello_saved"))  # written in place
-        assert wait_for(lambda: prompt(http, 8) == "hello_saved", deadline=10)
+        wait_until(lambda: prompt(http, 8) == "hello_saved", "the rules to answer hello_saved", timeout=10)
         staged = tmp_path / ".rules.yaml.tmp"
         staged.write_text(GOOD.replace("hello_v1", "hello_renamed"))
         staged.replace(rules)  # written to a temporary file, then renamed over
-        assert wait_for(lambda: prompt(http, 9) == "hello_renamed", deadline=10)
-        rejected = len(server.logged("rules_reload_rejected", deadline=0))
+        wait_until(lambda: prompt(http, 9) == "hello_renamed", "the rules to answer hello_renamed", timeout=10)
+        rejected = len(server.logged("rules_reload_rejected", timeout=0))
         (tmp_path / ".rules.yaml.swp").write_text("not yaml: [")  # an editor's swap file: ignored
         (tmp_path / "rules.yaml~").write_text("not yaml: [")
         rules.unlink()  # deleted: the last good set keeps serving
-        assert wait_for(lambda: len(server.logged("rules_reload_rejected", deadline=0)) > rejected, deadline=10)
+        wait_until(
+            lambda: len(server.logged("rules_reload_rejected", timeout=0)) > rejected, "a rejected reload", timeout=10
+        )
         assert prompt(http, 10) == "hello_renamed"
         rules.write_text(GOOD.replace("hello_v1", "hello_back"))  # re-created
-        assert wait_for(lambda: prompt(http, 11) == "hello_back", deadline=10)
+        wait_until(lambda: prompt(http, 11) == "hello_back", "the rules to answer hello_back", timeout=10)
 
 
-def test_a_configmap_symlink_swap_is_picked_up(tmp_path: Path) -> None:
+def test_a_configmap_symlink_swap_is_picked_up(tmp_path: Path, serve: ServerFactory) -> None:
     """Kubernetes mounts a ConfigMap as files that link through `..data` to a dated folder, and swaps
     `..data` atomically on an update: no event names the rule file itself."""
     mount = tmp_path / "rules"
@@ -137,7 +135,7 @@ def test_a_configmap_symlink_swap_is_picked_up(tmp_path: Path) -> None:
     (mount / "..data").symlink_to(first.name)
     (mount / "10-rules.yaml").symlink_to("..data/10-rules.yaml")
     config = platform_config(rules=str(mount))
-    server = start_server(tmp_path / "ascrm", config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    server = serve(config, folder=tmp_path / "ascrm")
     try:
         with server.client() as http:
             assert prompt(http, 12) == "hello_cm1"
@@ -146,7 +144,7 @@ def test_a_configmap_symlink_swap_is_picked_up(tmp_path: Path) -> None:
             (second / "10-rules.yaml").write_text(GOOD.replace("hello_v1", "hello_cm2"))
             (mount / "..data_tmp").symlink_to(second.name)
             (mount / "..data_tmp").replace(mount / "..data")  # the atomic swap
-            assert wait_for(lambda: prompt(http, 13) == "hello_cm2", deadline=10)
+            wait_until(lambda: prompt(http, 13) == "hello_cm2", "the rules to answer hello_cm2", timeout=10)
     finally:
         server.stop()
 
@@ -184,7 +182,9 @@ def test_a_swap_during_a_burst_never_mixes_rule_sets(server: Server, tmp_path: P
         try:
             for version in ("v1", "broken", "v2", "v3", "broken", "v4"):
                 seen = len(answers)
-                assert wait_for(lambda seen=seen: len(answers) > seen + 20)  # requests in flight meanwhile
+                wait_until(
+                    lambda seen=seen: len(answers) > seen + 20, "20 more answers"
+                )  # requests in flight meanwhile
                 if version == "broken":
                     rules.write_text(rule_set("v9").replace("PlayPrompt: prompt_v9", "TransferEXT: '12'"))
                     assert admin.post("/admin/reload").status_code == 422
@@ -194,7 +194,7 @@ def test_a_swap_during_a_burst_never_mixes_rule_sets(server: Server, tmp_path: P
                 assert outcome["status"] == "reloaded"
                 revisions[outcome["revision"]] = version
             seen = len(answers)
-            assert wait_for(lambda: len(answers) > seen + 20)
+            wait_until(lambda: len(answers) > seen + 20, "20 more answers")
         finally:
             stop.set()
             for worker in workers:
@@ -203,11 +203,11 @@ def test_a_swap_during_a_burst_never_mixes_rule_sets(server: Server, tmp_path: P
     assert {param for _, param in answers} <= {f"prompt_v{n}" for n in range(5)}
 
     def logged_all() -> list[dict[str, Any]]:
-        lines = server.logged("event_answered", deadline=0)
+        lines = server.logged("event_answered", timeout=0)
         return lines if len(lines) == len(answers) else []
 
-    decided = wait_for(logged_all)  # every answer is logged (lines are flushed within 0.2 s)
-    assert decided, f"{len(answers)} answers, {len(server.logged('event_answered', deadline=0))} logged"
+    decided = poll_until(logged_all)  # every answer is logged (lines are flushed within 0.2 s)
+    assert decided, f"{len(answers)} answers, {len(server.logged('event_answered', timeout=0))} logged"
     by_revision: dict[str, set[tuple[str, str]]] = {}
     for line in decided:
         by_revision.setdefault(line["revision"], set()).add((line["rule"], line["param"]))
@@ -219,7 +219,7 @@ def test_a_swap_during_a_burst_never_mixes_rule_sets(server: Server, tmp_path: P
     assert sum(revision in by_revision for revision in revisions) >= 4  # the swaps happened under load
 
 
-def test_a_list_file_outside_the_rules_folder_is_watched_too(tmp_path: Path) -> None:
+def test_a_list_file_outside_the_rules_folder_is_watched_too(tmp_path: Path, serve: ServerFactory) -> None:
     folder, lists = tmp_path / "rules", tmp_path / "shared-lists"
     folder.mkdir()
     lists.mkdir()
@@ -229,7 +229,7 @@ def test_a_list_file_outside_the_rules_folder_is_watched_too(tmp_path: Path) -> 
         "rules:\n  - id: vip\n    on: CallAccepted\n    if: {AN: {in: vip}}\n    do: {PlayPrompt: vip}\n"
     )
     config = platform_config(rules=str(folder), reload={"debounce_ms": 50})
-    server = start_server(tmp_path / "ascrm", config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    server = serve(config, folder=tmp_path / "ascrm")
     try:
         with server.client() as http:
 
@@ -240,7 +240,7 @@ def test_a_list_file_outside_the_rules_folder_is_watched_too(tmp_path: Path) -> 
             assert answer(1) == ""
             assert server.logged("rules_watch_started")[0]["folders"] == [str(folder), str(lists)]
             (lists / "vip.txt").write_text("79160000001\n79160000002\n")
-            assert wait_for(lambda: answer(2) == "vip", deadline=10)
+            wait_until(lambda: answer(2) == "vip", "the rules to answer vip", timeout=10)
     finally:
         server.stop()
 
@@ -262,12 +262,12 @@ def test_requests_are_answered_while_a_big_rule_set_loads(server: Server, tmp_pa
     assert set(during[:5]) == {"hello_v1"}
 
 
-def test_a_save_caught_half_written_is_never_served(tmp_path: Path) -> None:
+def test_a_save_caught_half_written_is_never_served(tmp_path: Path, serve: ServerFactory) -> None:
     rules = tmp_path / "rules.yaml"
     full = rule_set("v1", fillers=8)
     rules.write_text(full)
     config = platform_config(rules=str(rules), reload={"debounce_ms": 50, "settle_ms": 5000})
-    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    server = serve(config, folder=tmp_path)
     try:
         with server.client() as http:
             assert prompt(http, 1) == "prompt_v1"
@@ -276,7 +276,7 @@ def test_a_save_caught_half_written_is_never_served(tmp_path: Path) -> None:
             assert server.logged("rules_settling")  # seen, and held back
             answers = {prompt(http, 2)}
             rules.write_text(complete)  # the rest of the write
-            assert wait_for(lambda: prompt(http, 3) == "prompt_v2", deadline=10)
+            wait_until(lambda: prompt(http, 3) == "prompt_v2", "the rules to answer prompt_v2", timeout=10)
             answers.add(prompt(http, 4))
         assert answers <= {"prompt_v1", "prompt_v2"}  # never the answer of the truncated set ("")
         reloaded = server.logged("rules_reloaded")
@@ -285,29 +285,29 @@ def test_a_save_caught_half_written_is_never_served(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_a_watched_save_that_drops_most_rules_is_taken_once_it_settles(tmp_path: Path) -> None:
+def test_a_watched_save_that_drops_most_rules_is_taken_once_it_settles(tmp_path: Path, serve: ServerFactory) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(rule_set("v1", fillers=8))
     config = platform_config(rules=str(rules), reload={"debounce_ms": 50, "settle_ms": 300})
-    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    server = serve(config, folder=tmp_path)
     try:
         with server.client() as http:
             rules.write_text(rule_set("small", fillers=0))  # nine rules down to one, on purpose
-            assert wait_for(lambda: prompt(http, 5) == "prompt_small", deadline=10)
+            wait_until(lambda: prompt(http, 5) == "prompt_small", "the rules to answer prompt_small", timeout=10)
         assert server.logged("rules_settling")
         assert server.logged("rules_reloaded")[-1]["rule_count"] == 1
     finally:
         server.stop()
 
 
-def test_a_slow_two_part_save_is_served_only_once_whole(tmp_path: Path) -> None:
+def test_a_slow_two_part_save_is_served_only_once_whole(tmp_path: Path, serve: ServerFactory) -> None:
     """5 of 7 rules parse and would be served at once; they wait for the settle time, and so are never served."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(rule_set("v1", fillers=6))  # 7 rules
     whole = rule_set("v2", fillers=5) + "  - id: filler_last\n    on: CallAccepted\n    if: {AN: '1'}\n    do: Hangup\n"
     half = whole[: whole.index("  - id: answer_v2")]  # the first 5 rules: a good set answering nothing
     config = platform_config(rules=str(rules), reload={"debounce_ms": 50, "settle_ms": 1000})
-    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    server = serve(config, folder=tmp_path)
     try:
         with server.client() as http:
             assert prompt(http, 1) == "prompt_v1"
@@ -324,19 +324,19 @@ def test_a_slow_two_part_save_is_served_only_once_whole(tmp_path: Path) -> None:
                 answers.append(prompt(http, 100 + len(answers)))
                 return answers[-1] == "prompt_v2"
 
-            assert wait_for(whole_served, deadline=10)
+            wait_until(whole_served, "the whole rule set served", timeout=10)
         assert set(answers) == {"prompt_v1", "prompt_v2"}, sorted(set(answers))  # never "" (the 5 rules)
         assert [line["rule_count"] for line in server.logged("rules_reloaded")] == [7]
     finally:
         server.stop()
 
 
-def test_an_admin_reload_does_not_wait_for_a_watched_save_to_settle(tmp_path: Path) -> None:
+def test_an_admin_reload_does_not_wait_for_a_watched_save_to_settle(tmp_path: Path, serve: ServerFactory) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(GOOD)
     config = platform_config(rules=str(rules), reload={"debounce_ms": 50, "settle_ms": 20000})
     config["auth"]["admin"] = [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}]
-    server = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]})
+    server = serve(config, folder=tmp_path, env={"TEST_ADMIN_PASSWORD": ADMIN[1]})
     try:
         with server.client() as http, server.client(auth=ADMIN) as admin:
             rules.write_text(GOOD.replace("hello_v1", "hello_v2"))

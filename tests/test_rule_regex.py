@@ -8,7 +8,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from ascrm.core.rules.regex import compile_pattern
-from tests.conftest import PASSWORD, Server, platform_config, start_server
+from tests.support.server import Server, ServerFactory, platform_config
 
 ASCRM = [sys.executable, "-m", "ascrm"]
 NESTED = r"^(\d+)+$"  # backtracks exponentially in `re` on digits followed by a non-digit
@@ -37,12 +36,10 @@ RULES = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def regex_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def regex_server(tmp_path_factory: pytest.TempPathFactory, serve_module: ServerFactory) -> Server:
     tmp = tmp_path_factory.mktemp("regex")
     (tmp / "rules.yaml").write_text(RULES)
-    running = start_server(tmp, platform_config(rules="rules.yaml"), env={"TEST_PLATFORM_PASSWORD": PASSWORD})
-    yield running
-    running.stop()
+    return serve_module(platform_config(rules="rules.yaml"), folder=tmp)
 
 
 def accepted(client: httpx.Client, call_id: int, un: str, an: str) -> tuple[dict[str, Any], float]:
@@ -116,12 +113,12 @@ def test_check_refuses_what_re2_cannot_run(tmp_path: Path, pattern: str, reason:
     assert "RE2" in error
 
 
-def test_serve_refuses_to_start_on_a_pattern_re2_cannot_run(tmp_path: Path) -> None:
+def test_serve_refuses_to_start_on_a_pattern_re2_cannot_run(tmp_path: Path, serve: ServerFactory) -> None:
     (tmp_path / "rules.yaml").write_text(
         "rules:\n  - {id: a, on: CallAccepted, if: {AN: {regex: '(a)\\1'}}, do: Hangup}\n"
     )
     with pytest.raises(RuntimeError, match=r"rules\.yaml:2:.*bad regex"):
-        start_server(tmp_path, platform_config(rules="rules.yaml"), env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+        serve(platform_config(rules="rules.yaml"), folder=tmp_path)
 
 
 SAME_AS_RE = [

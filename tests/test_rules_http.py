@@ -17,7 +17,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ACTION_CODES, PASSWORD, Server, platform_config, start_server
+from tests.support.protocol import ACTION_CODES
+from tests.support.server import Server, ServerFactory, platform_config
 
 CONTENT_TYPE = "application/json; charset=UTF-8"
 
@@ -480,13 +481,11 @@ def write_rules(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def rules_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def rules_server(tmp_path_factory: pytest.TempPathFactory, serve_module: ServerFactory) -> Server:
     tmp = tmp_path_factory.mktemp("rules-http")
     write_rules(tmp / "rules")
     config = platform_config(rules="rules", timezone="Asia/Yekaterinburg")
-    running = start_server(tmp, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
-    yield running
-    running.stop()
+    return serve_module(config, folder=tmp)
 
 
 @pytest.fixture(scope="module")
@@ -1025,10 +1024,10 @@ EXAMPLE_RULES = Path(__file__).resolve().parents[1] / "rules"
 
 
 @pytest.fixture(scope="module")
-def example_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def example_http(tmp_path_factory: pytest.TempPathFactory, serve_module: ServerFactory) -> Iterator[httpx.Client]:
     tmp = tmp_path_factory.mktemp("example-rules")
     config = platform_config(rules=str(EXAMPLE_RULES))
-    running = start_server(tmp, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    running = serve_module(config, folder=tmp)
     try:
         with running.client() as client:
             yield client

@@ -11,14 +11,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import PASSWORD, Server, platform_config, start_server
+from tests.support.server import Server, ServerFactory, platform_config
 
 ADMIN = ("ops", "limits-pw")
 GOOD = "rules:\n  - id: hello\n    on: CallAccepted\n    do: {PlayPrompt: hello_v1}\n"
@@ -192,14 +191,12 @@ def test_a_list_file_past_the_line_limit_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(tmp_path: Path, serve: ServerFactory) -> Server:
     """A server reloading only when told, with an admin user."""
     (tmp_path / "rules.yaml").write_text(GOOD)
     config = platform_config(rules=str(tmp_path / "rules.yaml"), reload={"watch": False})
     config["auth"]["admin"] = [{"user": ADMIN[0], "password": "${TEST_ADMIN_PASSWORD}"}]
-    running = start_server(tmp_path, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]})
-    yield running
-    running.stop()
+    return serve(config, folder=tmp_path, env={"TEST_ADMIN_PASSWORD": ADMIN[1]})
 
 
 def prompt(server: Server, call_id: int) -> str:

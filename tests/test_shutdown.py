@@ -11,15 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, USER, Server, platform_config, start_server
+from tests.support.net import unread_by_peer
+from tests.support.server import PASSWORD, USER, Server, ServerFactory, platform_config
+from tests.support.waiting import wait_until
 
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 CONNECTION_TEST = f"GET /CallEvent HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\n\r\n".encode()
 
 
 def address(server: Server) -> tuple[str, int]:
-    host, port = server.base_url.split("://")[1].split(":")
-    return host, int(port)
+    return server.address
+
+
+def refuses_connections(server: Server) -> bool:
+    """Whether a new connection to the server is refused (its listening socket is closed)."""
+    try:
+        socket.create_connection(address(server), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
@@ -42,8 +52,8 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Server:
-    return start_server(tmp_path, platform_config(reload={"watch": False}), env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+def server(tmp_path: Path, serve: ServerFactory) -> Server:
+    return serve(platform_config(reload={"watch": False}), folder=tmp_path)
 
 
 def test_requests_sent_as_sigterm_arrives_are_answered(server: Server) -> None:
@@ -78,9 +88,9 @@ def test_a_request_in_flight_is_answered_and_new_connections_are_refused(server:
     head = f"POST /CallEvent HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\nContent-Length: {len(body)}\r\n\r\n"
     with socket.create_connection(address(server), timeout=10) as slow:
         slow.sendall(head.encode() + body[:10])
-        time.sleep(0.2)
+        wait_until(lambda: unread_by_peer(slow) == 0, "the server to read the start of the request")
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)  # the drain has begun: the listening socket is closed
+        wait_until(lambda: refuses_connections(server), "the drain to close the listening socket")
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(address(server), timeout=5).close()
         slow.sendall(body[10:])

@@ -4,11 +4,8 @@ memory store and the Redis store."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,28 +14,22 @@ from structlog.testing import capture_logs
 
 from ascrm.core.calls.store import StoreUnavailableError
 from ascrm.core.calls.sweeper import sweep_periodically
-from tests.conftest import Server, start_with_admin
-from tests.test_redis_store import RedisServer, redis_server
-
-__all__ = ["redis_server"]  # the fixture, shared with the Redis store's tests
+from tests.support.metrics import scrape, value
+from tests.support.redis import RedisServer
+from tests.support.server import Server, ServerFactory, platform_config
+from tests.support.waiting import wait_until
 
 ADMIN = ("ops", "sweep-pässword")
 
 
-def serve(tmp: Path, state: dict[str, Any]) -> Server:
-    return start_with_admin(tmp, ADMIN, state)
-
-
 @pytest.fixture(params=["memory", "redis"])
-def swept_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+def swept_server(request: pytest.FixtureRequest, serve: ServerFactory) -> Server:
     """A server whose calls expire one second after their last event and whose sweep runs every 100 ms."""
     state: dict[str, Any] = {"ttl_seconds": 1, "ended_grace_seconds": 1, "sweep_interval_ms": 100}
     if request.param == "redis":
         redis: RedisServer = request.getfixturevalue("redis_server")
         state |= {"backend": "redis", "redis_url": redis.url, "key_prefix": f"sweep-{uuid.uuid4().hex[:8]}:"}
-    running = serve(tmp_path, state)
-    yield running
-    running.stop()
+    return serve(platform_config(state=state), admin=ADMIN)
 
 
 def listed(admin: httpx.Client) -> list[int]:
@@ -48,20 +39,9 @@ def listed(admin: httpx.Client) -> list[int]:
 
 
 def tracked(admin: httpx.Client) -> float:
-    response = admin.get("/metrics")
-    assert response.status_code == 200, response.text
-    [line] = [line for line in response.text.splitlines() if line.startswith("ascrm_calls_tracked ")]
-    return float(line.split()[-1])
-
-
-def wait_until(predicate: Any, deadline: float) -> bool:
-    """Poll predicate until it holds or the deadline passes (then the last answer)."""
-    stop_at = time.monotonic() + deadline
-    while not predicate():
-        if time.monotonic() > stop_at:
-            return bool(predicate())
-        time.sleep(0.05)
-    return True
+    samples = scrape(admin)
+    assert ("ascrm_calls_tracked", ()) in samples
+    return value(samples, "ascrm_calls_tracked")
 
 
 def test_expired_calls_disappear_without_traffic(swept_server: Server) -> None:
@@ -72,7 +52,7 @@ def test_expired_calls_disappear_without_traffic(swept_server: Server) -> None:
         assert sorted(listed(admin)) == [501, 502]
         assert tracked(admin) == 2
         # the metrics first: the Redis store's listing sweeps by itself, its call counts do not
-        assert wait_until(lambda: tracked(admin) == 0, deadline=6)
+        wait_until(lambda: tracked(admin) == 0, "the expired calls swept from the metrics", timeout=6)
         assert listed(admin) == []
 
 

@@ -10,19 +10,20 @@ from typing import Any
 import pytest
 
 from ascrm.tools.platform.scenarios import ScenarioError, load_scenarios
-from tests.broken_crm import free_port, serving
-from tests.conftest import PASSWORD, Server, platform_config, start_server, wait_for
-from tests.test_tools_probe import RULES, run_tool
+from tests.support.broken_crm import serving
+from tests.support.net import free_port
+from tests.support.server import PASSWORD, Server, ServerFactory, platform_config
+from tests.support.tools import EXAMPLE_RULES as RULES
+from tests.support.tools import run_tool
+from tests.support.waiting import poll_until
 
 QUICK = ("--calls", "20", "--duration", "2", "--poll-interval", "0.1", "--pause-scale", "0.02", "--seed", "7")
 
 
 @pytest.fixture(scope="module")
-def ascrm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def ascrm(serve_module: ServerFactory) -> Server:
     config = platform_config(rules=str(RULES))
-    server = start_server(tmp_path_factory.mktemp("emulate"), config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
-    yield server
-    server.stop()
+    return serve_module(config)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_a_short_load_on_ascrm_is_clean_and_counted(ascrm: Server) -> None:
     assert summary["requests_per_second"] == pytest.approx(summary["requests"] / summary["elapsed_s"], rel=0.01)
     # Every request counted reached the server, and nothing else did but the connection test up front.
     expected = {"event_answered": events, "poll_answered": polls, "connection_test": 1}
-    seen = wait_for(lambda: {n: answered(ascrm, n) - before[n] for n in expected} == expected or None)
+    seen = poll_until(lambda: {n: answered(ascrm, n) - before[n] for n in expected} == expected or None)
     assert seen, {n: answered(ascrm, n) - before[n] for n in expected}
 
 

@@ -4,39 +4,25 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
 
-from tests.broken_crm import free_port, serving
-from tests.conftest import PASSWORD, Server, platform_config, start_server
-
-RULES = Path(__file__).resolve().parent.parent / "rules"
-QUICK_CALL = ("--call", "--poll-interval", "0.05", "--polls", "2")
-
-
-def run_tool(*args: str, password: str | None = PASSWORD, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`python -m ascrm ARGS` with the password in ASCRM_PROBE_PASSWORD (None: unset)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASCRM_")}
-    if password is not None:
-        env["ASCRM_PROBE_PASSWORD"] = password
-    command = [sys.executable, "-m", "ascrm", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+from tests.support.broken_crm import serving
+from tests.support.net import free_port
+from tests.support.server import PASSWORD, Server, ServerFactory, platform_config
+from tests.support.tls import write_server_certificate
+from tests.support.tools import EXAMPLE_RULES as RULES
+from tests.support.tools import QUICK_CALL, run_tool
 
 
 @pytest.fixture(scope="module")
-def ascrm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def ascrm(serve_module: ServerFactory) -> Server:
     """ascrm serving the example rules under /autosecretary."""
     config = platform_config(root_path="/autosecretary", rules=str(RULES))
-    server = start_server(
-        tmp_path_factory.mktemp("probe"), config, env={"TEST_PLATFORM_PASSWORD": PASSWORD}, prefix="/autosecretary"
-    )
-    yield server
-    server.stop()
+    return serve_module(config, prefix="/autosecretary")
 
 
 @pytest.fixture(scope="module")
@@ -105,19 +91,14 @@ def test_bad_url_is_a_usage_error(url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def tls_ascrm(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterator[tuple[Server, Path]]:
+def tls_ascrm(
+    tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA, serve_module: ServerFactory
+) -> Iterator[tuple[Server, Path]]:
     folder = tmp_path_factory.mktemp("probe-tls")
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(folder / "server.pem"))
-    cert.private_key_pem.write_to_path(str(folder / "key.pem"))
+    tls = write_server_certificate(ca, folder)
     ca.cert_pem.write_to_path(str(folder / "ca.pem"))
-    config = platform_config(tls={"certfile": "server.pem", "keyfile": "key.pem"})
-    server = start_server(folder, config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
+    config = platform_config(tls=tls)
+    server = serve_module(config, folder=folder)
     yield server, folder / "ca.pem"
     server.stop()
 

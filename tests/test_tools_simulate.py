@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import ascrm
 from ascrm.errors import ConfigError
 from ascrm.tools.rulecheck.simulate import parse_events
 from ascrm.tools.timeline import Step
-from tests.conftest import PASSWORD, Server, platform_config, start_server
+from tests.support.server import Server, ServerFactory, platform_config
 
 ASCRM = [sys.executable, "-m", "ascrm"]
 SOURCE = str(Path(ascrm.__file__).resolve().parents[1])
@@ -255,12 +254,10 @@ def test_bad_events_name_the_token(text: str, message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def examples_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def examples_server(serve_module: ServerFactory) -> Server:
     """`ascrm serve` with the example rules."""
     config = platform_config(rules=str(ROOT / "rules"), reload={"watch": False})
-    running = start_server(tmp_path_factory.mktemp("serve"), config, env={"TEST_PLATFORM_PASSWORD": PASSWORD})
-    yield running
-    running.stop()
+    return serve_module(config)
 
 
 def test_simulate_answers_as_serve_does(examples_server: Server) -> None:

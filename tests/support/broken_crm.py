@@ -20,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from tests.support.waiting import poll_until
+
 GOOD_TYPE = "application/json; charset=UTF-8"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="crm"'}
 Answer = tuple[int, dict[str, str], bytes]
@@ -172,21 +174,10 @@ def serving() -> Iterator[str]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        for _ in range(200):  # up to 10 s
-            if server.started:
-                break
-            threading.Event().wait(0.05)
-        else:
-            raise RuntimeError("the broken CRM endpoints did not start")
+        if not poll_until(lambda: server.started, timeout=10):
+            raise RuntimeError("the broken CRM endpoints did not start in 10 s")
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)
         sock.close()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

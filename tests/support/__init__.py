@@ -1,0 +1,1 @@
+"""What the tests share: real servers on loopback (ascrm, redis-server), certificates, metrics, waiting."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -326,15 +325,12 @@ def test_load_map_file_large(tmp_path: Path) -> None:
     rows = 100_000
     lines = ["AN,EXT"] + [f"7916{i:07d},{1000 + i % 1000}" for i in range(rows)]
     path = write(tmp_path, "managers.csv", "\n".join(lines) + "\n")
-    start = time.perf_counter()
-    managers = load_map_file(path)
-    elapsed = time.perf_counter() - start
+    managers = load_map_file(path)  # how long it takes is bench/lists_load.py's to measure
     assert len(managers) == rows
     assert managers["79160000000"] == "1000"
     assert managers["79160099999"] == "1999"
     assert managers.get("79160100000") is None
     assert all(managers[f"7916{i:07d}"] == str(1000 + i % 1000) for i in range(0, rows, 997))
-    assert elapsed < 1.0
 
 
 def test_load_list_file_large(tmp_path: Path) -> None:

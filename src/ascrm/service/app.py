@@ -21,6 +21,7 @@ from ascrm.core.engine import RuleSet
 from ascrm.core.rules import load_rules, rules_source
 from ascrm.service import admin, health, metrics, openapi
 from ascrm.service.auth.login import LoginGuard
+from ascrm.service.collector import collect_periodically
 from ascrm.service.edge import Edge
 from ascrm.service.guard import ADMIN, PLATFORM, Guard
 from ascrm.service.logs import AnswerLog
@@ -106,6 +107,7 @@ def create_app(
             asyncio.create_task(readiness.run(stopping)),
             asyncio.create_task(logins.run(stopping)),
             asyncio.create_task(sweep_periodically(store, clock, settings.state.sweep_interval_ms / 1000, stopping)),
+            asyncio.create_task(collect_periodically(stopping)),
         }
         if settings.reload.watch:
             background.add(asyncio.create_task(watch(reloader, stopping, settings.reload.debounce_ms)))

@@ -5,7 +5,8 @@ interpreter's switch interval (5 ms by default: each time the loop waits for I/O
 wait that long to get the GIL back, several times per request), and the cyclic garbage collector, whose
 full collections over a load's many fresh objects run for 100-200 ms at a time. While a job runs, the
 switch interval is lowered and only the young generations are collected (a few ms each; they free the
-cycles a load leaves behind as it goes); full collections resume when the job ends. Pausing the
+cycles a load leaves behind as it goes); the thresholds are restored when the job ends (in the server,
+full collections run on a timer anyway: ascrm.service.collector). Pausing the
 collector altogether is worse: the cycles pile up, and the first collection after the job frees a
 million objects at once.
 """

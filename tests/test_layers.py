@@ -109,7 +109,9 @@ def test_no_import_from_a_lower_layer_to_a_higher_one() -> None:
     assert upward == []
 
 
-@pytest.mark.parametrize("module", ["ascrm", "ascrm.core.protocol", "ascrm.core.engine", "ascrm.cli"])
+@pytest.mark.parametrize(
+    "module", ["ascrm", "ascrm.core.protocol", "ascrm.core.engine", "ascrm.core.answering", "ascrm.cli"]
+)
 def test_the_core_loads_no_web_framework(module: str) -> None:
     code = f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -56,13 +56,12 @@ async def answer_event(
     """
     try:
         try:
-            call = await store.update(event, now)
-            stored = True
-        except (StoreUnavailableError, UnreadableRecordError) as exc:
-            if isinstance(exc, StoreUnavailableError):
-                _unavailable(errors, "update", event.call_id, exc)
-            call, stored = CallState.begin(event.call_id or 0, event, now), False
-            call.apply(event, now)
+            call, stored = await store.update(event, now), True
+        except StoreUnavailableError as exc:
+            _unavailable(errors, "update", event.call_id, exc)
+            call, stored = _this_event_alone(event, now), False
+        except UnreadableRecordError:  # the store logged and counted it, and left it
+            call, stored = _this_event_alone(event, now), False
         decision = (decide or engine.decide)(rules, event, call, now)
         if stored and decision.action is not None and event.call_id:
             trigger = code_name(event.event_type) or "unknown"
@@ -107,6 +106,13 @@ async def answer_poll(
     except Exception:
         log.exception("decision_failed", call_id=call_id)
         return Answered(NO_ACTION, None, rules.revision, failed=True)
+
+
+def _this_event_alone(event: CallEvent, now: datetime) -> CallState:
+    """The call as this event alone tells it: what is decided on when its stored state is out of reach."""
+    call = CallState.begin(event.call_id or 0, event, now)
+    call.apply(event, now)
+    return call
 
 
 def _unavailable(errors: Errors | None, operation: str, call_id: int | None, exc: Exception, **extra: str) -> None:

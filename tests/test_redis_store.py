@@ -350,6 +350,7 @@ async def test_the_cap_evicts_the_oldest_with_a_warning(backend: Backend) -> Non
     with capture_logs() as logs:
         for call_id in range(1, 6):
             await start_call(store, call_id, now + timedelta(seconds=call_id))
+        await store.sweep(now + timedelta(seconds=6))  # Redis: the cap is kept by the sweeps
     assert [await store.get(i) is not None for i in range(1, 6)] == [False, False, True, True, True]
     evicted = [entry for entry in logs if entry["event"] == "call_evicted"]
     assert [entry["call_id"] for entry in evicted] == [1, 2]
@@ -623,8 +624,9 @@ ADMIN = ("ops", "unreadable-pw")
 def test_unreadable_records_are_answered_logged_counted_and_left_alone(
     tmp_path: Path, redis_server: RedisServer, rules_file: Path
 ) -> None:
-    """Garbage and a newer release's record in call keys: the platform is answered as during an outage,
-    the admin API says which record and why, each read is logged and counted, and the records stay."""
+    """A string where a call's hash belongs, a newer release's hash and a hash with a garbled entry: the
+    platform is answered as during an outage, the admin API says which record and why, each read is
+    logged and counted, and the records stay as they were."""
     prefix = f"unreadable-{uuid.uuid4().hex[:8]}:"
     auth = {
         "platform": [{"user": USER, "password": "${TEST_PLATFORM_PASSWORD}"}],
@@ -632,15 +634,15 @@ def test_unreadable_records_are_answered_logged_counted_and_left_alone(
     }
     config = platform_config(auth=auth, rules=str(rules_file), state=redis_state(redis_server, prefix))
     env = {"TEST_PLATFORM_PASSWORD": PASSWORD, "TEST_ADMIN_PASSWORD": ADMIN[1]}
-    garbage, future, fine = next(_CALL_IDS), next(_CALL_IDS), next(_CALL_IDS)
-    records = {
-        garbage: b"\x00\xffnot json at all",
-        future: orjson.dumps({"v": 99, "call_id": future, "an": "79161234567", "state": "live", "history": []}),
-    }
+    garbage, future, garbled, fine = (next(_CALL_IDS) for _ in range(4))
     written = redis.Redis.from_url(redis_server.url)
-    for call_id, raw in records.items():
-        written.set(f"{prefix}call:{call_id}", raw, ex=600)
+    key = {call_id: f"{prefix}call:{{{call_id}}}" for call_id in (garbage, future, garbled)}
+    written.set(key[garbage], b"\x00\xffnot a hash at all", ex=600)
+    written.hset(key[future], mapping={"v": "99", "an": "79161234567", "n": "1", "1": "[]"})
+    written.hset(key[garbled], mapping={"v": "2", "an": "79161234567", "n": "1", "k": "0", "1": "not json"})
+    for call_id in key:
         written.zadd(f"{prefix}calls", {str(call_id): time.time()})
+    before = {call_id: written.dump(name) for call_id, name in key.items()}
     server = start_server(tmp_path / "ascrm", config, env=env)
     try:
         http, admin = server.client(), server.client(auth=ADMIN)
@@ -649,24 +651,29 @@ def test_unreadable_records_are_answered_logged_counted_and_left_alone(
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"CallID": garbage, "EventType": 2, "Param": "1234"}  # menu-123, from this event
         assert http.get(f"/CallEvent/{future}").json() == noop(future)  # the poll rule would need the call
+        assert http.get(f"/CallEvent/{garbled}").json() == noop(garbled)
         assert http.post("/CallEvent", json=body(fine, 1)).json() == noop(fine)
-        for call_id, raw in records.items():
+        for call_id, name in key.items():
             entry = server.logged("call_record_unreadable", call_id=call_id)[0]
             assert entry["level"] == "warning"
-            assert entry["key"] == f"{prefix}call:{call_id}"
+            assert entry["key"] == name
             assert len(entry["reason"]) <= 200
-            assert written.get(f"{prefix}call:{call_id}") == raw  # left as it was, for a newer release or ops
-        [garbled] = server.logged("call_record_unreadable", call_id=garbage)
-        assert garbled["reason"].startswith("not JSON: ")
+        for call_id in (garbage, future):  # left as they were, for a newer release or ops
+            assert written.dump(key[call_id]) == before[call_id]
+        assert written.hget(key[garbled], "1") == b"not json"  # this layout's hash: polled, its entry kept
+        [wrong_type] = server.logged("call_record_unreadable", call_id=garbage)
+        assert wrong_type["reason"].startswith("not a call's hash (WRONGTYPE)")
         [newer] = server.logged("call_record_unreadable", call_id=future)
-        assert newer["reason"] == "version 99 is not one this release reads (0 to 1) (written by a newer release?)"
+        assert newer["reason"] == "layout version '99' is not one this release reads (2)"
+        [broken] = server.logged("call_record_unreadable", call_id=garbled)
+        assert broken["reason"].startswith("JSONDecodeError: ")
         assert not server.logged("decision_failed", timeout=0)
         assert "Traceback" not in server.log_path.read_text()
 
         # the admin API: a JSON error naming the record and why; the listing leaves them out
         shown = admin.get(f"/admin/calls/{future}")
         assert shown.status_code == 500
-        assert shown.json() == {"error": "internal_error", "message": f"{codec_error(prefix, future, newer)}"}
+        assert shown.json() == {"error": "internal_error", "message": f"{codec_error(key[future], newer)}"}
         pushed = admin.post(f"/admin/calls/{garbage}/commands", json={"action": "Hangup"})
         assert (pushed.status_code, pushed.json()["error"]) == (500, "internal_error")
         assert admin.delete(f"/admin/calls/{garbage}/commands/1").status_code == 500
@@ -674,15 +681,18 @@ def test_unreadable_records_are_answered_logged_counted_and_left_alone(
         assert listing.status_code == 200
         assert [call["call_id"] for call in listing.json()["calls"]] == [fine]
         assert admin.get("/admin/calls", params={"an": "79161234567"}).json()["calls"] == []
+        for call_id in (garbage, future):
+            assert written.dump(key[call_id]) == before[call_id]
 
-        # counted: two platform requests, three admin requests, and each record in two listings
+        # counted: three platform requests, three admin requests, each record in the listing, and the
+        # two with an AN in the filtered one (the string is refused before its AN is looked at: counted)
         samples = scrape(admin)
-        assert samples[("ascrm_store_errors_total", (("operation", "decode"),))] == 2 + 3 + 2 + 2
+        assert samples[("ascrm_store_errors_total", (("operation", "decode"),))] == 3 + 3 + 3 + 3
         assert ("ascrm_store_errors_total", (("operation", "update"),)) not in samples  # Redis answered
     finally:
         written.close()
         server.stop()
 
 
-def codec_error(prefix: str, call_id: int, logged: dict[str, Any]) -> str:
-    return f"the call record at {prefix}call:{call_id} cannot be read: {logged['reason']}"
+def codec_error(key: str, logged: dict[str, Any]) -> str:
+    return f"the call record at {key} cannot be read: {logged['reason']}"

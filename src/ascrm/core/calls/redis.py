@@ -1,117 +1,73 @@
-"""The Redis call store: call state shared by several ascrm replicas.
+"""The Redis call store: call state shared by several ascrm replicas, one round trip per answer.
 
-One JSON record per call at `{prefix}call:{id}` (codec.py), written with an expiry: the TTL
-while the call is live, the grace period once it has ended, so an abandoned call disappears by itself.
-Every change of a call is an optimistic transaction (WATCH, GET, apply in Python, MULTI SET … EXEC,
-again on a conflict), so two replicas handling events of one call at once lose neither, and a pushed
-command is taken by exactly one poll. Within one process, changes of one call also queue on a lock, so
-conflicts only happen between processes.
+Each call is one hash (stored.py) that Redis itself changes: every change of a call is one Lua script
+call (redis_scripts.py) that appends to the hash and returns it, and Python folds it into the
+CallState the rules read. Nothing is read, changed in Python and written back, so there is no
+optimistic transaction, no retry and no lock: replicas changing one call at once each get a state
+that includes every change before theirs, and a pushed command is taken by exactly one poll. A poll
+that fires a poll rule claims it in a second script call (HSETNX), so the rule answers once.
 
-`{prefix}calls` is a sorted set of the call ids scored by their last update (event or poll) for the
-admin listing and the cap; `{prefix}ended` holds ended calls scored by the moment their record
-expires, so the listing and the cap forget them on time. A sweep (a Lua script, at most once a second
-per process, and whenever the cap is exceeded) drops expired members and evicts the oldest calls
-beyond `max_calls`.
+`{prefix}calls` indexes the call ids by their last event or poll (the admin listing, the cap);
+`{prefix}ended` holds ended calls by the moment their hash expires. Housekeeping is off the request
+path: the sweeper's timer calls sweep(), and of all replicas only the one holding the lease
+`{prefix}sweeper` sweeps (drops index members whose hash expired, evicts the oldest beyond
+`max_calls`), so their number does not multiply the work. The cap is therefore enforced within a
+sweep interval, not at each new call.
 
-Every method runs within `timeout_ms` and raises StoreUnavailableError when Redis is down, refusing,
-slow or hung; the pool reconnects by itself once Redis answers again. A record this version cannot
-read (codec.decode refuses it) is logged as `call_record_unreadable`, counted in `unreadable`, left as
-it is (a newer release may read it), and raises UnreadableRecordError from the operation that read
-it; the listing leaves it out. Needs Redis 6.0 or newer
-(SET … KEEPTTL); RESP2 is used, so any Redis-compatible server works.
+Every method runs within `timeout_ms` in all (a poll's claim included) and raises
+StoreUnavailableError when Redis is down, refusing, slow or hung; the pool reconnects by itself once
+Redis answers again, and a script Redis has forgotten (restart, failover, SCRIPT FLUSH) is sent
+again in full by the call that finds it missing. A hash this version cannot read is logged as
+`call_record_unreadable`, counted in `unreadable`, left as it is, and raises UnreadableRecordError
+from the operation that read it; the listing leaves it out. Needs Redis 6.2 or newer (or Valkey);
+RESP2 is used.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
+import orjson
 import structlog
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.retry import Retry
 
-from ascrm.core.calls import codec
+from ascrm.core.calls import codec, stored
 from ascrm.core.calls.config import StateSettings
-from ascrm.core.calls.state import CallState, Command, DecisionRecord
+from ascrm.core.calls.redis_scripts import CANCEL, POLL, PUSH, RECORD, SWEEP, UPDATE, Script
+from ascrm.core.calls.state import CallState, Command, DecisionRecord, clip
 from ascrm.core.calls.store import (
     CallEndedError,
     StoreUnavailableError,
     UnknownCallError,
     UnreadableRecordError,
-    settle_poll,
 )
 from ascrm.core.engine import Decider, RuleSet
-from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision
+from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventType
 
 log = structlog.get_logger("ascrm.calls")
 
-T = TypeVar("T")
-_MAX_ATTEMPTS = 32  # optimistic transactions of one call before giving up (the time budget bounds them too)
-_SWEEP_EVERY = 1.0  # seconds between two sweeps by one process
+Observer = Callable[[str, float], None]  # (operation, seconds): how long one store operation took
 _HEALTH_CHECK_INTERVAL = 10  # seconds a pooled connection may idle before a PING checks it
-_CHUNK = 500  # records fetched per MGET by the listing
+_CHUNK = 500  # calls read per pipeline by the listing
+_SWEEP_MOST = 10_000  # index members dropped, and calls evicted, by one sweep at most
 _REFUSALS = (UnknownCallError, CallEndedError, UnreadableRecordError)  # raised with every reply read
 _REASON_CHARS = 200  # of an unreadable record's reason, in its log line
-
-# KEYS: the calls set, the ended set. ARGV: the record key prefix, now, the idle cutoff (now - TTL),
-# max_calls. Drops ended calls past their grace period and calls idle past the TTL (their records
-# have expired already), then evicts the oldest beyond the cap; returns the ids of evicted calls.
-_SWEEP = """
-local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, 1000)
-for _, id in ipairs(gone) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-local evicted = {}
-local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
-if excess > 0 then
-  local popped = redis.call('ZPOPMIN', KEYS[1], excess)
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    redis.call('ZREM', KEYS[2], id)
-    if redis.call('DEL', ARGV[1] .. id) == 1 then
-      evicted[#evicted + 1] = id
-    end
-  end
-end
-return evicted
-"""
-
-
-class _CallLocks:
-    """An asyncio lock per call id, dropped once no task holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
-
-    @asynccontextmanager
-    async def hold(self, call_id: int) -> AsyncIterator[None]:
-        entry = self._locks.get(call_id)
-        if entry is None:
-            entry = self._locks[call_id] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._locks[call_id]
+_FACTS = ("an", "un", "x", "cx", "p")  # what the listing's filters read of each call (stored.facts)
 
 
 class RedisCallStore:
     """Keeps CallState per CallID in Redis, shared by every ascrm process that uses the same keys."""
 
-    def __init__(self, settings: StateSettings) -> None:
+    def __init__(self, settings: StateSettings, observe: Observer | None = None) -> None:
         self._prefix = settings.key_prefix
         self._ttl = settings.ttl_seconds
         self._grace = settings.ended_grace_seconds
@@ -119,9 +75,14 @@ class RedisCallStore:
         self._max_call_bytes = settings.max_call_bytes
         self._record_limit = codec.record_limit(settings.max_call_bytes)
         self._budget = settings.timeout_ms / 1000
+        self._lease_ms = max(2 * settings.sweep_interval_ms, 2000)
         self._calls_key = f"{self._prefix}calls"
         self._ended_key = f"{self._prefix}ended"
-        self._record_prefix = f"{self._prefix}call:"
+        self._lease_key = f"{self._prefix}sweeper"
+        self._token = secrets.token_hex(8)  # this replica, as the sweeper's lease names it
+        self._observe = observe
+        self._margin = min(0.05, self._budget / 4)  # of the budget, for a script's reply to travel back
+        self._clock_offset_ms = 0.0  # Redis's clock minus ours, as measured by ping()
         # redis-py's defaults do not fit a budget: an explicit connect and read timeout; no retries
         # (the Redis() client of redis-py 6+ retries timeouts and connection errors 3 times with
         # backoff, whatever retry_on_timeout says: an empty Retry turns that off); a PING before
@@ -140,9 +101,9 @@ class RedisCallStore:
         # ping() (the background readiness check) has a connection of its own: health checks never
         # take, nor wait for, a connection of the pool the platform's requests use
         self._probe_pool: ConnectionPool = ConnectionPool.from_url(settings.redis_url, max_connections=1, **options)
-        self._locks = _CallLocks()
-        self._next_sweep = 0.0
-        self.evicted = 0  # calls dropped because of the cap, by this process
+        self._snapshotting: set[int] = set()  # calls whose snapshot this process is writing
+        self._background: set[asyncio.Task[None]] = set()
+        self.evicted = 0  # calls dropped because of the cap, by this process's sweeps
         self.unreadable = 0  # records this process found and could not read
 
     # ------------------------------------------------------------------------------------------------
@@ -155,51 +116,75 @@ class RedisCallStore:
             call = CallState.begin(call_id, event, now)
             call.apply(event, now, self._max_call_bytes)
             return call
-
-        def change(call: CallState | None) -> tuple[CallState, CallState]:
-            if call is None:
-                call = CallState.begin(call_id, event, now)
-            call.apply(event, now, self._max_call_bytes)
-            return call, call
-
-        async with self._guard("update"):
-            call, size = await self._transact(call_id, change, now)
-            if size > self._max_calls or time.monotonic() >= self._next_sweep:
-                await self._sweep(now.timestamp())
-        return call
+        args = (
+            stored.event_entry(event, now),
+            now.isoformat(),
+            now.timestamp(),
+            self._ttl,
+            self._grace,
+            "1" if event.event_type == EventType.EndCall else "0",
+            clip(event.an) or "",
+            clip(event.un) or "",
+            "1" if stored.connects(event) else "0",
+            call_id,
+            stored.MAX_ENTRIES,
+        )
+        key = self._key(call_id)
+        async with self._guard("update") as deadline, self._connection() as conn:
+            keys = (key, self._calls_key, self._ended_key)
+            flat = await self._run(conn, UPDATE, keys, args, key=key, deadline=deadline)
+        if flat is None:
+            raise StoreUnavailableError("redis: update arrived after its deadline (are the clocks far apart?)")
+        return self._folded(call_id, flat).call
 
     async def answer_poll(
         self, call_id: int, now: datetime, rules: RuleSet, decide: Decider
     ) -> tuple[CallState | None, Decision]:
-        """A GET poll: the oldest pushed command, else the rules; decided and recorded in one transaction,
-        so two replicas polled at once neither deliver a command twice nor fire a poll rule twice."""
-
-        def change(call: CallState | None) -> tuple[tuple[CallState | None, Decision], CallState | None]:
-            if call is None:
-                return (None, NO_ACTION), None
-            call.polled(now)
-            return (call, settle_poll(call, now, rules, decide)), call
-
-        async with self._guard("poll"):
-            result, _ = await self._transact(call_id, change, now)
-        return result
+        """A GET poll: the oldest pushed command (taken by the poll's script), else the rules (a poll rule
+        that fires is claimed in Redis first, so it answers once however many replicas are polled)."""
+        deadline = asyncio.get_running_loop().time() + self._budget
+        key = self._key(call_id)
+        moment = now.isoformat()
+        args = (moment, now.timestamp(), self._ttl, orjson.dumps(rules.revision), call_id, orjson.dumps(moment))
+        async with self._guard("poll", deadline), self._connection() as conn:
+            reply = await self._run(conn, POLL, (key, self._calls_key), args, key=key, deadline=deadline)
+        if reply is None:
+            raise StoreUnavailableError("redis: poll arrived after its deadline (are the clocks far apart?)")
+        if not reply:
+            return None, NO_ACTION
+        flat, taken = reply
+        folded = self._folded(call_id, flat, int(taken))
+        call = folded.call
+        if folded.taken is not None:
+            return call, folded.taken
+        while True:  # at most once per poll rule: each lost claim leaves that rule out
+            decision = decide(rules, None, call, now)
+            if decision.action is None:
+                return call, decision
+            rule, command = decision.rule_id, decision.command_id
+            record = DecisionRecord(now, "poll", decision.action, decision.param, rule, command, rules.revision)
+            async with self._guard("poll", deadline), self._connection() as conn:
+                entry = stored.decision_entry(record)
+                claimed = await self._run(conn, RECORD, (key,), (entry, rule or "", "", 0), key=key, deadline=deadline)
+            if claimed is None:
+                raise StoreUnavailableError("redis: poll arrived after its deadline (are the clocks far apart?)")
+            if claimed != -1:  # recorded (or the call has just expired: answered all the same)
+                call.decided(record)
+                return call, decision
+            call.fired_polls = call.fired_polls | {rule or ""}  # another poll answered with it first
 
     async def record(self, call_id: int, record: DecisionRecord) -> None:
         """Remember an answer that carried an action."""
-
-        def change(call: CallState | None) -> tuple[None, CallState | None]:
-            if call is not None:
-                call.decided(record)
-            return None, call
-
-        async with self._guard("record"):
-            await self._transact(call_id, change)
+        key = self._key(call_id)
+        async with self._guard("record") as deadline, self._connection() as conn:
+            entry = stored.decision_entry(record)
+            await self._run(conn, RECORD, (key,), (entry, "", "", 0), key=key, deadline=deadline)
 
     async def get(self, call_id: int) -> CallState | None:
         """The state of a call, or None when it is unknown or expired."""
         async with self._guard("get"), self._connection() as conn:
-            raw = await _command(conn, "GET", self._key(call_id))
-        return None if raw is None else self._load(call_id, raw)
+            flat = await self._hgetall(conn, self._key(call_id))
+        return self._folded(call_id, flat).call if flat else None
 
     async def calls(
         self,
@@ -212,78 +197,118 @@ class RedisCallStore:
     ) -> tuple[list[CallState], int]:
         """Calls matching the filters, most recently updated first, and how many match in all."""
         offset, limit = max(offset, 0), max(limit, 0)
-        async with self._guard("calls"):
-            await self._sweep(time.time())
+        async with self._guard("calls"), self._connection() as conn:
             if an is None and un is None and state is None:
-                return await self._page(offset, limit)
-            return await self._filtered(an, un, state, offset, limit)
+                total, members = await _pipeline(
+                    conn, [("ZCARD", self._calls_key), ("ZREVRANGE", self._calls_key, offset, offset + limit - 1)]
+                )
+                if not limit:
+                    members = []
+                page, gone = await self._read(conn, members)
+                return page, int(total) - gone
+            members = await _command(conn, "ZREVRANGE", self._calls_key, 0, -1)
+            matches: list[bytes] = []
+            for start in range(0, len(members), _CHUNK):
+                chunk = members[start : start + _CHUNK]
+                read = [("HMGET", self._record_key(member), *_FACTS) for member in chunk]
+                for member, flat in zip(chunk, await _pipeline(conn, read, errors=True), strict=True):
+                    if isinstance(flat, ResponseError):
+                        self._unreadable(int(member), self._wrong_type(self._record_key(member)))
+                        continue
+                    call_an, call_un, status = stored.facts(flat)
+                    if (an is None or call_an == an) and (un is None or call_un == un) and state in (None, status):
+                        matches.append(member)
+            page, gone = await self._read(conn, matches[offset : offset + limit])
+        return page, len(matches) - gone
 
     async def sweep(self, now: datetime) -> None:
-        """Forget expired calls and evict the oldest beyond the cap (the timer's sweep)."""
-        async with self._guard("sweep"):
-            await self._sweep(now.timestamp())
+        """Forget expired calls and evict the oldest beyond the cap, if this replica holds the lease."""
+        ts = now.timestamp()
+        prefix, suffix = f"{self._prefix}call:{{", "}"
+        args = (prefix, suffix, ts, ts - self._ttl, self._max_calls, self._token, self._lease_ms, _SWEEP_MOST)
+        async with self._guard("sweep"), self._connection() as conn:
+            evicted = await self._run(conn, SWEEP, (self._calls_key, self._ended_key, self._lease_key), args, key="")
+        for member in evicted or ():
+            self.evicted += 1
+            log.warning("call_evicted", call_id=int(member), reason="max_calls", max_calls=self._max_calls)
 
     async def counts(self) -> tuple[int, int]:
-        """How many calls the calls set holds, and how many of those have ended (as of the last sweep)."""
+        """How many calls the calls index holds, and how many of those have ended (as of the last sweep)."""
         async with self._guard("counts"), self._connection() as conn:
             held, ended = await _pipeline(conn, [("ZCARD", self._calls_key), ("ZCARD", self._ended_key)])
         return int(held), int(ended)
 
     async def push(self, call_id: int, action: Action, param: str, now: datetime) -> tuple[Command, int]:
         """Queue a command for a live call; it and its position in the queue."""
-
-        def change(call: CallState | None) -> tuple[tuple[Command, int], CallState]:
-            if call is None:
-                raise UnknownCallError(f"no call {call_id}")
-            if call.ended:
-                raise CallEndedError(f"call {call_id} has ended")
-            return call.push(action, param, now), call
-
-        async with self._guard("push"):
-            result, _ = await self._transact(call_id, change)
-        return result
+        key = self._key(call_id)
+        async with self._guard("push") as deadline, self._connection() as conn:
+            value = stored.command_value(action, param, now)
+            reply = await self._run(conn, PUSH, (key,), (value,), key=key, deadline=deadline)
+        if reply is None:
+            raise StoreUnavailableError("redis: push arrived after its deadline (are the clocks far apart?)")
+        identity = int(reply[0])
+        if identity == -1:
+            raise UnknownCallError(f"no call {call_id}")
+        if identity == -2:
+            async with self._guard("push"), self._connection() as conn:
+                flat = await self._hgetall(conn, key)
+            self._folded(call_id, flat)  # raises UnreadableRecordError (logged and counted)
+            raise UnknownCallError(f"no call {call_id}")  # gone meanwhile
+        if identity == 0:
+            raise CallEndedError(f"call {call_id} has ended")
+        return Command(identity, action, param, now), int(reply[1])
 
     async def cancel(self, call_id: int, command_id: int) -> bool:
         """Drop a pending command; whether it was still pending."""
-
-        def change(call: CallState | None) -> tuple[bool, CallState | None]:
-            if call is None:
-                raise UnknownCallError(f"no call {call_id}")
-            if not call.cancel_command(command_id):
-                return False, None  # nothing to write
-            return True, call
-
-        async with self._guard("cancel"):
-            dropped, _ = await self._transact(call_id, change)
-        return dropped
+        key = self._key(call_id)
+        async with self._guard("cancel") as deadline, self._connection() as conn:
+            reply = await self._run(conn, CANCEL, (key,), (command_id,), key=key, deadline=deadline)
+        if reply is None:
+            raise StoreUnavailableError("redis: cancel arrived after its deadline (are the clocks far apart?)")
+        dropped = int(reply)
+        if dropped == -1:
+            raise UnknownCallError(f"no call {call_id}")
+        return dropped == 1
 
     async def ping(self) -> bool:
-        """Whether Redis answers within the budget (never raises); on the probe's own connection."""
+        """Whether Redis answers within the budget (never raises); on the probe's own connection. It asks
+        for Redis's TIME, and so also measures how far Redis's clock is from this process's."""
         try:
             async with self._guard("ping"), self._connection(self._probe_pool) as conn:
-                await _command(conn, "PING")
+                sent = time.time()
+                seconds, micros = await _command(conn, "TIME")
+                self._clock_offset_ms = int(seconds) * 1000 + int(micros) / 1000 - (sent + time.time()) * 500
         except StoreUnavailableError:
             return False
         return True
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Finish the snapshots being written, then close every pooled connection."""
+        if self._background:
+            await asyncio.wait(self._background, timeout=self._budget)
         await self._pool.aclose()
         await self._probe_pool.aclose()
 
     # ------------------------------------------------------------------------------------------------
-    # Time budget, errors, connections
+    # Time budget, errors, connections, scripts
 
     @asynccontextmanager
-    async def _guard(self, operation: str) -> AsyncIterator[None]:
-        """Run the body within the budget; Redis trouble of any kind becomes StoreUnavailableError."""
+    async def _guard(self, operation: str, deadline: float | None = None) -> AsyncIterator[float]:
+        """Run the body within the budget (or until deadline, the loop's time), which it is given; Redis
+        trouble of any kind becomes StoreUnavailableError; the time it took is observed under operation."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self._budget if deadline is None else deadline
         try:
-            async with asyncio.timeout(self._budget):
-                yield
+            async with asyncio.timeout_at(deadline):
+                yield deadline
         except TimeoutError as exc:  # the budget (asyncio's), or redis-py's socket timeout
             raise StoreUnavailableError(f"redis: {operation} took more than {self._budget * 1000:.0f} ms") from exc
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"redis: {operation}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if self._observe is not None:
+                self._observe(operation, loop.time() - started)
 
     @asynccontextmanager
     async def _connection(self, pool: ConnectionPool | None = None) -> AsyncIterator[AbstractConnection]:
@@ -296,14 +321,12 @@ class RedisCallStore:
         pool reconnects a connection that has unread data when handing it out (checked with RESP2;
         see __init__). We do not rely on that alone: whatever interrupts our use of a connection,
         we close it before it goes back to the pool, so it can only be reused after a reconnect.
-        Commands go straight to the connection (no Pipeline object: its reset() would send UNWATCH,
-        reconnecting first, after the budget is spent).
         """
         pool = self._pool if pool is None else pool
         conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             yield conn
-        except _REFUSALS:  # raised once every reply was read (see _transact): the connection is fine
+        except _REFUSALS:  # raised once every reply was read: the connection is fine
             raise
         except BaseException:
             await conn.disconnect(nowait=True)
@@ -311,180 +334,108 @@ class RedisCallStore:
         finally:
             await asyncio.shield(pool.release(conn))
 
-    # ------------------------------------------------------------------------------------------------
-    # Transactions
-
-    async def _transact(
-        self,
-        call_id: int,
-        change: Callable[[CallState | None], tuple[T, CallState | None]],
-        touched: datetime | None = None,
-    ) -> tuple[T, int]:
-        """Run change on the call's stored state (None: unknown) and store what it returns, atomically.
-
-        change returns its result and the state to write (None: nothing to write); it may refuse with
-        UnknownCallError or CallEndedError. touched: the time of an event or a poll, which renews the
-        TTL and the call's place in the listing. Returns change's result and the size of the calls
-        set after writing a new call (else 0).
-        """
-        key = self._key(call_id)
-        async with self._locks.hold(call_id):  # this process's changes of one call never conflict
-            for attempt in range(_MAX_ATTEMPTS):
-                async with self._connection() as conn:
-                    _, raw = await _pipeline(conn, [("WATCH", key), ("GET", key)])
-                    try:
-                        before = None if raw is None else self._load(call_id, raw)
-                        was_ended = before is not None and before.ended  # change may change `before`
-                        result, after = change(before)
-                    except _REFUSALS:
-                        await _command(conn, "UNWATCH")
-                        raise
-                    if after is None:
-                        await _command(conn, "UNWATCH")
-                        return result, 0
-                    size = await self._write(conn, key, after, touched, new=before is None, was_ended=was_ended)
-                if size >= 0:
-                    return result, size
-                # another process changed the call between WATCH and EXEC: again, after a short jitter
-                await asyncio.sleep(random.uniform(0, 0.0005 * (attempt + 1)))  # noqa: S311
-        raise StoreUnavailableError(f"redis: call {call_id} was changed by others {_MAX_ATTEMPTS} times in a row")
-
-    async def _write(
+    async def _run(
         self,
         conn: AbstractConnection,
-        key: str,
-        call: CallState,
-        touched: datetime | None,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
         *,
-        new: bool,
-        was_ended: bool,
-    ) -> int:
-        """MULTI, the writes of one changed call, EXEC on the watching connection. Returns -1 when EXEC
-        found the call changed since WATCH (nothing was written); else the calls set's size when the
-        call is new (the cap may be exceeded), 0 otherwise. new, was_ended: what the call was before."""
-        member = str(call.call_id)
-        payload = codec.encode(call)
-        commands: list[tuple[Any, ...]] = [("MULTI",)]
-        if call.ended and not was_ended:  # just ended: readable for the grace period, then gone
-            if self._grace:
-                commands.append(("SET", key, payload, "EX", self._grace))
-                drop_at = (touched or call.updated_at).timestamp() + self._grace
-                commands.append(("ZADD", self._ended_key, drop_at, member))
-            else:
-                commands += [("DEL", key), ("ZREM", self._calls_key, member)]
-        elif touched is not None and not call.ended:
-            commands.append(("SET", key, payload, "EX", self._ttl))
-        else:  # a decision, a command, a late event of an ended call: the expiry stays as it was
-            commands.append(("SET", key, payload, "KEEPTTL"))
-        if new and not call.ended:
-            commands.append(("ZREM", self._ended_key, member))  # its id may be an expired ended call's
-        if touched is not None and (self._grace or not call.ended):
-            commands.append(("ZADD", self._calls_key, touched.timestamp(), member))
-        if new:
-            commands.append(("ZCARD", self._calls_key))
-        commands.append(("EXEC",))
-        done = (await _pipeline(conn, commands))[-1]
-        if done is None:
-            return -1
-        return int(done[-1]) if new else 0
+        key: str,
+        deadline: float | None = None,
+    ) -> Any:
+        """Run script by its SHA1, or in full when Redis does not know it (it is then loaded again).
+        deadline (the loop's time): the script's last argument, on Redis's clock, a margin early so
+        that a reply sent in time arrives in time. A key holding something else than a call's hash
+        (WRONGTYPE) is an unreadable record at key."""
+        if deadline is not None:
+            remaining = deadline - asyncio.get_running_loop().time() - self._margin
+            args = (*args, int((time.time() + remaining) * 1000 + self._clock_offset_ms))
+        try:
+            try:
+                return await _command(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:  # Redis restarted, failed over or flushed its scripts: reply read, conn fine
+                log.info("store_script_loaded", script=script.name)
+                return await _command(conn, "EVAL", script.text, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            error = self._wrong_type(key)
+        self._unreadable(_call_id_of(key), error)
+        raise error
+
+    async def _hgetall(self, conn: AbstractConnection, key: str) -> list[bytes]:
+        """A call's hash as HGETALL's flat list (empty: no such call); WRONGTYPE is unreadable."""
+        try:
+            flat: list[bytes] = await _command(conn, "HGETALL", key)
+        except ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            error = self._wrong_type(key)
+            self._unreadable(_call_id_of(key), error)
+            raise error from None
+        return flat
 
     # ------------------------------------------------------------------------------------------------
-    # Sweep, cap and listing
+    # The stored form
 
-    async def _sweep(self, now: float) -> None:
-        """Forget expired calls and evict the oldest beyond the cap (one atomic script)."""
-        self._next_sweep = time.monotonic() + _SWEEP_EVERY
-        keys_and_args = (self._calls_key, self._ended_key, self._record_prefix, now, now - self._ttl, self._max_calls)
-        async with self._connection() as conn:
-            evicted = await _command(conn, "EVAL", _SWEEP, 2, *keys_and_args)
-        for member in evicted:
-            self.evicted += 1
-            log.warning("call_evicted", call_id=int(member), reason="max_calls", max_calls=self._max_calls)
-
-    async def _page(self, offset: int, limit: int) -> tuple[list[CallState], int]:
-        """No filters: only the page's records are read (members whose record is gone are dropped)."""
-        async with self._connection() as conn:
-            for _ in range(_MAX_ATTEMPTS):
-                if not limit:
-                    return [], int(await _command(conn, "ZCARD", self._calls_key))
-                total, members = await _pipeline(
-                    conn, [("ZCARD", self._calls_key), ("ZREVRANGE", self._calls_key, offset, offset + limit - 1)]
-                )
-                records = await self._records(conn, members)
-                found = [(int(member), raw) for member, raw in zip(members, records, strict=True) if raw is not None]
-                if len(found) == len(members):
-                    page = [self._listed(call_id, raw) for call_id, raw in found]
-                    return [call for call in page if call is not None], int(total)
-                await self._forget(conn, [member for member, raw in zip(members, records, strict=True) if raw is None])
-        raise StoreUnavailableError("redis: the calls set keeps changing")
-
-    async def _filtered(
-        self, an: str | None, un: str | None, state: str | None, offset: int, limit: int
-    ) -> tuple[list[CallState], int]:
-        """Filters: every call's record is read and matched (its facts only; states built for the page)."""
-        async with self._connection() as conn:
-            members = await _command(conn, "ZREVRANGE", self._calls_key, 0, -1)
-            matches: list[tuple[int, bytes]] = []
-            gone: list[bytes] = []
-            for start in range(0, len(members), _CHUNK):
-                chunk = members[start : start + _CHUNK]
-                for member, raw in zip(chunk, await self._records(conn, chunk), strict=True):
-                    if raw is None:
-                        gone.append(member)
-                        continue
-                    call_id = int(member)
-                    try:
-                        call_an, call_un, call_state = codec.facts(
-                            raw, key=self._key(call_id), limit=self._record_limit
-                        )
-                    except UnreadableRecordError as exc:
-                        self._unreadable(call_id, exc)
-                        continue
-                    if (
-                        (an is None or call_an == an)
-                        and (un is None or call_un == un)
-                        and (state is None or call_state == state)
-                    ):
-                        matches.append((call_id, raw))
-            if gone:
-                await self._forget(conn, gone)
-        page = [self._listed(call_id, raw) for call_id, raw in matches[offset : offset + limit]]
-        return [call for call in page if call is not None], len(matches)
-
-    async def _records(self, conn: AbstractConnection, members: Sequence[bytes]) -> list[bytes | None]:
-        if not members:
-            return []
-        prefix = self._record_prefix.encode()
-        records: list[bytes | None] = await _command(conn, "MGET", *(prefix + member for member in members))
-        return records
-
-    async def _forget(self, conn: AbstractConnection, members: Sequence[bytes]) -> None:
-        """Drop members whose records have expired from both sets."""
-        await _pipeline(conn, [("ZREM", self._calls_key, *members), ("ZREM", self._ended_key, *members)])
-
-    def _key(self, call_id: int) -> str:
-        return f"{self._record_prefix}{call_id}"
-
-    def _load(self, call_id: int, raw: bytes) -> CallState:
-        """The state from its record; UnreadableRecordError (logged, counted) when it cannot be read."""
+    def _folded(self, call_id: int, flat: list[bytes], taken: int = 0) -> stored.Folded:
+        """The call of a hash (UnreadableRecordError, logged and counted); a snapshot written when due."""
         key = self._key(call_id)
         try:
-            call = codec.decode(raw, key=key, limit=self._record_limit)
+            folded = stored.fold(
+                call_id, flat, key, max_call_bytes=self._max_call_bytes, limit=self._record_limit, taken=taken
+            )
         except UnreadableRecordError as exc:
             self._unreadable(call_id, exc)
             raise
-        if call.call_id != call_id:
-            mismatch = UnreadableRecordError(key, f"it holds call {call.call_id}")
-            self._unreadable(call_id, mismatch)
-            raise mismatch
-        return call
+        if folded.last - folded.snapshot >= stored.SNAPSHOT_EVERY and call_id not in self._snapshotting:
+            self._snapshotting.add(call_id)
+            task = asyncio.create_task(self._snapshot(call_id, stored.snapshot(folded.call), folded.last))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return folded
 
-    def _listed(self, call_id: int, raw: bytes) -> CallState | None:
-        """The state from its record for a listing; None when it cannot be read (logged, counted)."""
+    async def _snapshot(self, call_id: int, raw: bytes, upto: int) -> None:
+        """Write a snapshot of a call as of entry upto (off the answer's path; a failure only delays it)."""
+        key = self._key(call_id)
         try:
-            return self._load(call_id, raw)
-        except UnreadableRecordError:
-            return None
+            async with self._guard("snapshot") as deadline, self._connection() as conn:
+                await self._run(conn, RECORD, (key,), ("", "", raw, upto), key=key, deadline=deadline)
+        except (StoreUnavailableError, UnreadableRecordError) as exc:
+            log.debug("store_snapshot_failed", call_id=call_id, error=str(exc))
+        finally:
+            self._snapshotting.discard(call_id)
+
+    async def _read(self, conn: AbstractConnection, members: Sequence[bytes]) -> tuple[list[CallState], int]:
+        """The calls of index members, in order, leaving out the unreadable (logged and counted) and the
+        gone (dropped from the index); and how many were gone."""
+        if not members:
+            return [], 0
+        hashes = await _pipeline(conn, [("HGETALL", self._record_key(member)) for member in members], errors=True)
+        pairs = list(zip(members, hashes, strict=True))
+        gone = [member for member, flat in pairs if not isinstance(flat, ResponseError) and not flat]
+        if gone:
+            await _pipeline(conn, [("ZREM", self._calls_key, *gone), ("ZREM", self._ended_key, *gone)])
+        calls: list[CallState] = []
+        for member, flat in pairs:
+            call_id = int(member)
+            if isinstance(flat, ResponseError):
+                self._unreadable(call_id, self._wrong_type(self._key(call_id)))
+            elif flat:
+                with suppress(UnreadableRecordError):
+                    calls.append(self._folded(call_id, flat).call)
+        return calls, len(gone)
+
+    def _key(self, call_id: int) -> str:
+        return f"{self._prefix}call:{{{call_id}}}"
+
+    def _record_key(self, member: bytes) -> str:
+        return f"{self._prefix}call:{{{member.decode()}}}"
+
+    @staticmethod
+    def _wrong_type(key: str) -> UnreadableRecordError:
+        return UnreadableRecordError(key, "not a call's hash (WRONGTYPE): another layout's or another program's key")
 
     def _unreadable(self, call_id: int, exc: UnreadableRecordError) -> None:
         self.unreadable += 1
@@ -497,8 +448,25 @@ async def _command(conn: AbstractConnection, *args: Any) -> Any:
     return await conn.read_response()
 
 
-async def _pipeline(conn: AbstractConnection, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """Send commands on conn in one write and read their replies (an error reply raises; the caller's
-    _connection() then closes the connection, replies unread and all)."""
+async def _pipeline(
+    conn: AbstractConnection, commands: Sequence[tuple[Any, ...]], *, errors: bool = False
+) -> list[Any]:
+    """Send commands on conn in one write and read their replies. An error reply raises (the caller's
+    _connection() then closes the connection, replies unread and all); with errors, it takes its
+    reply's place once every reply has been read."""
     await conn.send_packed_command(conn.pack_commands(commands))
-    return [await conn.read_response() for _ in commands]
+    if not errors:
+        return [await conn.read_response() for _ in commands]
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(await conn.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+    return replies
+
+
+def _call_id_of(key: str) -> int:
+    """The CallID in a call's key (its hash tag), 0 for another key."""
+    _, _, tagged = key.rpartition("{")
+    return int(tagged[:-1]) if tagged[:-1].isdigit() else 0

@@ -1,0 +1,217 @@
+"""The Lua scripts the Redis store runs: each change of a call is one atomic script call in Redis.
+
+They read and write the stored form of stored.py. A script is sent by its SHA1 (EVALSHA) and, when
+Redis does not know it (NOSCRIPT: after a restart, a failover or SCRIPT FLUSH), once in full (EVAL),
+which also loads it again; see Script. Numbers cross into Lua as strings (ARGV) and come back as
+integers; the call's hash is the only key a script writes for a call, plus the listing's index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script and its SHA1, as EVALSHA names it."""
+
+    name: str
+    text: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest())
+
+
+# Every script that changes a call first checks its last ARGV, the moment (Redis's clock, in ms) after
+# which the replica that sent it has given up waiting and answered without it: a script Redis runs
+# later than that (it was hung, say, with the script in its socket buffer) changes nothing, so a late
+# poll takes no command the platform never got, and a late event is lost as it would be in an outage.
+_IN_TIME = """
+local clock = redis.call('TIME')
+if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[#ARGV]) then
+  return false
+end
+"""
+
+# KEYS: the call, the calls index, the ended index. ARGV: 1 the event's entry, 2 now (ISO), 3 now (Unix
+# seconds), 4 the TTL, 5 the grace period, 6 "1" if the event is EndCall, 7 AN, 8 UN ("" for none),
+# 9 "1" if a transfer connected, 10 the call id, 11 the most entries kept past the snapshot, 12 the
+# deadline.
+# Appends the entry, renews the expiry (a live call: the TTL; one that ends: the grace period; a late
+# event of an ended call: unchanged) and the call's place in the index; returns the hash (HGETALL).
+# A key of another layout is returned as it is, unchanged (the fold refuses it).
+UPDATE = Script(
+    "update",
+    _IN_TIME
+    + """
+local key, member = KEYS[1], ARGV[10]
+if redis.call('HGET', key, 'v') ~= '2' and redis.call('EXISTS', key) == 1 then
+  return redis.call('HGETALL', key)
+end
+local n = redis.call('HINCRBY', key, 'n', 1)
+if n == 1 then
+  redis.call('HSET', key, 'v', '2', 'k', '0', 'cn', '1', 'ch', '1')
+  redis.call('ZREM', KEYS[3], member)
+end
+redis.call('HSET', key, n, ARGV[1], 'u', ARGV[2])
+if ARGV[7] ~= '' then redis.call('HSETNX', key, 'an', ARGV[7]) end
+if ARGV[8] ~= '' then redis.call('HSETNX', key, 'un', ARGV[8]) end
+if ARGV[9] == '1' then redis.call('HSET', key, 'cx', '1') end
+local k, most = (tonumber(redis.call('HGET', key, 'k')) or 0), tonumber(ARGV[11])
+if n - k > most then
+  for i = k + 1, n - most do redis.call('HDEL', key, i) end
+  redis.call('HSET', key, 'k', n - most)
+end
+local grace = tonumber(ARGV[5])
+if redis.call('HEXISTS', key, 'x') == 0 then
+  if ARGV[6] == '1' then
+    redis.call('HSET', key, 'x', '1')
+    if grace == 0 then
+      local call = redis.call('HGETALL', key)
+      redis.call('DEL', key)
+      redis.call('ZREM', KEYS[2], member)
+      return call
+    end
+    redis.call('EXPIRE', key, grace)
+    redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + grace, member)
+  else
+    redis.call('EXPIRE', key, ARGV[4])
+  end
+end
+redis.call('ZADD', KEYS[2], ARGV[3], member)
+return redis.call('HGETALL', key)
+""",
+)
+
+# KEYS: the call, the calls index. ARGV: 1 now (ISO), 2 now (Unix seconds), 3 the TTL, 4 the rules'
+# revision as JSON, 5 the call id, 6 now as JSON, 7 the deadline. A poll: marks the call polled (an entry the first
+# time) and takes its oldest pending command (a "C" entry). Returns nil for an unknown call, else
+# {the hash, the number of the entry of the command taken (0: none)}.
+POLL = Script(
+    "poll",
+    _IN_TIME
+    + """
+local key = KEYS[1]
+if redis.call('HGET', key, 'v') ~= '2' then
+  if redis.call('EXISTS', key) == 1 then return {redis.call('HGETALL', key), 0} end
+  return {}
+end
+redis.call('HSET', key, 'u', ARGV[1])
+local n = (tonumber(redis.call('HGET', key, 'n')) or 0)
+if redis.call('HSETNX', key, 'p', '1') == 1 then
+  n = n + 1
+  redis.call('HSET', key, n, '["P",' .. ARGV[6] .. ']', 'n', n)
+end
+local taken = 0
+local next_id = (tonumber(redis.call('HGET', key, 'cn')) or 1)
+for id = (tonumber(redis.call('HGET', key, 'ch')) or 1), next_id - 1 do
+  local command = redis.call('HGET', key, 'c:' .. id)
+  if command then
+    n = n + 1
+    redis.call('HDEL', key, 'c:' .. id)
+    redis.call('HSET', key, n, '["C",' .. ARGV[6] .. ',' .. ARGV[4] .. ',' .. command .. ']', 'n', n, 'ch', id + 1)
+    taken = n
+    break
+  end
+end
+if taken == 0 then redis.call('HSET', key, 'ch', next_id) end
+if redis.call('HEXISTS', key, 'x') == 0 then redis.call('EXPIRE', key, ARGV[3]) end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[5])
+return {redis.call('HGETALL', key), taken}
+""",
+)
+
+# KEYS: the call. ARGV: 1 a decision's entry ("": none), 2 a poll rule to claim ("": none), 3 a
+# snapshot ("": none), 4 the entry it was folded up to, 5 the deadline. Claims the rule (it answers once per call),
+# writes the snapshot if it is newer than the one stored (dropping the entries it covers), appends the
+# entry. Returns 1, -1 when another poll claimed the rule first (nothing written), 0 for no call.
+RECORD = Script(
+    "record",
+    _IN_TIME
+    + """
+local key = KEYS[1]
+if redis.call('HGET', key, 'v') ~= '2' then return 0 end
+if ARGV[2] ~= '' and redis.call('HSETNX', key, 'f:' .. ARGV[2], '1') == 0 then return -1 end
+if ARGV[3] ~= '' then
+  local upto, k = tonumber(ARGV[4]), (tonumber(redis.call('HGET', key, 'k')) or 0)
+  if upto > k and upto <= (tonumber(redis.call('HGET', key, 'n')) or 0) then
+    for i = k + 1, upto do redis.call('HDEL', key, i) end
+    redis.call('HSET', key, 's', ARGV[3], 'k', upto)
+  end
+end
+if ARGV[1] ~= '' then
+  local n = redis.call('HINCRBY', key, 'n', 1)
+  redis.call('HSET', key, n, ARGV[1])
+end
+return 1
+""",
+)
+
+# KEYS: the call. ARGV: 1 the command's value after its id, 2 the deadline. Returns {id, position in the queue}, or
+# {-1} for no call, {-2} for a key of another layout, {0} for an ended call.
+PUSH = Script(
+    "push",
+    _IN_TIME
+    + """
+local key = KEYS[1]
+if redis.call('HGET', key, 'v') ~= '2' then
+  if redis.call('EXISTS', key) == 1 then return {-2} end
+  return {-1}
+end
+if redis.call('HEXISTS', key, 'x') == 1 then return {0} end
+local id = (tonumber(redis.call('HGET', key, 'cn')) or 1)
+redis.call('HSET', key, 'c:' .. id, '[' .. id .. ',' .. ARGV[1], 'cn', id + 1)
+local position = 0
+for i = (tonumber(redis.call('HGET', key, 'ch')) or 1), id do
+  if redis.call('HEXISTS', key, 'c:' .. i) == 1 then position = position + 1 end
+end
+return {id, position}
+""",
+)
+
+# KEYS: the call. ARGV: 1 the command id, 2 the deadline. Returns 1 if it was pending, 0 if not, -1 for no call.
+CANCEL = Script(
+    "cancel",
+    _IN_TIME
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HDEL', KEYS[1], 'c:' .. ARGV[1])
+""",
+)
+
+# KEYS: the calls index, the ended index, the sweeper's lease. ARGV: 1 the call key's text before the
+# id, 2 after it, 3 now, 4 the idle cutoff (now - TTL), 5 max_calls, 6 this replica's token, 7 the
+# lease in ms, 8 the most members dropped or evicted at once. One replica sweeps at a time: whoever
+# holds the lease (taken when free, renewed by its holder, lapsing when the holder stops). Drops ended
+# calls past their grace period and calls idle past the TTL (their hashes have expired), then evicts
+# the oldest beyond the cap. Returns the ids of evicted calls, or nil when another replica holds the lease.
+SWEEP = Script(
+    "sweep",
+    """
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[6] then return false end
+redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[7])
+local most = tonumber(ARGV[8])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', 0, most)
+for _, id in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
+local evicted = {}
+local excess = math.min(redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[5]), most)
+if excess > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[1], excess)
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    redis.call('ZREM', KEYS[2], id)
+    if redis.call('DEL', ARGV[1] .. id .. ARGV[2]) == 1 then
+      evicted[#evicted + 1] = id
+    end
+  end
+end
+return evicted
+""",
+)

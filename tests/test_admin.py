@@ -467,7 +467,7 @@ class UnavailableStore(MemoryCallStore):
 
 
 def test_store_unavailable_is_503(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ascrm.service.app.open_store", lambda settings: UnavailableStore())
+    monkeypatch.setattr("ascrm.service.app.open_store", lambda settings, observe=None: UnavailableStore())
     settings = Settings(admin_credentials=(Credential("ops", password="pw"),))
     with TestClient(create_app(settings)) as client:
         responses = [

@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.metrics import ADMIN, RULES, scrape, serving, value
 from tests.support.net import free_port
+from tests.support.redis import RedisServer, needs_redis
 from tests.support.server import Server, ServerFactory
 
 
@@ -135,3 +136,27 @@ def test_store_errors_are_counted_and_the_answer_still_given(serve: ServerFactor
             assert ("ascrm_live_calls", ()) not in samples  # unknown, not zero
     finally:
         server.stop()
+
+
+@needs_redis
+def test_redis_store_operations_are_timed(serve: ServerFactory, tmp_path: Path, redis_server: RedisServer) -> None:
+    state = {"backend": "redis", "redis_url": redis_server.url, "key_prefix": "timed:", "timeout_ms": 500}
+    server = serving(serve, tmp_path, state=state)
+    try:
+        with server.client() as http, server.client(auth=ADMIN) as admin:
+            for call_id in (811, 812, 813):
+                assert http.post("/CallEvent", json={"CallID": call_id, "EventType": "DTMF", "DTMF": "1"}).is_success
+            assert http.get("/CallEvent/811").is_success
+            assert admin.get("/admin/calls/812").is_success
+            samples = scrape(admin)
+    finally:
+        server.stop()
+    assert value(samples, "ascrm_store_seconds_count", operation="update") == 3
+    assert value(samples, "ascrm_store_seconds_count", operation="poll") == 1
+    assert value(samples, "ascrm_store_seconds_count", operation="claim") == 1  # the poll rule that fired
+    assert value(samples, "ascrm_store_seconds_count", operation="get") == 1
+    # each DTMF answer carried an action: recorded, one script call each
+    assert value(samples, "ascrm_store_seconds_count", operation="record") == 3
+    assert 0 < value(samples, "ascrm_store_seconds_sum", operation="update") < 3 * 0.5
+    buckets = {labels: n for (name, labels), n in samples.items() if name == "ascrm_store_seconds_bucket"}
+    assert buckets[(("le", "+Inf"), ("operation", "update"))] == 3

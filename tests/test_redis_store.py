@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import redis
 from structlog.testing import capture_logs

@@ -87,8 +87,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         source = rules_source(settings.rules)
         active = ActiveRules(rules or load_rules(source, settings.timezone, limits=settings.limits.rules))
-        store = open_store(settings.state)
         stats = Stats(connections=connections or ConnectionStats())
+        store = open_store(settings.state, observe=stats.observe_store)
         reloader = RuleReloader(
             active,
             source,

@@ -64,6 +64,14 @@ class ServiceCollector(Collector):
         for kind, histogram in stats.latency.items():
             latency.add_metric((kind,), _buckets(histogram), histogram.total)
         yield latency
+        store_seconds = HistogramMetricFamily(
+            "ascrm_store_seconds",
+            "Time of one call store operation (the Redis store: a script call, a read), by operation.",
+            labels=("operation",),
+        )
+        for operation, histogram in sorted(stats.store_seconds.items()):
+            store_seconds.add_metric((operation,), _buckets(histogram), histogram.total)
+        yield store_seconds
         yield _counter(
             "ascrm_store_errors",
             "Call store operations that failed or timed out, by operation; decode: stored call records"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ascrm.core.protocol import CRMDDATA_FIELDS, Action, EventType
 
 # Seconds. An answer is expected in a few milliseconds; the platform gives up after a few seconds.
+_MAX_STORE_OPERATIONS = 32  # operation labels of ascrm_store_seconds at most
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -116,6 +117,17 @@ class Stats:
     decisions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule id, action name)
     latency: dict[str, Histogram] = field(default_factory=lambda: {"event": Histogram(), "poll": Histogram()})
     store_errors: Counter[str] = field(default_factory=Counter)  # by operation
+    store_seconds: dict[str, Histogram] = field(default_factory=dict)  # the Redis store's operations, timed
+
+    def observe_store(self, operation: str, seconds: float) -> None:
+        """Time one call store operation (the store names them: a closed set, capped all the same)."""
+        histogram = self.store_seconds.get(operation)
+        if histogram is None:
+            if len(self.store_seconds) >= _MAX_STORE_OPERATIONS:
+                return
+            histogram = self.store_seconds[operation] = Histogram()
+        histogram.observe(seconds)
+
     parse_warnings: Counter[str] = field(default_factory=Counter)  # by CRMDData field
     history_trimmed: Counter[str] = field(default_factory=Counter)  # field_truncated, record_dropped
     params_rejected: int = 0

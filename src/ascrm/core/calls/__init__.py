@@ -7,6 +7,7 @@ the rule engine does) does not import the stores (which import the rule engine).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -60,12 +61,13 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def open_store(settings: StateSettings) -> CallStore:
-    """The call store the settings ask for (connections are opened lazily)."""
+def open_store(settings: StateSettings, *, observe: Callable[[str, float], None] | None = None) -> CallStore:
+    """The call store the settings ask for (connections are opened lazily). observe(operation, seconds)
+    is told how long each operation of the Redis store took."""
     if settings.backend == "redis":
         from ascrm.core.calls.redis import RedisCallStore  # imported only when used
 
-        return RedisCallStore(settings)
+        return RedisCallStore(settings, observe)
     from ascrm.core.calls.memory import MemoryCallStore
 
     return MemoryCallStore(

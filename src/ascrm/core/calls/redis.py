@@ -163,7 +163,7 @@ class RedisCallStore:
                 return call, decision
             rule, command = decision.rule_id, decision.command_id
             record = DecisionRecord(now, "poll", decision.action, decision.param, rule, command, rules.revision)
-            async with self._guard("poll", deadline), self._connection() as conn:
+            async with self._guard("claim", deadline), self._connection() as conn:
                 entry = stored.decision_entry(record)
                 claimed = await self._run(conn, RECORD, (key,), (entry, rule or "", "", 0), key=key, deadline=deadline)
             if claimed is None:

@@ -77,6 +77,13 @@ class RedisServer:
                 self.process.wait()
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: connections are reset, nothing is flushed; start() again on the same port."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
     def pause(self) -> None:
         """SIGSTOP: connections are accepted by the kernel, nothing is answered."""
         assert self.process is not None

@@ -33,12 +33,11 @@ from typing import Any, TypeVar
 
 import structlog
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from ascrm.core.calls import codec
 from ascrm.core.calls.config import StateSettings
+from ascrm.core.calls.redis_connection import connection_pool
 from ascrm.core.calls.state import CallState, Command, DecisionRecord
 from ascrm.core.calls.store import (
     CallEndedError,
@@ -55,7 +54,6 @@ log = structlog.get_logger("ascrm.calls")
 T = TypeVar("T")
 _MAX_ATTEMPTS = 32  # optimistic transactions of one call before giving up (the time budget bounds them too)
 _SWEEP_EVERY = 1.0  # seconds between two sweeps by one process
-_HEALTH_CHECK_INTERVAL = 10  # seconds a pooled connection may idle before a PING checks it
 _CHUNK = 500  # records fetched per MGET by the listing
 _REFUSALS = (UnknownCallError, CallEndedError, UnreadableRecordError)  # raised with every reply read
 _REASON_CHARS = 200  # of an unreadable record's reason, in its log line
@@ -122,24 +120,13 @@ class RedisCallStore:
         self._calls_key = f"{self._prefix}calls"
         self._ended_key = f"{self._prefix}ended"
         self._record_prefix = f"{self._prefix}call:"
-        # redis-py's defaults do not fit a budget: an explicit connect and read timeout; no retries
-        # (the Redis() client of redis-py 6+ retries timeouts and connection errors 3 times with
-        # backoff, whatever retry_on_timeout says: an empty Retry turns that off); a PING before
-        # using a connection idle for a while; RESP2, so the pool checks that a connection it hands
-        # out has no unread data (redis-py 8 defaults to RESP3 with "maintenance notifications",
-        # and then skips that check).
-        options: dict[str, Any] = {
-            "socket_connect_timeout": self._budget,
-            "socket_timeout": self._budget,
-            "retry_on_timeout": False,
-            "retry": Retry(NoBackoff(), 0),
-            "health_check_interval": _HEALTH_CHECK_INTERVAL,
-            "protocol": 2,
-        }
-        self._pool: ConnectionPool = ConnectionPool.from_url(settings.redis_url, **options)
+        # the options that fit the budget, TLS, Sentinel, the bound: redis_connection.py
+        self._pool: ConnectionPool = connection_pool(
+            settings, max_connections=settings.max_connections, timeout=self._budget
+        )
         # ping() (the background readiness check) has a connection of its own: health checks never
         # take, nor wait for, a connection of the pool the platform's requests use
-        self._probe_pool: ConnectionPool = ConnectionPool.from_url(settings.redis_url, max_connections=1, **options)
+        self._probe_pool: ConnectionPool = connection_pool(settings, max_connections=1, timeout=self._budget)
         self._locks = _CallLocks()
         self._next_sweep = 0.0
         self.evicted = 0  # calls dropped because of the cap, by this process

@@ -109,7 +109,9 @@ def _sentinel_pool(
     for unused in ("host", "port"):
         url.pop(unused, None)
     tls = connection_class is SSLConnection
-    sentinel_options = dict(options)
+    # the sentinels' Redis() clients take the same options but retry_on_timeout, which they deprecate
+    # (a timeout is a retried error anyway, and the empty Retry retries nothing)
+    sentinel_options = {name: value for name, value in options.items() if name != "retry_on_timeout"}
     if tls:
         sentinel_options["ssl"] = True
     if settings.sentinel_password is not None:

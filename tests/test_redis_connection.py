@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -260,6 +260,44 @@ async def test_a_demoted_master_answering_readonly_sends_the_next_connection_to_
         await pool.release(connection)
     finally:
         await pool.aclose()
+
+
+@needs_sentinel
+@pytest.mark.anyio
+async def test_sentinel_over_tls_checks_the_sentinels_and_the_master_against_the_ca_file(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    tls = redis_tls(ca, tmp_path / "tls")
+    master = RedisServer(tmp_path / "master", tls=tls, args=REPLICATION)
+    master.start()
+    replica = RedisServer(tmp_path / "replica", tls=tls, replica_of=master.tls_port, args=REPLICATION)
+    sentinels = Sentinels(tmp_path / "sentinels", master.tls_port, tls=tls)
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    opened: list[RedisCallStore] = []
+    try:
+        replica.start()
+        wait_until(lambda: replica_in_sync(replica), "the replica to sync with the master over TLS")
+        sentinels.start()
+        settings = state(
+            "rediss://127.0.0.1/0",  # host and port unused: the sentinels name the master
+            tls_ca_file=tls.cafile,
+            sentinels=tuple(sentinels.addresses),  # their TLS ports
+            sentinel_master=sentinels.master_name,
+        )
+        opened += [RedisCallStore(settings), RedisCallStore(replace(settings, tls_ca_file=other_ca))]
+        trusted, refused = opened
+        assert await stored_and_read(trusted, 5)
+        with client(master.port) as direct:  # the master's plain port, for reading what went over TLS
+            assert any(direct.scan_iter(match=f"{settings.key_prefix}*5*"))
+        with pytest.raises(StoreUnavailableError):
+            await refused.get(5)
+    finally:
+        for store in opened:
+            await store.close()
+        sentinels.stop()
+        replica.stop()
+        master.stop()
 
 
 @dataclass

@@ -57,7 +57,8 @@ class RedisServer:
     """A redis-server subprocess on a loopback port, with no persistence; stoppable and pausable.
 
     tls: also serves TLS on tls_port; unix_socket: also listens on socket_path; replica_of: the port of
-    a master on 127.0.0.1 to replicate; args: more options of redis-server.
+    a master on 127.0.0.1 to replicate (with tls: its TLS port, replicated over TLS); args: more
+    options of redis-server.
     """
 
     workdir: Path
@@ -104,6 +105,8 @@ class RedisServer:
             command += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         if self.replica_of is not None:
             command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+            if self.tls is not None:  # replica_of is the master's TLS port
+                command += ["--tls-replication", "yes"]
         command += self.args
         with (self.workdir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

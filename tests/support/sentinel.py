@@ -15,6 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.support.net import free_port
+from tests.support.redis import RedisTLS
 from tests.support.waiting import poll_until
 
 REDIS_SENTINEL = shutil.which("redis-sentinel", path=os.pathsep.join((os.environ.get("PATH", ""), "/usr/bin")))
@@ -33,19 +34,25 @@ def client(port: int) -> redis.Redis:
 @dataclass
 class Sentinels:
     """count redis-sentinel processes watching the master on 127.0.0.1:master_port as master_name,
-    a quorum of one; each has a config file of its own in workdir (Sentinel rewrites it)."""
+    a quorum of one; each has a config file of its own in workdir (Sentinel rewrites it).
+
+    tls: each also serves TLS on a port of tls_ports and speaks TLS to the master and its replicas
+    (master_port is then the master's TLS port); the plain ports stay, for the helpers here.
+    """
 
     workdir: Path
     master_port: int
     master_name: str = "ascrm-master"
     count: int = 1
+    tls: RedisTLS | None = None
     ports: list[int] = field(default_factory=list)
+    tls_ports: list[int] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def addresses(self) -> list[str]:
-        """Their `host:port`, as state.sentinels takes them."""
-        return [f"127.0.0.1:{port}" for port in self.ports]
+        """Their `host:port` (their TLS ports with tls), as state.sentinels takes them."""
+        return [f"127.0.0.1:{port}" for port in (self.tls_ports if self.tls else self.ports)]
 
     def start(self, timeout: float = 10) -> None:
         """Start them and wait up to timeout seconds until each answers and knows a replica to promote."""
@@ -61,6 +68,14 @@ class Sentinels:
                 f"sentinel down-after-milliseconds {self.master_name} {DOWN_AFTER_MS}\n"
                 f"sentinel failover-timeout {self.master_name} {FAILOVER_TIMEOUT_MS}\n"
             )
+            if self.tls is not None:
+                self.tls_ports.append(free_port())
+                with config.open("a") as more:
+                    more.write(
+                        f"tls-port {self.tls_ports[-1]}\ntls-cert-file {self.tls.certfile}\n"
+                        f"tls-key-file {self.tls.keyfile}\ntls-ca-cert-file {self.tls.cafile}\n"
+                        "tls-auth-clients no\ntls-replication yes\n"
+                    )
             with (self.workdir / f"sentinel-{index}.log").open("ab") as log:
                 process = subprocess.Popen(
                     [REDIS_SENTINEL, str(config)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL

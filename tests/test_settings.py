@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trustme
 
 from ascrm.core.protocol import NoopAnswer
 from ascrm.errors import ConfigError
@@ -257,3 +258,108 @@ def test_edge_limits_have_defaults_and_are_read(tmp_path: Path) -> None:
         shutdown_idle_grace_seconds=0.0,
     )
     assert isinstance(limits.body_timeout_seconds, float)
+
+
+# ----------------------------------------------------------------------------------------------------
+# How ascrm connects to Redis: TLS files, Sentinel, the connection bound
+
+RUNS = "redis_url: 'rediss://redis.example:6380/0'"
+
+
+def test_redis_connection_settings_are_read_with_files_against_the_config(tmp_path: Path, ca: trustme.CA) -> None:
+    assert (Settings().state.max_connections, Settings().state.sentinels) == (64, ())
+    (tmp_path / "tls").mkdir()
+    ca.cert_pem.write_to_path(str(tmp_path / "tls" / "ca.pem"))
+    client = ca.issue_cert("ascrm-client")
+    client.cert_chain_pems[0].write_to_path(str(tmp_path / "tls" / "client.pem"))
+    client.private_key_pem.write_to_path(str(tmp_path / "tls" / "client-key.pem"))
+    path = tmp_path / "ascrm.yaml"
+    path.write_text(
+        f"state: {{{RUNS}, max_connections: 16, tls_ca_file: tls/ca.pem, tls_cert_file: tls/client.pem,"
+        " tls_key_file: tls/client-key.pem, sentinels: ['10.0.0.5:26379', '[fd00::7]:26379'],"
+        " sentinel_master: ascrm, sentinel_password: '${SENTINEL_PASSWORD}'}\n"
+    )
+    state = load_settings(path, env={"SENTINEL_PASSWORD": "s3nt"}).state
+    assert state.max_connections == 16
+    assert state.tls_ca_file == tmp_path / "tls" / "ca.pem"
+    assert (state.tls_cert_file, state.tls_key_file) == (
+        tmp_path / "tls" / "client.pem",
+        tmp_path / "tls" / "client-key.pem",
+    )
+    assert state.sentinels == ("10.0.0.5:26379", "[fd00::7]:26379")
+    assert (state.sentinel_master, state.sentinel_password) == ("ascrm", "s3nt")
+    assert "s3nt" not in repr(state)
+
+
+@pytest.mark.parametrize(
+    ("state", "key", "value"),
+    [
+        ("max_connections: 0", "state.max_connections", 0),
+        ("max_connections: 100000", "state.max_connections", 100000),
+        ("sentinels: ['127.0.0.1:26379']", "state.sentinel_master", None),
+        ("sentinel_master: ascrm", "state.sentinels", None),
+        ("sentinels: [], sentinel_master: ascrm", "state.sentinels", None),
+        ("sentinels: '127.0.0.1:26379', sentinel_master: ascrm", "state.sentinels", "127.0.0.1:26379"),
+        ("sentinels: [sentinel-1], sentinel_master: ascrm", "state.sentinels[0]", "sentinel-1"),
+        ("sentinels: ['h:1', 'h:0'], sentinel_master: ascrm", "state.sentinels[1]", "h:0"),
+        ("sentinels: ['h:65536'], sentinel_master: ascrm", "state.sentinels[0]", "h:65536"),
+        ("sentinels: ['h:port'], sentinel_master: ascrm", "state.sentinels[0]", "h:port"),
+        ("sentinels: [':26379'], sentinel_master: ascrm", "state.sentinels[0]", ":26379"),
+        ("sentinels: ['h:26379'], sentinel_master: ''", "state.sentinel_master", ""),
+        ("sentinel_password: x", "state.sentinel_password", None),
+        (
+            "sentinels: ['h:26379'], sentinel_master: ascrm, redis_url: 'unix:///run/redis.sock'",
+            "state.redis_url",
+            "unix:///run/redis.sock",
+        ),
+        ("tls_ca_file: ca.pem", "state.tls_ca_file", "ca.pem"),  # redis:// would not use it
+        ("redis_url: 'redis://h:6379/0', tls_ca_file: ca.pem", "state.tls_ca_file", "ca.pem"),
+        (f"{RUNS}, tls_ca_file: missing.pem", "state.tls_ca_file", "missing.pem"),
+        (f"{RUNS}, tls_ca_file: ''", "state.tls_ca_file", ""),
+        (f"{RUNS}, tls_cert_file: client.pem", "state.tls_key_file", None),
+        (f"{RUNS}, tls_key_file: client-key.pem", "state.tls_cert_file", None),
+    ],
+)
+def test_redis_connection_errors_name_the_key_and_the_value(
+    tmp_path: Path, state: str, key: str, value: object
+) -> None:
+    path = tmp_path / "ascrm.yaml"
+    path.write_text(f"state: {{{state}}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env={})
+    assert caught.value.key == key
+    assert caught.value.value == value
+    assert str(caught.value).startswith(f"{path}: {key}: ")
+
+
+def test_tls_files_that_are_no_certificates_are_refused_at_load(tmp_path: Path, ca: trustme.CA) -> None:
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ca.issue_cert("one").cert_chain_pems[0].write_to_path(str(tmp_path / "one.pem"))
+    ca.issue_cert("two").private_key_pem.write_to_path(str(tmp_path / "two-key.pem"))
+    path = tmp_path / "ascrm.yaml"
+    for state, key, problem in (
+        ("tls_ca_file: garbage.pem", "state.tls_ca_file", "holds no CA certificate"),
+        ("tls_ca_file: ca.pem, tls_cert_file: one.pem, tls_key_file: two-key.pem", "state.tls_cert_file", "its key"),
+        ("tls_cert_file: garbage.pem, tls_key_file: two-key.pem", "state.tls_cert_file", "its key"),
+    ):
+        path.write_text(f"state: {{{RUNS}, {state}}}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert caught.value.key == key
+        assert problem in caught.value.message
+
+
+def test_redis_passwords_are_never_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "ascrm.yaml"
+    for state, key in (
+        ("redis_url: 'http://:hunter2@redis.example/0'", "state.redis_url"),
+        ("redis_url: 'unix://:hunter2@/run/redis.sock', sentinels: ['h:1'], sentinel_master: m", "state.redis_url"),
+        ("sentinel_password: 7, sentinels: ['h:1'], sentinel_master: m", "state.sentinel_password"),
+    ):
+        path.write_text(f"state: {{{state}}}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert caught.value.key == key
+        assert "hunter2" not in str(caught.value)
+        assert "got 7" not in str(caught.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import cerberus
 import yaml
 
-from ascrm.core.calls.config import StateSettings
+from ascrm.core.calls.config import StateSettings, sentinel_address
 from ascrm.core.defaults import DEFAULT_TIMEZONE
 from ascrm.core.protocol import NoopAnswer
 from ascrm.core.rules.limits import RuleLimits
@@ -176,6 +177,13 @@ def _check_hash(field_name: str, value: str, error: Any) -> None:
         error(field_name, str(exc))
 
 
+def _check_sentinel(field_name: str, value: str, error: Any) -> None:
+    try:
+        sentinel_address(value)
+    except ValueError as exc:
+        error(field_name, str(exc))
+
+
 _CREDENTIALS = {
     "type": "list",
     "schema": {
@@ -287,6 +295,17 @@ SCHEMA: dict[str, Any] = {
             "timeout_ms": {"type": "integer", "min": 1},
             "sweep_interval_ms": {"type": "integer", "min": 10, "max": 3_600_000},
             "max_call_bytes": {"type": "integer", "min": 4096},
+            "max_connections": {"type": "integer", "min": 1, "max": 10_000},
+            "tls_ca_file": {"type": "string", "empty": False},
+            "tls_cert_file": {"type": "string", "empty": False},
+            "tls_key_file": {"type": "string", "empty": False},
+            "sentinels": {
+                "type": "list",
+                "empty": False,
+                "schema": {"type": "string", "check_with": _check_sentinel},
+            },
+            "sentinel_master": {"type": "string", "empty": False},
+            "sentinel_password": {"type": "string"},
         },
     },
     "reload": {
@@ -341,11 +360,12 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     validator = cerberus.Validator(SCHEMA)
     if not validator.validate(document):
         key, message = _first_error(validator.errors)
-        if key.endswith((".password", ".password_hash")):  # never echo a secret
+        if key.endswith((".password", ".password_hash", ".sentinel_password")):  # never echo a secret
             if message == "is required":
                 message = "needs password or password_hash"
             raise ConfigError(key, message, source=source)
-        raise ConfigError(key, message, _value_at(document, key), source=source)
+        value = _value_at(document, key)
+        raise ConfigError(key, message, _redacted(value) if key == "state.redis_url" else value, source=source)
     base = path.parent if path is not None else Path.cwd()
     return _build(document, base, env, path)
 
@@ -383,12 +403,68 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
         log=LogSettings(
             format=log.get("format", "auto"), level=log.get("level", "info"), decisions=_decision_log(log, base)
         ),
-        state=StateSettings(**doc.get("state", {})),
+        state=_state(doc.get("state", {}), base, str(path) if path else None),
         reload=ReloadSettings(**doc.get("reload", {})),
         health=HealthSettings(**doc.get("health", {})),
         metrics_public=doc.get("metrics", {}).get("public", False),
         source=path,
     )
+
+
+def _state(values: dict[str, Any], base: Path, source: str | None) -> StateSettings:
+    """The state section, its keys checked together, its files resolved and read (a CA file that cannot
+    be read fails here, not at the first call)."""
+
+    def refuse(key: str, message: str, value: Any = None) -> ConfigError:
+        return ConfigError(f"state.{key}", message, value, source=source)
+
+    state = dict(values)
+    url = state.get("redis_url", StateSettings().redis_url)
+    if "sentinels" in state and "sentinel_master" not in state:
+        raise refuse("sentinel_master", "is required with state.sentinels (the master's name)")
+    if "sentinel_master" in state and "sentinels" not in state:
+        raise refuse("sentinels", "is required with state.sentinel_master")
+    if "sentinel_password" in state and "sentinels" not in state:
+        raise refuse("sentinel_password", "is only used with state.sentinels")
+    if "sentinels" in state and url.startswith("unix://"):
+        raise refuse(
+            "redis_url", "cannot be unix:// with state.sentinels: Sentinel names TCP addresses", _redacted(url)
+        )
+    for first, second in (("tls_cert_file", "tls_key_file"), ("tls_key_file", "tls_cert_file")):
+        if first in state and second not in state:
+            raise refuse(second, f"is required with state.{first}")
+    for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        if key not in state:
+            continue
+        if not url.startswith("rediss://"):
+            raise refuse(key, "needs a rediss:// state.redis_url (TLS)", state[key])
+        given = state[key]
+        state[key] = _resolve(base, given)
+        try:
+            state[key].read_bytes()
+        except OSError as exc:
+            raise refuse(key, f"cannot read the file: {exc.strerror}", given) from None
+    try:
+        if "tls_ca_file" in state:
+            ssl.create_default_context(cafile=state["tls_ca_file"])
+    except ssl.SSLError as exc:
+        raise refuse("tls_ca_file", f"holds no CA certificate that can be read: {exc}", values["tls_ca_file"]) from None
+    try:
+        if "tls_cert_file" in state:
+            ssl.create_default_context().load_cert_chain(state["tls_cert_file"], state["tls_key_file"])
+    except ssl.SSLError as exc:
+        message = f"with state.tls_key_file, not a certificate and its key: {exc}"
+        raise refuse("tls_cert_file", message, values["tls_cert_file"]) from None
+    if "sentinels" in state:
+        state["sentinels"] = tuple(state["sentinels"])
+    return StateSettings(**state)
+
+
+def _redacted(url: Any) -> Any:
+    """A Redis URL as it may be shown: its password replaced by ***."""
+    if not isinstance(url, str):
+        return url
+    return re.sub(r"^([a-z]+://[^/@]*?:)[^/@]*@", r"\1***@", url)
 
 
 def _limits(values: dict[str, Any]) -> Limits:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 
@@ -19,3 +20,20 @@ class StateSettings:
     timeout_ms: int = 1000  # the budget of one store operation before answering without it
     sweep_interval_ms: int = 1000  # how often expired calls are forgotten, whether or not requests come
     max_call_bytes: int = 64 * 1024  # event history kept per call; past it the oldest records are trimmed
+    max_connections: int = 64  # Redis connections of one process's requests; more wait for a free one
+    tls_ca_file: Path | None = None  # rediss://: the CAs the server's certificate is checked against
+    tls_cert_file: Path | None = None  # rediss://: a client certificate (with tls_key_file)
+    tls_key_file: Path | None = None
+    sentinels: tuple[str, ...] = ()  # "host:port" of Redis Sentinels; then they name the master
+    sentinel_master: str = ""  # the master's name in the sentinels' configuration
+    sentinel_password: str | None = field(default=None, repr=False)  # the sentinels' own password
+
+
+def sentinel_address(entry: str) -> tuple[str, int]:
+    """`host:port` (`[v6 address]:port` too) as a (host, port) pair; ValueError names what is wrong."""
+    host, colon, port = entry.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("not host:port (a port 1-65535)")
+    return host, int(port)

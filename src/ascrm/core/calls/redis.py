@@ -36,12 +36,11 @@ from typing import Any
 import orjson
 import structlog
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.retry import Retry
 
 from ascrm.core.calls import codec, stored
 from ascrm.core.calls.config import StateSettings
+from ascrm.core.calls.redis_connection import connection_pool
 from ascrm.core.calls.redis_scripts import CANCEL, POLL, PUSH, RECORD, SWEEP, UPDATE, Script
 from ascrm.core.calls.state import CallState, Command, DecisionRecord, clip
 from ascrm.core.calls.store import (
@@ -56,7 +55,6 @@ from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventTyp
 log = structlog.get_logger("ascrm.calls")
 
 Observer = Callable[[str, float], None]  # (operation, seconds): how long one store operation took
-_HEALTH_CHECK_INTERVAL = 10  # seconds a pooled connection may idle before a PING checks it
 _CHUNK = 500  # calls read per pipeline by the listing
 _SWEEP_MOST = 10_000  # index members dropped, and calls evicted, by one sweep at most
 _REFUSALS = (UnknownCallError, CallEndedError, UnreadableRecordError)  # raised with every reply read
@@ -83,24 +81,13 @@ class RedisCallStore:
         self._observe = observe
         self._margin = min(0.05, self._budget / 4)  # of the budget, for a script's reply to travel back
         self._clock_offset_ms = 0.0  # Redis's clock minus ours, as measured by ping()
-        # redis-py's defaults do not fit a budget: an explicit connect and read timeout; no retries
-        # (the Redis() client of redis-py 6+ retries timeouts and connection errors 3 times with
-        # backoff, whatever retry_on_timeout says: an empty Retry turns that off); a PING before
-        # using a connection idle for a while; RESP2, so the pool checks that a connection it hands
-        # out has no unread data (redis-py 8 defaults to RESP3 with "maintenance notifications",
-        # and then skips that check).
-        options: dict[str, Any] = {
-            "socket_connect_timeout": self._budget,
-            "socket_timeout": self._budget,
-            "retry_on_timeout": False,
-            "retry": Retry(NoBackoff(), 0),
-            "health_check_interval": _HEALTH_CHECK_INTERVAL,
-            "protocol": 2,
-        }
-        self._pool: ConnectionPool = ConnectionPool.from_url(settings.redis_url, **options)
+        # the options that fit the budget, TLS, Sentinel, the bound: redis_connection.py
+        self._pool: ConnectionPool = connection_pool(
+            settings, max_connections=settings.max_connections, timeout=self._budget
+        )
         # ping() (the background readiness check) has a connection of its own: health checks never
         # take, nor wait for, a connection of the pool the platform's requests use
-        self._probe_pool: ConnectionPool = ConnectionPool.from_url(settings.redis_url, max_connections=1, **options)
+        self._probe_pool: ConnectionPool = connection_pool(settings, max_connections=1, timeout=self._budget)
         self._snapshotting: set[int] = set()  # calls whose snapshot this process is writing
         self._background: set[asyncio.Task[None]] = set()
         self.evicted = 0  # calls dropped because of the cap, by this process's sweeps

@@ -15,7 +15,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from ascrm.core.calls import CallState, DecisionRecord, MemoryCallStore, StateSettings, stored
+from ascrm.core.calls import (
+    CallState,
+    DecisionRecord,
+    MemoryCallStore,
+    StateSettings,
+    UnreadableRecordError,
+    codec,
+    stored,
+)
 from ascrm.core.calls.redis import RedisCallStore
 from ascrm.core.engine import RuleSet
 from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventType, ServiceType
@@ -189,3 +197,30 @@ async def test_forgotten_scripts_are_sent_again(stores: tuple[RedisCallStore, Re
 def _port(store: RedisCallStore) -> int:
     port: int = store._pool.connection_kwargs["port"]
     return port
+
+
+async def test_a_call_begun_before_the_upgrade_keeps_its_history(
+    stores: tuple[RedisCallStore, RedisCallStore, str],
+) -> None:
+    """The release before this layout kept a call as one JSON record at `<prefix>call:<id>`: the first
+    event this release stores for the call starts from it."""
+    first, _, prefix = stores
+    before = CallState.begin(31, CallEvent(31, T0, EventType.CallAccepted, an="79161234567"), T0)
+    before.apply(CallEvent(31, T0, EventType.CallAccepted, an="79161234567"), T0)
+    before.apply(CallEvent(31, T0, EventType.DTMF, dtmf="12"), T0)
+    before.decided(DecisionRecord(T0, "poll", Action.TransferEXT, "1021", "escalate", None, "r0"))
+    raw = redis.Redis(port=_port(first))
+    try:
+        raw.set(f"{prefix}call:31", codec.encode(before), ex=600)
+        raw.set(f"{prefix}call:{{32}}", b"another program's string")  # refused, changed in no way
+        at = T0 + timedelta(seconds=5)
+        call = await first.update(CallEvent(31, at, EventType.DTMF, dtmf="3"), at)
+        assert call.digits == "123"
+        assert call.an == "79161234567"
+        assert [code for code, _, _ in call.events] == [EventType.CallAccepted, EventType.DTMF, EventType.DTMF]
+        assert call.fired_polls == frozenset({"escalate"})
+        with pytest.raises(UnreadableRecordError):
+            await first.update(CallEvent(32, at, EventType.DTMF, dtmf="3"), at)
+        assert raw.get(f"{prefix}call:{{32}}") == b"another program's string"
+    finally:
+        raw.close()

@@ -118,7 +118,7 @@ class RedisCallStore:
         )
         key = self._key(call_id)
         async with self._guard("update") as deadline, self._connection() as conn:
-            keys = (key, self._calls_key, self._ended_key)
+            keys = (key, self._calls_key, self._ended_key, f"{self._prefix}call:{call_id}")
             flat = await self._run(conn, UPDATE, keys, args, key=key, deadline=deadline)
         if flat is None:
             raise StoreUnavailableError("redis: update arrived after its deadline (are the clocks far apart?)")

@@ -35,7 +35,9 @@ if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(
 end
 """
 
-# KEYS: the call, the calls index, the ended index. ARGV: 1 the event's entry, 2 now (ISO), 3 now (Unix
+# KEYS: the call, the calls index, the ended index, the call's key in the layout before (a JSON record
+# of codec.py, which becomes the new hash's snapshot: a call begun before an upgrade keeps its
+# history). ARGV: 1 the event's entry, 2 now (ISO), 3 now (Unix
 # seconds), 4 the TTL, 5 the grace period, 6 "1" if the event is EndCall, 7 AN, 8 UN ("" for none),
 # 9 "1" if a transfer connected, 10 the call id, 11 the most entries kept past the snapshot, 12 the
 # deadline.
@@ -54,6 +56,8 @@ local n = redis.call('HINCRBY', key, 'n', 1)
 if n == 1 then
   redis.call('HSET', key, 'v', '2', 'k', '0', 'cn', '1', 'ch', '1')
   redis.call('ZREM', KEYS[3], member)
+  local before = redis.pcall('GET', KEYS[4])  -- the call as the release before this layout kept it
+  if type(before) == 'string' then redis.call('HSET', key, 's', before) end
 end
 redis.call('HSET', key, n, ARGV[1], 'u', ARGV[2])
 if ARGV[7] ~= '' then redis.call('HSETNX', key, 'an', ARGV[7]) end

@@ -138,25 +138,33 @@ async def test_a_unix_socket(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_at_its_limit_the_pool_waits_for_a_free_connection_then_gives_up(own_redis: RedisServer) -> None:
-    pool = connection_pool(state(own_redis.url), max_connections=2, timeout=0.3)
-    held = [await pool.get_connection(), await pool.get_connection()]  # type: ignore[no-untyped-call]
-    try:
-        waiting = asyncio.create_task(pool.get_connection())  # type: ignore[no-untyped-call]
-        await asyncio.sleep(0.1)
-        assert not waiting.done()
-        await pool.release(held[0])
-        held[0] = await asyncio.wait_for(waiting, 1)  # the one given back, not a third
+async def test_at_its_limit_the_store_waits_for_a_free_connection_then_gives_up(own_redis: RedisServer) -> None:
+    """max_connections bounds the connections the requests use: with Redis hung, two operations hold
+    both, and a third waits for one (it is not refused at once for want of a connection: the pool
+    would raise MaxConnectionsError beyond its two) until the budget ends it like the others."""
+    store = RedisCallStore(replace(state(own_redis.url, max_connections=2), timeout_ms=300))
+
+    async def timed() -> tuple[float, BaseException | None]:
         started = time.monotonic()
-        with pytest.raises(redis.ConnectionError, match="No connection available"):
-            await pool.get_connection()  # type: ignore[no-untyped-call]
-        assert 0.25 < time.monotonic() - started < 0.6
-        with client(own_redis.port) as direct:
-            assert len(direct.client_list()) == 3  # the pool's two and this one
+        try:
+            await store.get(71)
+        except StoreUnavailableError as exc:
+            return time.monotonic() - started, exc
+        return time.monotonic() - started, None
+
+    try:
+        assert await stored_and_read(store, 71)
+        own_redis.pause()
+        try:
+            results = await asyncio.gather(*(timed() for _ in range(3)))
+        finally:
+            own_redis.resume()
+        for elapsed, error in results:
+            assert 0.25 < elapsed < 0.6, results  # each gave up at the budget, not before nor later
+            assert "took more than 300 ms" in str(error), results
+        assert await stored_and_read(store, 72)  # and it works again
     finally:
-        for connection in held:
-            await pool.release(connection)
-        await pool.aclose()
+        await store.close()
 
 
 # ----------------------------------------------------------------------------------------------------

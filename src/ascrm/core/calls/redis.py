@@ -29,7 +29,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, nullcontext, suppress
 from datetime import datetime
 from typing import Any
 
@@ -89,6 +89,8 @@ class RedisCallStore:
         # ping() (the background readiness check) has a connection of its own: health checks never
         # take, nor wait for, a connection of the pool the platform's requests use
         self._probe_pool: ConnectionPool = connection_pool(settings, max_connections=1, timeout=self._budget)
+        self._slots = asyncio.Semaphore(settings.max_connections)  # the requests' pool: a free connection
+        self._loaded_at: dict[str, float] = {}  # when each script was last sent in full (logged)
         self._snapshotting: set[int] = set()  # calls whose snapshot this process is writing
         self._background: set[asyncio.Task[None]] = set()
         self.evicted = 0  # calls dropped because of the cap, by this process's sweeps
@@ -118,7 +120,7 @@ class RedisCallStore:
             stored.MAX_ENTRIES,
         )
         key = self._key(call_id)
-        async with self._guard("update") as deadline, self._connection() as conn:
+        async with self._using("update") as (conn, deadline):
             keys = (key, self._calls_key, self._ended_key, f"{self._prefix}call:{call_id}")
             flat = await self._run(conn, UPDATE, keys, args, key=key, deadline=deadline)
         if flat is None:
@@ -134,7 +136,7 @@ class RedisCallStore:
         key = self._key(call_id)
         moment = now.isoformat()
         args = (moment, now.timestamp(), self._ttl, orjson.dumps(rules.revision), call_id, orjson.dumps(moment))
-        async with self._guard("poll", deadline), self._connection() as conn:
+        async with self._using("poll", deadline) as (conn, _):
             reply = await self._run(conn, POLL, (key, self._calls_key), args, key=key, deadline=deadline)
         if reply is None:
             raise StoreUnavailableError("redis: poll arrived after its deadline (are the clocks far apart?)")
@@ -151,7 +153,7 @@ class RedisCallStore:
                 return call, decision
             rule, command = decision.rule_id, decision.command_id
             record = DecisionRecord(now, "poll", decision.action, decision.param, rule, command, rules.revision)
-            async with self._guard("claim", deadline), self._connection() as conn:
+            async with self._using("claim", deadline) as (conn, _):
                 entry = stored.decision_entry(record)
                 claimed = await self._run(conn, RECORD, (key,), (entry, rule or "", "", 0), key=key, deadline=deadline)
             if claimed is None:
@@ -164,13 +166,13 @@ class RedisCallStore:
     async def record(self, call_id: int, record: DecisionRecord) -> None:
         """Remember an answer that carried an action."""
         key = self._key(call_id)
-        async with self._guard("record") as deadline, self._connection() as conn:
+        async with self._using("record") as (conn, deadline):
             entry = stored.decision_entry(record)
             await self._run(conn, RECORD, (key,), (entry, "", "", 0), key=key, deadline=deadline)
 
     async def get(self, call_id: int) -> CallState | None:
         """The state of a call, or None when it is unknown or expired."""
-        async with self._guard("get"), self._connection() as conn:
+        async with self._using("get") as (conn, _):
             flat = await self._hgetall(conn, self._key(call_id))
         return self._folded(call_id, flat).call if flat else None
 
@@ -185,7 +187,7 @@ class RedisCallStore:
     ) -> tuple[list[CallState], int]:
         """Calls matching the filters, most recently updated first, and how many match in all."""
         offset, limit = max(offset, 0), max(limit, 0)
-        async with self._guard("calls"), self._connection() as conn:
+        async with self._using("calls") as (conn, _):
             if an is None and un is None and state is None:
                 total, members = await _pipeline(
                     conn, [("ZCARD", self._calls_key), ("ZREVRANGE", self._calls_key, offset, offset + limit - 1)]
@@ -214,7 +216,7 @@ class RedisCallStore:
         ts = now.timestamp()
         prefix, suffix = f"{self._prefix}call:{{", "}"
         args = (prefix, suffix, ts, ts - self._ttl, self._max_calls, self._token, self._lease_ms, _SWEEP_MOST)
-        async with self._guard("sweep"), self._connection() as conn:
+        async with self._using("sweep") as (conn, _):
             evicted = await self._run(conn, SWEEP, (self._calls_key, self._ended_key, self._lease_key), args, key="")
         for member in evicted or ():
             self.evicted += 1
@@ -222,14 +224,14 @@ class RedisCallStore:
 
     async def counts(self) -> tuple[int, int]:
         """How many calls the calls index holds, and how many of those have ended (as of the last sweep)."""
-        async with self._guard("counts"), self._connection() as conn:
+        async with self._using("counts") as (conn, _):
             held, ended = await _pipeline(conn, [("ZCARD", self._calls_key), ("ZCARD", self._ended_key)])
         return int(held), int(ended)
 
     async def push(self, call_id: int, action: Action, param: str, now: datetime) -> tuple[Command, int]:
         """Queue a command for a live call; it and its position in the queue."""
         key = self._key(call_id)
-        async with self._guard("push") as deadline, self._connection() as conn:
+        async with self._using("push") as (conn, deadline):
             value = stored.command_value(action, param, now)
             reply = await self._run(conn, PUSH, (key,), (value,), key=key, deadline=deadline)
         if reply is None:
@@ -238,7 +240,7 @@ class RedisCallStore:
         if identity == -1:
             raise UnknownCallError(f"no call {call_id}")
         if identity == -2:
-            async with self._guard("push"), self._connection() as conn:
+            async with self._using("push") as (conn, _):
                 flat = await self._hgetall(conn, key)
             self._folded(call_id, flat)  # raises UnreadableRecordError (logged and counted)
             raise UnknownCallError(f"no call {call_id}")  # gone meanwhile
@@ -249,7 +251,7 @@ class RedisCallStore:
     async def cancel(self, call_id: int, command_id: int) -> bool:
         """Drop a pending command; whether it was still pending."""
         key = self._key(call_id)
-        async with self._guard("cancel") as deadline, self._connection() as conn:
+        async with self._using("cancel") as (conn, deadline):
             reply = await self._run(conn, CANCEL, (key,), (command_id,), key=key, deadline=deadline)
         if reply is None:
             raise StoreUnavailableError("redis: cancel arrived after its deadline (are the clocks far apart?)")
@@ -262,7 +264,7 @@ class RedisCallStore:
         """Whether Redis answers within the budget (never raises); on the probe's own connection. It asks
         for Redis's TIME, and so also measures how far Redis's clock is from this process's."""
         try:
-            async with self._guard("ping"), self._connection(self._probe_pool) as conn:
+            async with self._using("ping", probe=True) as (conn, _):
                 sent = time.time()
                 seconds, micros = await _command(conn, "TIME")
                 self._clock_offset_ms = int(seconds) * 1000 + int(micros) / 1000 - (sent + time.time()) * 500
@@ -281,46 +283,44 @@ class RedisCallStore:
     # Time budget, errors, connections, scripts
 
     @asynccontextmanager
-    async def _guard(self, operation: str, deadline: float | None = None) -> AsyncIterator[float]:
-        """Run the body within the budget (or until deadline, the loop's time), which it is given; Redis
-        trouble of any kind becomes StoreUnavailableError; the time it took is observed under operation."""
+    async def _using(
+        self, operation: str, deadline: float | None = None, *, probe: bool = False
+    ) -> AsyncIterator[tuple[AbstractConnection, float]]:
+        """A connection for a few commands, and the deadline (the loop's time; default: the budget from
+        now) within which the body runs. Redis trouble of any kind becomes StoreUnavailableError; the
+        time it took is observed under operation. probe: the readiness check's own connection.
+
+        The requests' pool is waited for (a semaphore of max_connections) within the deadline. The
+        redis-py hazard: a command cut short (our budget cancels the task, a client goes away) leaves
+        its reply unread on the socket, and the next user of the connection would read it as the answer
+        to its own command. redis-py 8 itself disconnects on any BaseException while sending or reading,
+        CancelledError included, and its pool reconnects a connection that has unread data when handing
+        it out (checked with RESP2). We do not rely on that alone: whatever interrupts our use of a
+        connection, we close it before it goes back to the pool, so it is only reused after a reconnect.
+        """
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self._budget if deadline is None else deadline
+        pool, slots = (self._probe_pool, nullcontext()) if probe else (self._pool, self._slots)
         try:
-            async with asyncio.timeout_at(deadline):
-                yield deadline
-        except TimeoutError as exc:  # the budget (asyncio's), or redis-py's socket timeout
+            async with asyncio.timeout_at(deadline), slots:
+                conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+                try:
+                    yield conn, deadline
+                except _REFUSALS:  # raised once every reply was read: the connection is fine
+                    raise
+                except BaseException:
+                    await conn.disconnect(nowait=True)
+                    raise
+                finally:
+                    await asyncio.shield(pool.release(conn))
+        except TimeoutError as exc:
             raise StoreUnavailableError(f"redis: {operation} took more than {self._budget * 1000:.0f} ms") from exc
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"redis: {operation}: {type(exc).__name__}: {exc}") from exc
         finally:
             if self._observe is not None:
                 self._observe(operation, loop.time() - started)
-
-    @asynccontextmanager
-    async def _connection(self, pool: ConnectionPool | None = None) -> AsyncIterator[AbstractConnection]:
-        """A connection of pool (default: the requests' pool) for a few commands, handed back clean.
-
-        The redis-py hazard: a command cut short (our budget cancels the task, a client goes away)
-        leaves its reply unread on the socket, and the next user of the connection would read it as
-        the answer to its own command. redis-py 8 itself disconnects on any BaseException while
-        sending or reading, CancelledError included (read_response / send_packed_command), and its
-        pool reconnects a connection that has unread data when handing it out (checked with RESP2;
-        see __init__). We do not rely on that alone: whatever interrupts our use of a connection,
-        we close it before it goes back to the pool, so it can only be reused after a reconnect.
-        """
-        pool = self._pool if pool is None else pool
-        conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            yield conn
-        except _REFUSALS:  # raised once every reply was read: the connection is fine
-            raise
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
-        finally:
-            await asyncio.shield(pool.release(conn))
 
     async def _run(
         self,
@@ -343,7 +343,9 @@ class RedisCallStore:
             try:
                 return await _command(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:  # Redis restarted, failed over or flushed its scripts: reply read, conn fine
-                log.info("store_script_loaded", script=script.name)
+                if time.monotonic() - self._loaded_at.get(script.name, -60.0) > 10:  # one line per burst
+                    self._loaded_at[script.name] = time.monotonic()
+                    log.info("store_script_loaded", script=script.name)
                 return await _command(conn, "EVAL", script.text, len(keys), *keys, *args)
         except ResponseError as exc:
             if not str(exc).startswith("WRONGTYPE"):
@@ -388,7 +390,7 @@ class RedisCallStore:
         """Write a snapshot of a call as of entry upto (off the answer's path; a failure only delays it)."""
         key = self._key(call_id)
         try:
-            async with self._guard("snapshot") as deadline, self._connection() as conn:
+            async with self._using("snapshot") as (conn, deadline):
                 await self._run(conn, RECORD, (key,), ("", "", raw, upto), key=key, deadline=deadline)
         except (StoreUnavailableError, UnreadableRecordError) as exc:
             log.debug("store_snapshot_failed", call_id=call_id, error=str(exc))
@@ -441,7 +443,7 @@ async def _pipeline(
     conn: AbstractConnection, commands: Sequence[tuple[Any, ...]], *, errors: bool = False
 ) -> list[Any]:
     """Send commands on conn in one write and read their replies. An error reply raises (the caller's
-    _connection() then closes the connection, replies unread and all); with errors, it takes its
+    _using() then closes the connection, replies unread and all); with errors, it takes its
     reply's place once every reply has been read."""
     await conn.send_packed_command(b"".join(map(hiredis.pack_command, commands)))
     if not errors:

@@ -251,6 +251,29 @@ async def test_simultaneous_polls_fire_a_one_shot_poll_rule_once(backend: Backen
 
 
 @pytest.mark.anyio
+async def test_a_repeating_poll_rule_answers_every_poll(backend: Backend) -> None:
+    """A poll rule with `repeat: true` answers every poll, on every replica, at once too."""
+    store = backend.store(timeout_ms=1000)
+    clients = [store, backend.replica(store)]
+    now = utc_now()
+    await start_call(store, 12, now)
+
+    def repeating(rules: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:
+        return Decision(Action.PlayPrompt, "still-here", "remind")  # repeat: true ignores fired_polls
+
+    rules = RuleSet(revision="rev")
+    started = time.monotonic()
+    for client in clients * 2:
+        assert (await client.answer_poll(12, now, rules, repeating))[1].action == Action.PlayPrompt
+    together = await asyncio.gather(*(client.answer_poll(12, now, rules, repeating) for client in clients * 3))
+    assert [decision.action for _, decision in together] == [Action.PlayPrompt] * 6
+    assert time.monotonic() - started < 1  # each answered at once, not at the end of a budget
+    call = await store.get(12)
+    assert call is not None
+    assert [(d.trigger, d.rule_id) for d in call.decisions] == [("poll", "remind")] * 10
+
+
+@pytest.mark.anyio
 async def test_cancel_drops_a_pending_command(backend: Backend) -> None:
     store = backend.store()
     other = backend.replica(store)

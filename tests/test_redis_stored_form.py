@@ -20,6 +20,7 @@ from ascrm.core.calls import (
     DecisionRecord,
     MemoryCallStore,
     StateSettings,
+    StoreUnavailableError,
     UnreadableRecordError,
     codec,
     stored,
@@ -167,9 +168,9 @@ async def test_a_script_past_its_deadline_changes_nothing(stores: tuple[RedisCal
     await first.update(CallEvent(88, T0, EventType.CallAccepted, an="79161234567"), T0)
     await first.push(88, Action.Hangup, "", T0)
     first._clock_offset_ms = -60_000.0  # as if Redis's clock were a minute behind: every deadline is past
-    with pytest.raises(Exception, match="after its deadline"):
+    with pytest.raises(StoreUnavailableError, match="after its deadline"):
         await first.answer_poll(88, T0, RuleSet(revision="test"), no_rules)
-    with pytest.raises(Exception, match="after its deadline"):
+    with pytest.raises(StoreUnavailableError, match="after its deadline"):
         await first.update(CallEvent(88, T0, EventType.DTMF, dtmf="5"), T0)
     first._clock_offset_ms = 0.0
     assert await first.ping()  # measures the real offset again

@@ -58,7 +58,7 @@ log = structlog.get_logger("ascrm.calls")
 Observer = Callable[[str, float], None]  # (operation, seconds): how long one store operation took
 _CHUNK = 500  # calls read per pipeline by the listing
 _SWEEP_MOST = 10_000  # index members dropped, and calls evicted, by one sweep at most
-_REFUSALS = (UnknownCallError, CallEndedError, UnreadableRecordError)  # raised with every reply read
+_REFUSALS = (UnknownCallError, CallEndedError, UnreadableRecordError, StoreUnavailableError)  # all replies read
 _REASON_CHARS = 200  # of an unreadable record's reason, in its log line
 _FACTS = ("an", "un", "x", "cx", "p")  # what the listing's filters read of each call (stored.facts)
 
@@ -123,8 +123,6 @@ class RedisCallStore:
         async with self._using("update") as (conn, deadline):
             keys = (key, self._calls_key, self._ended_key, f"{self._prefix}call:{call_id}")
             flat = await self._run(conn, UPDATE, keys, args, key=key, deadline=deadline)
-        if flat is None:
-            raise StoreUnavailableError("redis: update arrived after its deadline (are the clocks far apart?)")
         return self._folded(call_id, flat).call
 
     async def answer_poll(
@@ -138,8 +136,6 @@ class RedisCallStore:
         args = (moment, now.timestamp(), self._ttl, orjson.dumps(rules.revision), call_id, orjson.dumps(moment))
         async with self._using("poll", deadline) as (conn, _):
             reply = await self._run(conn, POLL, (key, self._calls_key), args, key=key, deadline=deadline)
-        if reply is None:
-            raise StoreUnavailableError("redis: poll arrived after its deadline (are the clocks far apart?)")
         if not reply:
             return None, NO_ACTION
         flat, taken = reply
@@ -147,21 +143,21 @@ class RedisCallStore:
         call = folded.call
         if folded.taken is not None:
             return call, folded.taken
-        while True:  # at most once per poll rule: each lost claim leaves that rule out
+        while True:  # each lost claim adds its rule to fired_polls: at most once per poll rule
             decision = decide(rules, None, call, now)
             if decision.action is None:
                 return call, decision
             rule, command = decision.rule_id, decision.command_id
             record = DecisionRecord(now, "poll", decision.action, decision.param, rule, command, rules.revision)
+            # a rule that answers although it has answered before repeats (`repeat: true`): no claim
+            claim = "" if rule is None or rule in call.fired_polls else rule
             async with self._using("claim", deadline) as (conn, _):
                 entry = stored.decision_entry(record)
-                claimed = await self._run(conn, RECORD, (key,), (entry, rule or "", "", 0), key=key, deadline=deadline)
-            if claimed is None:
-                raise StoreUnavailableError("redis: poll arrived after its deadline (are the clocks far apart?)")
+                claimed = await self._run(conn, RECORD, (key,), (entry, claim, "", 0), key=key, deadline=deadline)
             if claimed != -1:  # recorded (or the call has just expired: answered all the same)
                 call.decided(record)
                 return call, decision
-            call.fired_polls = call.fired_polls | {rule or ""}  # another poll answered with it first
+            call.fired_polls = call.fired_polls | {claim}  # another poll answered with it first
 
     async def record(self, call_id: int, record: DecisionRecord) -> None:
         """Remember an answer that carried an action."""
@@ -234,8 +230,6 @@ class RedisCallStore:
         async with self._using("push") as (conn, deadline):
             value = stored.command_value(action, param, now)
             reply = await self._run(conn, PUSH, (key,), (value,), key=key, deadline=deadline)
-        if reply is None:
-            raise StoreUnavailableError("redis: push arrived after its deadline (are the clocks far apart?)")
         identity = int(reply[0])
         if identity == -1:
             raise UnknownCallError(f"no call {call_id}")
@@ -253,8 +247,6 @@ class RedisCallStore:
         key = self._key(call_id)
         async with self._using("cancel") as (conn, deadline):
             reply = await self._run(conn, CANCEL, (key,), (command_id,), key=key, deadline=deadline)
-        if reply is None:
-            raise StoreUnavailableError("redis: cancel arrived after its deadline (are the clocks far apart?)")
         dropped = int(reply)
         if dropped == -1:
             raise UnknownCallError(f"no call {call_id}")
@@ -341,12 +333,15 @@ class RedisCallStore:
             args = (*args, int((time.time() + remaining) * 1000 + self._clock_offset_ms))
         try:
             try:
-                return await _command(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
+                reply = await _command(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:  # Redis restarted, failed over or flushed its scripts: reply read, conn fine
                 if time.monotonic() - self._loaded_at.get(script.name, -60.0) > 10:  # one line per burst
                     self._loaded_at[script.name] = time.monotonic()
                     log.info("store_script_loaded", script=script.name)
-                return await _command(conn, "EVAL", script.text, len(keys), *keys, *args)
+                reply = await _command(conn, "EVAL", script.text, len(keys), *keys, *args)
+            if reply is None and deadline is not None:  # the script found itself late: it changed nothing
+                raise StoreUnavailableError(f"redis: {script.name} ran after its deadline (clocks far apart?)")
+            return reply
         except ResponseError as exc:
             if not str(exc).startswith("WRONGTYPE"):
                 raise

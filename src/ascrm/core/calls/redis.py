@@ -60,7 +60,6 @@ _CHUNK = 500  # calls read per pipeline by the listing
 _SWEEP_MOST = 10_000  # index members dropped, and calls evicted, by one sweep at most
 _REFUSALS = (UnknownCallError, CallEndedError, UnreadableRecordError, StoreUnavailableError)  # all replies read
 _REASON_CHARS = 200  # of an unreadable record's reason, in its log line
-_FACTS = ("an", "un", "x", "cx", "p")  # what the listing's filters read of each call (stored.facts)
 
 
 class RedisCallStore:
@@ -185,21 +184,21 @@ class RedisCallStore:
         offset, limit = max(offset, 0), max(limit, 0)
         async with self._using("calls") as (conn, _):
             if an is None and un is None and state is None:
+                if not limit:  # ZREVRANGE offset offset-1 would be everything from offset on
+                    return [], int(await _command(conn, "ZCARD", self._calls_key))
                 total, members = await _pipeline(
                     conn, [("ZCARD", self._calls_key), ("ZREVRANGE", self._calls_key, offset, offset + limit - 1)]
                 )
-                if not limit:
-                    members = []
                 page, gone = await self._read(conn, members)
                 return page, int(total) - gone
             members = await _command(conn, "ZREVRANGE", self._calls_key, 0, -1)
             matches: list[bytes] = []
             for start in range(0, len(members), _CHUNK):
                 chunk = members[start : start + _CHUNK]
-                read = [("HMGET", self._record_key(member), *_FACTS) for member in chunk]
+                read = [("HMGET", self._key(int(member)), *stored.FACTS) for member in chunk]
                 for member, flat in zip(chunk, await _pipeline(conn, read, errors=True), strict=True):
                     if isinstance(flat, ResponseError):
-                        self._unreadable(int(member), self._wrong_type(self._record_key(member)))
+                        self._unreadable(int(member), self._wrong_type(self._key(int(member))))
                         continue
                     call_an, call_un, status = stored.facts(flat)
                     if (an is None or call_an == an) and (un is None or call_un == un) and state in (None, status):
@@ -326,40 +325,37 @@ class RedisCallStore:
     ) -> Any:
         """Run script by its SHA1, or in full when Redis does not know it (it is then loaded again).
         deadline (the loop's time): the script's last argument, on Redis's clock, a margin early so
-        that a reply sent in time arrives in time. A key holding something else than a call's hash
-        (WRONGTYPE) is an unreadable record at key."""
+        that a reply sent in time arrives in time; a script that finds itself late answers nil."""
         if deadline is not None:
             remaining = deadline - asyncio.get_running_loop().time() - self._margin
             args = (*args, int((time.time() + remaining) * 1000 + self._clock_offset_ms))
         try:
-            try:
-                reply = await _command(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
-            except NoScriptError:  # Redis restarted, failed over or flushed its scripts: reply read, conn fine
-                if time.monotonic() - self._loaded_at.get(script.name, -60.0) > 10:  # one line per burst
-                    self._loaded_at[script.name] = time.monotonic()
-                    log.info("store_script_loaded", script=script.name)
-                reply = await _command(conn, "EVAL", script.text, len(keys), *keys, *args)
-            if reply is None and deadline is not None:  # the script found itself late: it changed nothing
-                raise StoreUnavailableError(f"redis: {script.name} ran after its deadline (clocks far apart?)")
-            return reply
-        except ResponseError as exc:
-            if not str(exc).startswith("WRONGTYPE"):
-                raise
-            error = self._wrong_type(key)
-        self._unreadable(_call_id_of(key), error)
-        raise error
+            reply = await self._call(conn, key, "EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted, failed over or flushed its scripts: reply read, conn fine
+            if time.monotonic() - self._loaded_at.get(script.name, -60.0) > 10:  # one line per burst
+                self._loaded_at[script.name] = time.monotonic()
+                log.info("store_script_loaded", script=script.name)
+            reply = await self._call(conn, key, "EVAL", script.text, len(keys), *keys, *args)
+        if reply is None and deadline is not None:  # the script found itself late: it changed nothing
+            raise StoreUnavailableError(f"redis: {script.name} ran after its deadline (clocks far apart?)")
+        return reply
 
     async def _hgetall(self, conn: AbstractConnection, key: str) -> list[bytes]:
-        """A call's hash as HGETALL's flat list (empty: no such call); WRONGTYPE is unreadable."""
+        """A call's hash as HGETALL's flat list (empty: no such call)."""
+        flat: list[bytes] = await self._call(conn, key, "HGETALL", key)
+        return flat
+
+    async def _call(self, conn: AbstractConnection, key: str, *args: Any) -> Any:
+        """One command about the call at key; a key holding something else than a call's hash
+        (WRONGTYPE) is an unreadable record there (logged and counted)."""
         try:
-            flat: list[bytes] = await _command(conn, "HGETALL", key)
+            return await _command(conn, *args)
         except ResponseError as exc:
             if not str(exc).startswith("WRONGTYPE"):
                 raise
-            error = self._wrong_type(key)
-            self._unreadable(_call_id_of(key), error)
-            raise error from None
-        return flat
+        error = self._wrong_type(key)
+        self._unreadable(_call_id_of(key), error)
+        raise error
 
     # ------------------------------------------------------------------------------------------------
     # The stored form
@@ -397,7 +393,7 @@ class RedisCallStore:
         gone (dropped from the index); and how many were gone."""
         if not members:
             return [], 0
-        hashes = await _pipeline(conn, [("HGETALL", self._record_key(member)) for member in members], errors=True)
+        hashes = await _pipeline(conn, [("HGETALL", self._key(int(member))) for member in members], errors=True)
         pairs = list(zip(members, hashes, strict=True))
         gone = [member for member, flat in pairs if not isinstance(flat, ResponseError) and not flat]
         if gone:
@@ -414,9 +410,6 @@ class RedisCallStore:
 
     def _key(self, call_id: int) -> str:
         return f"{self._prefix}call:{{{call_id}}}"
-
-    def _record_key(self, member: bytes) -> str:
-        return f"{self._prefix}call:{{{member.decode()}}}"
 
     @staticmethod
     def _wrong_type(key: str) -> UnreadableRecordError:

@@ -189,8 +189,11 @@ def _fold(call_id: int, flat: list[bytes], key: str, *, max_call_bytes: int, lim
     return Folded(call, int(fields.get(b"n", b"0")), int(fields.get(b"k", b"0")), decision)
 
 
+FACTS: Final = ("an", "un", "x", "cx", "p")  # the fields facts() reads, in its order
+
+
 def facts(flat: list[bytes | None]) -> tuple[str | None, str | None, str]:
-    """A call's AN, UN and status from HMGET an un x cx p (the listing's filters, without a fold)."""
+    """A call's AN, UN and status from HMGET of FACTS (the listing's filters, without a fold)."""
     an, un, ended, connected, polled = flat
     status = "ended" if ended else "connected" if connected or polled else "live"
     return (None if an is None else an.decode()), (None if un is None else un.decode()), status

@@ -9,11 +9,12 @@ port are not used, its scheme (rediss: TLS to the sentinels and the master alike
 database are; `sentinel_password` is the sentinels' own password.
 
 Every connection, to a server or to a sentinel, gets options that fit the store's budget (redis-py's
-defaults do not): an explicit connect and read timeout; no retries (the Redis() client of redis-py 6+
-retries timeouts and connection errors 3 times with backoff, whatever retry_on_timeout says: an empty
-Retry turns that off); a PING before using a connection idle for a while; RESP2, so the pool checks
-that a connection it hands out has no unread data (redis-py 8 defaults to RESP3 with "maintenance
-notifications", and then skips that check).
+defaults do not): an explicit connect timeout, and a read timeout on the sentinels' clients (the
+store's own budget bounds everything it sends the master, see connection_pool); no retries (the
+Redis() client of redis-py 6+ retries timeouts and connection errors 3 times with backoff, whatever
+retry_on_timeout says: an empty Retry turns that off); a PING before using a connection idle for a
+while; RESP2, so the pool checks that a connection it hands out has no unread data (redis-py 8
+defaults to RESP3 with "maintenance notifications", and then skips that check).
 
 A pool opens at most `max_connections`; the store in front of it waits for a free one (a semaphore,
 within its budget) rather than ask for more. The plain pool raises MaxConnectionsError at its limit,
@@ -70,7 +71,8 @@ Address = tuple[str, int]
 
 def connection_pool(settings: StateSettings, *, max_connections: int, timeout: float) -> ConnectionPool:
     """A pool of at most max_connections connections to the Redis of settings, each with timeout
-    (seconds) as its connect and read timeout; a caller waits at most timeout for a free connection.
+    (seconds) as its connect timeout (the sentinels': also their read timeout); the Sentinel pool makes a
+    caller wait at most timeout for a free connection, the plain one raises at its limit.
     ValueError when the settings do not make a deployment (tls_* without rediss://, Sentinel with a
     unix:// URL): load_settings refuses those first."""
     options: dict[str, Any] = {

@@ -51,7 +51,8 @@ from ascrm.core.protocol import (
     poll_action_error,
 )
 
-LAYOUT: Final = 2  # the layout version of the hash, in its `v`
+LAYOUT: Final = 2  # the layout version of the hash, in its `v` (redis_scripts.py writes and checks it)
+_LAYOUT_FIELD: Final = str(LAYOUT).encode()
 SNAPSHOT_EVERY: Final = 16  # entries past the snapshot before a new one is written
 MAX_ENTRIES: Final = 1024  # entries past the snapshot Redis keeps at most (the oldest go)
 
@@ -136,9 +137,9 @@ def fold(call_id: int, flat: list[bytes], key: str, *, max_call_bytes: int, limi
 def _fold(call_id: int, flat: list[bytes], key: str, *, max_call_bytes: int, limit: int, taken: int) -> Folded:
     fields: dict[bytes, bytes] = dict(zip(flat[::2], flat[1::2], strict=True))
     version = fields.get(b"v")
-    if version != b"2":
+    if version != _LAYOUT_FIELD:
         shown = "none" if version is None else repr(version[:20].decode(errors="replace"))
-        raise UnreadableRecordError(key, f"layout version {shown} is not one this release reads (2)")
+        raise UnreadableRecordError(key, f"layout version {shown} is not one this release reads ({LAYOUT})")
     entries: list[tuple[int, bytes]] = []
     commands: list[Command] = []
     for name, value in fields.items():

@@ -9,9 +9,11 @@ never an error.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import MutableMapping
 from datetime import datetime
-from typing import NamedTuple
+from functools import partial
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -47,7 +49,8 @@ async def answer_event(
     decide: engine.Decider | None = None,
     errors: Errors | None = None,
 ) -> Answered:
-    """Apply a call event to its call, decide, and remember an answer that carries an action.
+    """Apply a call event to its call, decide, and remember an answer that carries an action (the record
+    is queued in the store and written just after the answer leaves, in this process's order).
 
     decide is engine.decide unless told (looked up per call, so it can be replaced). When the store does
     not answer, the call is decided from this event alone (call-state conditions then fail), a
@@ -68,12 +71,8 @@ async def answer_event(
             record = DecisionRecord(
                 now, trigger, decision.action, decision.param, decision.rule_id, None, rules.revision
             )
-            try:
-                await store.record(event.call_id, record)
-            except StoreUnavailableError as exc:  # a store outage loses the record, never the answer
-                _unavailable(errors, "record", event.call_id, exc, lost="decision record")
-            except UnreadableRecordError:  # overwritten meanwhile by a record this release cannot read
-                pass
+            written = store.record(event.call_id, record)  # not waited for: the answer goes out now
+            written.add_done_callback(partial(_recorded, errors, event.call_id))
         return Answered(decision, call, rules.revision)
     except Exception:
         log.exception("decision_failed", call_id=event.call_id)
@@ -113,6 +112,15 @@ def _this_event_alone(event: CallEvent, now: datetime) -> CallState:
     call = CallState.begin(event.call_id or 0, event, now)
     call.apply(event, now)
     return call
+
+
+def _recorded(errors: Errors | None, call_id: int, written: asyncio.Future[Any]) -> None:
+    """A decision record has been written, or not: a store outage loses the record, never the answer."""
+    if written.cancelled():
+        return
+    exc = written.exception()  # UnreadableRecordError: overwritten meanwhile; the store logged it
+    if isinstance(exc, StoreUnavailableError):
+        _unavailable(errors, "record", call_id, exc, lost="decision record")
 
 
 def _unavailable(errors: Errors | None, operation: str, call_id: int | None, exc: Exception, **extra: str) -> None:

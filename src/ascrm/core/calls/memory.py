@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from datetime import datetime, timedelta
 
@@ -67,11 +68,14 @@ class MemoryCallStore:
         call.polled(now)
         return call, settle_poll(call, now, rules, decide)
 
-    async def record(self, call_id: int, record: DecisionRecord) -> None:
-        """Remember an answer that carried an action."""
+    def record(self, call_id: int, record: DecisionRecord) -> asyncio.Future[None]:
+        """Remember an answer that carried an action (at once: the future returned is done)."""
         call = self._calls.get(call_id)
         if call is not None:
             call.decided(record)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     async def get(self, call_id: int) -> CallState | None:
         """The state of a call, or None when it is unknown or expired."""

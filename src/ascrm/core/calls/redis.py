@@ -7,6 +7,12 @@ optimistic transaction, no retry and no lock: replicas changing one call at once
 that includes every change before theirs, and a pushed command is taken by exactly one poll. A poll
 that fires a poll rule claims it in a second script call (HSETNX), so the rule answers once.
 
+The requests' commands go through one lane (redis_batches.py): whatever this process's requests
+queue while a write is on its way is written next, in one write, on one connection, and the replies
+come back in order. An answer waits for its own script call only: the decision's record is queued
+behind it and written without the answer waiting (a record lost to an outage is logged and counted
+as `store_unavailable` with `lost: decision record`).
+
 `{prefix}calls` indexes the call ids by their last event or poll (the admin listing, the cap);
 `{prefix}ended` holds ended calls by the moment their hash expires. Housekeeping is off the request
 path: the sweeper's timer calls sweep(), and of all replicas only the one holding the lease
@@ -16,8 +22,8 @@ sweep interval, not at each new call.
 
 Every method runs within `timeout_ms` in all (a poll's claim included) and raises
 StoreUnavailableError when Redis is down, refusing, slow or hung; the pool reconnects by itself once
-Redis answers again, and a script Redis has forgotten (restart, failover, SCRIPT FLUSH) is sent
-again in full by the call that finds it missing. A hash this version cannot read is logged as
+Redis answers again, and scripts Redis has forgotten (restart, failover, SCRIPT FLUSH) are loaded
+again before the calls it refused are sent again. A hash this version cannot read is logged as
 `call_record_unreadable`, counted in `unreadable`, left as it is, and raises UnreadableRecordError
 from the operation that read it; the listing leaves it out. Needs Redis 6.2 or newer (or Valkey);
 RESP2 is used.
@@ -37,15 +43,17 @@ import hiredis
 import orjson
 import structlog
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from ascrm.core.calls import codec, stored
 from ascrm.core.calls.config import StateSettings
+from ascrm.core.calls.redis_batches import Batches
 from ascrm.core.calls.redis_connection import connection_pool
 from ascrm.core.calls.redis_scripts import CANCEL, POLL, PUSH, RECORD, SWEEP, UPDATE, Script
 from ascrm.core.calls.state import CallState, Command, DecisionRecord, clip
 from ascrm.core.calls.store import (
     CallEndedError,
+    StoreError,
     StoreUnavailableError,
     UnknownCallError,
     UnreadableRecordError,
@@ -91,7 +99,8 @@ class RedisCallStore:
         self._slots = asyncio.Semaphore(settings.max_connections)  # the requests' pool: a free connection
         self._loaded_at: dict[str, float] = {}  # when each script was last sent in full (logged)
         self._snapshotting: set[int] = set()  # calls whose snapshot this process is writing
-        self._background: set[asyncio.Task[None]] = set()
+        scripts = (UPDATE, POLL, RECORD, PUSH, CANCEL, SWEEP)
+        self._batches = Batches(self._connection, self._refused, scripts, self._forgotten)  # the requests' lane
         self.evicted = 0  # calls dropped because of the cap, by this process's sweeps
         self.unreadable = 0  # records this process found and could not read
 
@@ -118,10 +127,9 @@ class RedisCallStore:
             call_id,
             stored.MAX_ENTRIES,
         )
-        key = self._key(call_id)
-        async with self._using("update") as (conn, deadline):
-            keys = (key, self._calls_key, self._ended_key, f"{self._prefix}call:{call_id}")
-            flat = await self._run(conn, UPDATE, keys, args, key=key, deadline=deadline)
+        key, deadline = self._key(call_id), self._deadline()
+        keys = (key, self._calls_key, self._ended_key, f"{self._prefix}call:{call_id}")
+        flat = await self._wait("update", self._script(UPDATE, keys, args, key=key, deadline=deadline), deadline)
         return self._folded(call_id, flat).call
 
     async def answer_poll(
@@ -129,12 +137,12 @@ class RedisCallStore:
     ) -> tuple[CallState | None, Decision]:
         """A GET poll: the oldest pushed command (taken by the poll's script), else the rules (a poll rule
         that fires is claimed in Redis first, so it answers once however many replicas are polled)."""
-        deadline = asyncio.get_running_loop().time() + self._budget
-        key = self._key(call_id)
+        key, deadline = self._key(call_id), self._deadline()
         moment = now.isoformat()
         args = (moment, now.timestamp(), self._ttl, orjson.dumps(rules.revision), call_id, orjson.dumps(moment))
-        async with self._using("poll", deadline) as (conn, _):
-            reply = await self._run(conn, POLL, (key, self._calls_key), args, key=key, deadline=deadline)
+        reply = await self._wait(
+            "poll", self._script(POLL, (key, self._calls_key), args, key=key, deadline=deadline), deadline
+        )
         if not reply:
             return None, NO_ACTION
         flat, taken = reply
@@ -150,25 +158,29 @@ class RedisCallStore:
             record = DecisionRecord(now, "poll", decision.action, decision.param, rule, command, rules.revision)
             # a rule that answers although it has answered before repeats (`repeat: true`): no claim
             claim = "" if rule is None or rule in call.fired_polls else rule
-            async with self._using("claim", deadline) as (conn, _):
-                entry = stored.decision_entry(record)
-                claimed = await self._run(conn, RECORD, (key,), (entry, claim, "", 0), key=key, deadline=deadline)
+            entry = stored.decision_entry(record)
+            claiming = self._script(RECORD, (key,), (entry, claim, "", 0), key=key, deadline=deadline)
+            claimed = await self._wait("claim", claiming, deadline)
             if claimed != -1:  # recorded (or the call has just expired: answered all the same)
                 call.decided(record)
                 return call, decision
             call.fired_polls = call.fired_polls | {claim}  # another poll answered with it first
 
-    async def record(self, call_id: int, record: DecisionRecord) -> None:
-        """Remember an answer that carried an action."""
-        key = self._key(call_id)
-        async with self._using("record") as (conn, deadline):
-            entry = stored.decision_entry(record)
-            await self._run(conn, RECORD, (key,), (entry, "", "", 0), key=key, deadline=deadline)
+    def record(self, call_id: int, record: DecisionRecord) -> asyncio.Future[Any]:
+        """Remember an answer that carried an action: queued at once, behind every command this process
+        queued before it, and written without the answer waiting for it (the future settles when it is
+        stored, or with StoreUnavailableError / UnreadableRecordError, within about the budget)."""
+        key, deadline = self._key(call_id), self._deadline()
+        entry = stored.decision_entry(record)
+        future = self._script(RECORD, (key,), (entry, "", "", 0), key=key, deadline=deadline)
+        if self._observe is not None:
+            observe, loop, started = self._observe, asyncio.get_running_loop(), deadline - self._budget
+            future.add_done_callback(lambda _: observe("record", loop.time() - started))
+        return future
 
     async def get(self, call_id: int) -> CallState | None:
         """The state of a call, or None when it is unknown or expired."""
-        async with self._using("get") as (conn, _):
-            flat = await self._hgetall(conn, self._key(call_id))
+        flat = await self._hgetall("get", self._key(call_id))
         return self._folded(call_id, flat).call if flat else None
 
     async def calls(
@@ -211,8 +223,10 @@ class RedisCallStore:
         ts = now.timestamp()
         prefix, suffix = f"{self._prefix}call:{{", "}"
         args = (prefix, suffix, ts, ts - self._ttl, self._max_calls, self._token, self._lease_ms, _SWEEP_MOST)
-        async with self._using("sweep") as (conn, _):
-            evicted = await self._run(conn, SWEEP, (self._calls_key, self._ended_key, self._lease_key), args, key="")
+        keys, deadline = (self._calls_key, self._ended_key, self._lease_key), self._deadline()
+        evicted = await self._wait(
+            "sweep", self._script(SWEEP, keys, args, key="", deadline=deadline, timed=False), deadline
+        )
         for member in evicted or ():
             self.evicted += 1
             log.warning("call_evicted", call_id=int(member), reason="max_calls", max_calls=self._max_calls)
@@ -225,16 +239,14 @@ class RedisCallStore:
 
     async def push(self, call_id: int, action: Action, param: str, now: datetime) -> tuple[Command, int]:
         """Queue a command for a live call; it and its position in the queue."""
-        key = self._key(call_id)
-        async with self._using("push") as (conn, deadline):
-            value = stored.command_value(action, param, now)
-            reply = await self._run(conn, PUSH, (key,), (value,), key=key, deadline=deadline)
+        key, deadline = self._key(call_id), self._deadline()
+        value = stored.command_value(action, param, now)
+        reply = await self._wait("push", self._script(PUSH, (key,), (value,), key=key, deadline=deadline), deadline)
         identity = int(reply[0])
         if identity == -1:
             raise UnknownCallError(f"no call {call_id}")
         if identity == -2:
-            async with self._using("push") as (conn, _):
-                flat = await self._hgetall(conn, key)
+            flat = await self._hgetall("push", key)
             self._folded(call_id, flat)  # raises UnreadableRecordError (logged and counted)
             raise UnknownCallError(f"no call {call_id}")  # gone meanwhile
         if identity == 0:
@@ -243,9 +255,10 @@ class RedisCallStore:
 
     async def cancel(self, call_id: int, command_id: int) -> bool:
         """Drop a pending command; whether it was still pending."""
-        key = self._key(call_id)
-        async with self._using("cancel") as (conn, deadline):
-            reply = await self._run(conn, CANCEL, (key,), (command_id,), key=key, deadline=deadline)
+        key, deadline = self._key(call_id), self._deadline()
+        reply = await self._wait(
+            "cancel", self._script(CANCEL, (key,), (command_id,), key=key, deadline=deadline), deadline
+        )
         dropped = int(reply)
         if dropped == -1:
             raise UnknownCallError(f"no call {call_id}")
@@ -264,40 +277,95 @@ class RedisCallStore:
         return True
 
     async def close(self) -> None:
-        """Finish the snapshots being written, then close every pooled connection."""
-        if self._background:
-            await asyncio.wait(self._background, timeout=self._budget)
+        """Write what is queued (decision records, snapshots) within the budget, then close every connection."""
+        await self._batches.close(self._budget)
         await self._pool.aclose()
         await self._probe_pool.aclose()
 
     # ------------------------------------------------------------------------------------------------
     # Time budget, errors, connections, scripts
 
+    def _deadline(self) -> float:
+        """The budget from now, on the loop's clock."""
+        return asyncio.get_running_loop().time() + self._budget
+
+    def _script(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        key: str,
+        deadline: float,
+        timed: bool = True,
+    ) -> asyncio.Future[Any]:
+        """Queue script on the lane (redis_batches.py); the future of its reply. timed: deadline goes in
+        as the script's last argument, on Redis's clock, a margin early so that a reply sent in time
+        arrives in time; a script that finds itself late changes nothing and answers nil, which fails
+        the future."""
+        if timed:
+            remaining = deadline - asyncio.get_running_loop().time() - self._margin
+            args = (*args, int((time.time() + remaining) * 1000 + self._clock_offset_ms))
+        return self._batches.script(script, keys, args, key=key, deadline=deadline, timed=timed)
+
+    async def _wait(self, operation: str, future: asyncio.Future[Any], deadline: float) -> Any:
+        """The reply of a queued command, waited for until deadline (then StoreUnavailableError); the
+        time it took is observed under operation."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await future
+        except TimeoutError as exc:
+            raise StoreUnavailableError(f"redis: {operation} took more than {self._budget * 1000:.0f} ms") from exc
+        finally:
+            if self._observe is not None:
+                self._observe(operation, loop.time() - started)
+
+    async def _hgetall(self, operation: str, key: str) -> list[bytes]:
+        """A call's hash as HGETALL's flat list (empty: no such call)."""
+        deadline = self._deadline()
+        flat: list[bytes] = await self._wait(
+            operation, self._batches.command(("HGETALL", key), key=key, deadline=deadline), deadline
+        )
+        return flat
+
     @asynccontextmanager
-    async def _using(
-        self, operation: str, deadline: float | None = None, *, probe: bool = False
-    ) -> AsyncIterator[tuple[AbstractConnection, float]]:
-        """A connection for a few commands, and the deadline (the loop's time; default: the budget from
-        now) within which the body runs. Redis trouble of any kind becomes StoreUnavailableError; the
-        time it took is observed under operation. probe: the readiness check's own connection.
+    async def _using(self, operation: str, *, probe: bool = False) -> AsyncIterator[tuple[AbstractConnection, float]]:
+        """A connection of its own for a few commands (the listing, the counts, the readiness check) and
+        the deadline, the budget from now, within which the body runs; the time it took is observed
+        under operation. probe: the readiness check's own connection."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self._budget
+        try:
+            async with self._connection(deadline, probe=probe, operation=operation) as conn:
+                yield conn, deadline
+        finally:
+            if self._observe is not None:
+                self._observe(operation, loop.time() - started)
+
+    @asynccontextmanager
+    async def _connection(
+        self, deadline: float, *, probe: bool = False, operation: str = "batch"
+    ) -> AsyncIterator[AbstractConnection]:
+        """A pooled connection, used within deadline (the loop's time); Redis trouble of any kind becomes
+        StoreUnavailableError naming operation. The lane and _using take their connections here.
 
         The requests' pool is waited for (a semaphore of max_connections) within the deadline. The
-        redis-py hazard: a command cut short (our budget cancels the task, a client goes away) leaves
-        its reply unread on the socket, and the next user of the connection would read it as the answer
-        to its own command. redis-py 8 itself disconnects on any BaseException while sending or reading,
+        redis-py hazard: a command cut short (the deadline cancels it, the store closes) leaves its
+        reply unread on the socket, and the next user of the connection would read it as the answer to
+        its own command. redis-py 8 itself disconnects on any BaseException while sending or reading,
         CancelledError included, and its pool reconnects a connection that has unread data when handing
         it out (checked with RESP2). We do not rely on that alone: whatever interrupts our use of a
         connection, we close it before it goes back to the pool, so it is only reused after a reconnect.
         """
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = started + self._budget if deadline is None else deadline
         pool, slots = (self._probe_pool, nullcontext()) if probe else (self._pool, self._slots)
         try:
             async with asyncio.timeout_at(deadline), slots:
                 conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
                 try:
-                    yield conn, deadline
+                    yield conn
                 except _REFUSALS:  # raised once every reply was read: the connection is fine
                     raise
                 except BaseException:
@@ -309,53 +377,21 @@ class RedisCallStore:
             raise StoreUnavailableError(f"redis: {operation} took more than {self._budget * 1000:.0f} ms") from exc
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"redis: {operation}: {type(exc).__name__}: {exc}") from exc
-        finally:
-            if self._observe is not None:
-                self._observe(operation, loop.time() - started)
 
-    async def _run(
-        self,
-        conn: AbstractConnection,
-        script: Script,
-        keys: Sequence[str],
-        args: Sequence[Any],
-        *,
-        key: str,
-        deadline: float | None = None,
-    ) -> Any:
-        """Run script by its SHA1, or in full when Redis does not know it (it is then loaded again).
-        deadline (the loop's time): the script's last argument, on Redis's clock, a margin early so
-        that a reply sent in time arrives in time; a script that finds itself late answers nil."""
-        if deadline is not None:
-            remaining = deadline - asyncio.get_running_loop().time() - self._margin
-            args = (*args, int((time.time() + remaining) * 1000 + self._clock_offset_ms))
-        try:
-            reply = await self._call(conn, key, "EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:  # Redis restarted, failed over or flushed its scripts: reply read, conn fine
-            if time.monotonic() - self._loaded_at.get(script.name, -60.0) > 10:  # one line per burst
-                self._loaded_at[script.name] = time.monotonic()
-                log.info("store_script_loaded", script=script.name)
-            reply = await self._call(conn, key, "EVAL", script.text, len(keys), *keys, *args)
-        if reply is None and deadline is not None:  # the script found itself late: it changed nothing
-            raise StoreUnavailableError(f"redis: {script.name} ran after its deadline (clocks far apart?)")
-        return reply
+    def _refused(self, key: str, exc: ResponseError) -> StoreError:
+        """An error reply to a command about the call at key, as the store's error: a key holding
+        something else than a call's hash (WRONGTYPE) is an unreadable record (logged and counted)."""
+        if str(exc).startswith("WRONGTYPE"):
+            error = self._wrong_type(key)
+            self._unreadable(_call_id_of(key), error)
+            return error
+        return StoreUnavailableError(f"redis: {type(exc).__name__}: {exc}")
 
-    async def _hgetall(self, conn: AbstractConnection, key: str) -> list[bytes]:
-        """A call's hash as HGETALL's flat list (empty: no such call)."""
-        flat: list[bytes] = await self._call(conn, key, "HGETALL", key)
-        return flat
-
-    async def _call(self, conn: AbstractConnection, key: str, *args: Any) -> Any:
-        """One command about the call at key; a key holding something else than a call's hash
-        (WRONGTYPE) is an unreadable record there (logged and counted)."""
-        try:
-            return await _command(conn, *args)
-        except ResponseError as exc:
-            if not str(exc).startswith("WRONGTYPE"):
-                raise
-        error = self._wrong_type(key)
-        self._unreadable(_call_id_of(key), error)
-        raise error
+    def _forgotten(self, script: Script) -> None:
+        """Redis did not know a script (it is loaded again before its next call): one log line per burst."""
+        if time.monotonic() - self._loaded_at.get(script.name, -60.0) > 10:
+            self._loaded_at[script.name] = time.monotonic()
+            log.info("store_script_loaded", script=script.name)
 
     # ------------------------------------------------------------------------------------------------
     # The stored form
@@ -371,22 +407,21 @@ class RedisCallStore:
             self._unreadable(call_id, exc)
             raise
         if folded.last - folded.snapshot >= stored.SNAPSHOT_EVERY and call_id not in self._snapshotting:
-            self._snapshotting.add(call_id)
-            task = asyncio.create_task(self._snapshot(call_id, stored.snapshot(folded.call), folded.last))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._snapshot(call_id, stored.snapshot(folded.call), folded.last)
         return folded
 
-    async def _snapshot(self, call_id: int, raw: bytes, upto: int) -> None:
-        """Write a snapshot of a call as of entry upto (off the answer's path; a failure only delays it)."""
+    def _snapshot(self, call_id: int, raw: bytes, upto: int) -> None:
+        """Queue a snapshot of a call as of entry upto (off the answer's path; a failure only delays it)."""
         key = self._key(call_id)
-        try:
-            async with self._using("snapshot") as (conn, deadline):
-                await self._run(conn, RECORD, (key,), ("", "", raw, upto), key=key, deadline=deadline)
-        except (StoreUnavailableError, UnreadableRecordError) as exc:
-            log.debug("store_snapshot_failed", call_id=call_id, error=str(exc))
-        finally:
+        self._snapshotting.add(call_id)
+        future = self._script(RECORD, (key,), ("", "", raw, upto), key=key, deadline=self._deadline())
+
+        def written(future: asyncio.Future[Any]) -> None:
             self._snapshotting.discard(call_id)
+            if not future.cancelled() and future.exception() is not None:
+                log.debug("store_snapshot_failed", call_id=call_id, error=str(future.exception()))
+
+        future.add_done_callback(written)
 
     async def _read(self, conn: AbstractConnection, members: Sequence[bytes]) -> tuple[list[CallState], int]:
         """The calls of index members, in order, leaving out the unreadable (logged and counted) and the

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ascrm.core.calls.state import CallState, Command, DecisionRecord
 from ascrm.core.engine import Decider, RuleSet
@@ -57,8 +58,10 @@ class CallStore(Protocol):
         """A GET poll, answered in one atomic step (see settle_poll); (None, no action) for an unknown call."""
         ...
 
-    async def record(self, call_id: int, record: DecisionRecord) -> None:
-        """Remember an answer that carried an action."""
+    def record(self, call_id: int, record: DecisionRecord) -> asyncio.Future[Any]:
+        """Remember an answer that carried an action, without making the answer wait: queued in this
+        process's order (before anything it asks the store later); the future settles when the record is
+        stored, or fails with a StoreError."""
         ...
 
     async def get(self, call_id: int) -> CallState | None:

@@ -1,0 +1,186 @@
+"""One lane of commands to Redis: queued by many requests at once, written together, replied to in order.
+
+Each request of the Redis store puts its script call (or command) in one queue and waits for its own
+reply. A single task, the lane, takes everything queued so far, writes it on one pooled connection in
+one write and reads the replies in order, then takes what was queued meanwhile. Under load a write
+carries the commands of dozens of requests: measured on this machine (32 concurrent script calls),
+17.8 us of this process's CPU per call instead of 54 us with a connection per request, and 40.7k
+calls/s instead of 18.4k. Two or four lanes measured no faster, and one lane keeps this process's
+commands in the order they were queued (a decision's record lands before the call's next event).
+
+The connection is taken from the pool for each write and given back after its replies (under load
+that costs nothing measurable), so the pool's rules hold: a connection to a former master is closed
+when it comes back, one whose use was interrupted is closed. A write is bounded by the latest
+deadline of its commands; each caller also bounds its own wait (see RedisCallStore._wait), so a hung
+Redis costs a request its budget and no more. A command whose deadline has passed before it is
+written is not written. Every future of the lane ends with its reply or a StoreError.
+
+Scripts are called by their SHA1 (EVALSHA). The lane's first write begins with SCRIPT LOAD of every
+script, so they are known before the first call. When Redis answers NOSCRIPT (it restarted, failed
+over or flushed its scripts), the calls it refused are queued again at the front, in their order,
+and the next write begins with SCRIPT LOAD again: only that one write's commands may then run out of
+the order they were queued in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import hiredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from ascrm.core.calls.redis_scripts import Script
+from ascrm.core.calls.store import StoreError, StoreUnavailableError
+
+Connect = Callable[[float], AbstractAsyncContextManager[AbstractConnection]]  # a connection until a deadline
+Refused = Callable[[str, ResponseError], StoreError]  # an error reply about the key, as the store's error
+_MOST = 512  # commands per write at most
+
+
+@dataclass(slots=True)
+class _Item:
+    """One queued command: its bytes, who waits for its reply, and what a retry in full needs."""
+
+    packed: bytes
+    future: asyncio.Future[Any]
+    deadline: float  # the loop's time
+    key: str  # the call's key ("": none), named by an error reply
+    script: Script | None  # the script it calls, if any
+    timed: bool  # the script answers nil when it runs after its deadline
+
+
+class Batches:
+    """The lane: set up with how to get a connection, then queue commands with script() and command()."""
+
+    def __init__(
+        self, connect: Connect, refused: Refused, scripts: Sequence[Script], forgotten: Callable[[Script], None]
+    ) -> None:
+        self._connect = connect  # within a deadline; Redis trouble raises StoreUnavailableError
+        self._refused = refused
+        self._forgotten = forgotten  # told when Redis answers NOSCRIPT to a script
+        load: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", script.text) for script in scripts]
+        self._loading = b"".join(map(hiredis.pack_command, load))
+        self._scripts = len(load)
+        self._loaded = False  # whether Redis has been sent every script since it last forgot one
+        self._queue: deque[_Item] = deque()
+        self._lane: asyncio.Task[None] | None = None
+
+    def script(
+        self, script: Script, keys: Sequence[str], args: Sequence[Any], *, key: str, deadline: float, timed: bool
+    ) -> asyncio.Future[Any]:
+        """Queue a script call by its SHA1; the future of its reply. timed: its last arg is its deadline
+        and a nil reply means it ran too late (StoreUnavailableError)."""
+        packed = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        return self._queued(_Item(packed, self._future(), deadline, key, script, timed))
+
+    def command(self, args: Sequence[Any], *, key: str, deadline: float) -> asyncio.Future[Any]:
+        """Queue one command; the future of its reply."""
+        packed = hiredis.pack_command(tuple(args))
+        return self._queued(_Item(packed, self._future(), deadline, key, None, False))
+
+    async def close(self, within: float) -> None:
+        """Let the lane write what is queued for at most within seconds, then stop it."""
+        lane = self._lane
+        if lane is None:
+            return
+        done, _ = await asyncio.wait({lane}, timeout=within)
+        if not done:
+            lane.cancel()
+            await asyncio.wait({lane})
+
+    # ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _future() -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    def _queued(self, item: _Item) -> asyncio.Future[Any]:
+        self._queue.append(item)
+        if self._lane is None:
+            self._lane = asyncio.get_running_loop().create_task(self._run())
+        return item.future
+
+    async def _run(self) -> None:
+        """Write batches while anything is queued; then the lane ends (the next command starts another)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                now, batch = loop.time(), list[_Item]()
+                while self._queue and len(batch) < _MOST:
+                    item = self._queue.popleft()
+                    if item.future.done():  # its caller stopped waiting
+                        continue
+                    if item.deadline <= now:
+                        item.future.set_exception(StoreUnavailableError("redis: the budget ran out before sending"))
+                        continue
+                    batch.append(item)
+                if batch:
+                    await self._send(batch)
+        finally:
+            self._lane = None
+            if self._queue and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                self._lane = loop.create_task(self._run())  # queued while this lane was ending
+
+    async def _send(self, batch: list[_Item]) -> None:
+        """Write batch on one connection and settle each future with its reply; on trouble, fail the rest."""
+        again: list[_Item] = []  # refused with NOSCRIPT
+        forgot: Script | None = None
+        read = 0
+        try:
+            async with self._connect(max(item.deadline for item in batch)) as conn:
+                loading = not self._loaded
+                packed = b"".join([item.packed for item in batch])
+                await conn.send_packed_command(self._loading + packed if loading else packed)
+                if loading:
+                    for _ in range(self._scripts):  # an error here (not a script's own) fails the whole batch
+                        await conn.read_response()
+                    self._loaded = True
+                for item in batch:
+                    try:
+                        reply = await conn.read_response()
+                    except NoScriptError as exc:  # the reply was read: the connection is fine
+                        if item.script is None:
+                            _settle(item.future, exception=self._refused(item.key, exc))
+                        else:
+                            again.append(item)
+                            forgot = item.script
+                    except ResponseError as exc:
+                        _settle(item.future, exception=self._refused(item.key, exc))
+                    else:
+                        if reply is None and item.timed:
+                            late = StoreUnavailableError("redis: ran after its deadline (clocks far apart?)")
+                            _settle(item.future, exception=late)
+                        else:
+                            _settle(item.future, reply)
+                    read += 1
+        except StoreError as exc:
+            _fail(batch[read:], exc)
+        except (RedisError, OSError) as exc:  # raised where the connection context does not convert it
+            _fail(batch[read:], StoreUnavailableError(f"redis: {type(exc).__name__}: {exc}"))
+        except BaseException:
+            _fail(batch[read:], StoreUnavailableError("redis: the store is closing"))
+            raise
+        if forgot is not None:  # Redis forgot its scripts: the next write loads them, then these go first
+            self._loaded = False
+            self._forgotten(forgot)
+            self._queue.extendleft(reversed(again))
+
+
+def _settle(future: asyncio.Future[Any], result: Any = None, *, exception: BaseException | None = None) -> None:
+    if future.done():  # its caller stopped waiting
+        return
+    if exception is None:
+        future.set_result(result)
+    else:
+        future.set_exception(exception)
+
+
+def _fail(items: Sequence[_Item], exc: StoreError) -> None:
+    for item in items:
+        _settle(item.future, exception=exc)

@@ -1,0 +1,191 @@
+"""The Redis store's lane: many requests' commands in one write, replies in order, each request in its
+budget, against a real redis-server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+from structlog.testing import capture_logs
+
+from ascrm.core.answering import answer_event
+from ascrm.core.calls import DecisionRecord, StoreUnavailableError, UnreadableRecordError
+from ascrm.core.calls.redis import RedisCallStore
+from ascrm.core.engine import RuleSet
+from ascrm.core.protocol import Action, CallEvent, EventType
+from ascrm.core.rules.compile import load_rules
+from ascrm.service.settings import StateSettings
+from tests.support.redis import RedisServer, needs_redis
+
+pytestmark = [needs_redis, pytest.mark.anyio]
+NOW = datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+Opener = Callable[..., RedisCallStore]
+
+
+@pytest.fixture
+async def open_store(redis_server: RedisServer) -> AsyncIterator[Opener]:
+    prefix = f"lane-{uuid.uuid4().hex[:8]}:"
+    opened: list[RedisCallStore] = []
+
+    def opener(*, server: RedisServer = redis_server, timeout_ms: int = 1000) -> RedisCallStore:
+        settings = StateSettings(backend="redis", redis_url=server.url, key_prefix=prefix, timeout_ms=timeout_ms)
+        store = RedisCallStore(settings)
+        opened.append(store)
+        return store
+
+    yield opener
+    for store in opened:
+        await store.close()
+
+
+def accepted(call_id: int, **fields: str) -> CallEvent:
+    return CallEvent(call_id=call_id, event_type=EventType.CallAccepted, event_time=NOW, **fields)  # type: ignore[arg-type]
+
+
+def transfer(rule: str) -> DecisionRecord:
+    return DecisionRecord(NOW, "CallAccepted", Action.TransferEXT, "1001", rule, None, "r1")
+
+
+def client(server: RedisServer) -> redis.Redis:
+    return redis.Redis.from_url(server.url)
+
+
+@pytest.fixture
+def greet(tmp_path: Path) -> RuleSet:
+    (tmp_path / "greet.yaml").write_text("rules:\n  - {id: greet, on: CallAccepted, do: {TransferEXT: '1001'}}\n")
+    return load_rules(tmp_path / "greet.yaml", "Europe/Moscow")
+
+
+async def test_concurrent_requests_share_writes_and_each_gets_its_own_reply(
+    open_store: Opener, redis_server: RedisServer
+) -> None:
+    store, watcher = open_store(), client(redis_server)
+    await store.update(accepted(1), NOW)  # connected, scripts loaded
+    before = watcher.info("stats")
+    calls = await asyncio.gather(*(store.update(accepted(100 + i, an=f"an-{i}"), NOW) for i in range(200)))
+    after = watcher.info("stats")
+    assert [(call.call_id, call.an) for call in calls] == [(100 + i, f"an-{i}") for i in range(200)]
+    assert after["total_commands_processed"] - before["total_commands_processed"] >= 200
+    # the 200 script calls reached redis-server in a few reads of its socket (with a connection per
+    # request: about one read each); the watcher's INFO is one more
+    reads = after["total_reads_processed"] - before["total_reads_processed"]
+    assert reads <= 20, reads
+
+
+async def test_a_record_is_not_waited_for_and_lands_before_what_follows(open_store: Opener) -> None:
+    store, replica = open_store(), open_store()
+    await store.update(accepted(7), NOW)
+    written = store.record(7, transfer("greet"))
+    assert not written.done()  # queued: the answer does not wait for it
+    call = await store.get(7)  # queued after it on the same lane: sees it
+    assert call is not None
+    assert [record.rule_id for record in call.decisions] == ["greet"]
+    assert written.done()
+    assert written.exception() is None
+    other = await replica.get(7)
+    assert other is not None
+    assert [record.rule_id for record in other.decisions] == ["greet"]
+
+
+async def test_close_writes_what_is_queued(open_store: Opener) -> None:
+    store = open_store()
+    await store.update(accepted(8), NOW)
+    for rule in ("one", "two", "three"):
+        store.record(8, transfer(rule))
+    await store.close()
+    call = await open_store().get(8)
+    assert call is not None
+    assert [record.rule_id for record in call.decisions] == ["one", "two", "three"]
+
+
+async def test_scripts_redis_forgot_are_sent_again_within_the_batch(
+    open_store: Opener, redis_server: RedisServer
+) -> None:
+    store = open_store()
+    await store.update(accepted(9), NOW)
+    client(redis_server).script_flush()
+    with capture_logs() as logs:
+        calls = await asyncio.gather(*(store.update(accepted(200 + i), NOW) for i in range(50)))
+    assert [call.call_id for call in calls] == list(range(200, 250))
+    assert all(len(call.events) == 1 for call in calls)  # each applied once, none twice
+    loaded = [entry for entry in logs if entry["event"] == "store_script_loaded"]
+    assert [entry["script"] for entry in loaded] == ["update"]
+
+
+async def test_an_error_reply_fails_its_own_request_only(open_store: Opener, redis_server: RedisServer) -> None:
+    store = open_store()
+    await store.update(accepted(10), NOW)
+    client(redis_server).set(f"{store._prefix}call:{{11}}", "not a hash")
+    results = await asyncio.gather(
+        store.update(accepted(10), NOW), store.get(11), store.update(accepted(12), NOW), return_exceptions=True
+    )
+    assert not isinstance(results[0], BaseException)
+    assert len(results[0].events) == 2
+    assert isinstance(results[1], UnreadableRecordError)
+    assert "WRONGTYPE" in results[1].reason
+    assert not isinstance(results[2], BaseException)
+    assert results[2].call_id == 12
+    assert store.unreadable == 1
+
+
+async def test_a_hung_redis_fails_queued_records_in_time_and_counts_them(
+    open_store: Opener, own_redis: RedisServer, greet: RuleSet
+) -> None:
+    store = open_store(server=own_redis, timeout_ms=300)
+    await store.update(accepted(20), NOW)
+    errors: Counter[str] = Counter()
+    own_redis.pause()
+    try:
+        started = time.monotonic()
+        answered = await answer_event(store, greet, accepted(21), NOW, errors=errors)
+        assert answered.decision.rule_id == "greet"  # decided from the event alone
+        records = [store.record(20, transfer(f"r{i}")) for i in range(20)]
+        done, pending = await asyncio.wait(records, timeout=2 * 0.3 + 0.5)
+        assert not pending
+        assert all(isinstance(future.exception(), StoreUnavailableError) for future in done)
+        assert time.monotonic() - started < 3 * 0.3 + 0.5
+        assert errors["update"] == 1  # the update failed: decided from the event alone, nothing recorded
+    finally:
+        own_redis.resume()
+    call = await store.get(20)  # the lane recovered; nothing late was applied
+    assert call is not None
+    assert call.decisions == []
+
+
+async def test_a_failed_record_is_logged_and_counted_without_failing_the_answer(
+    open_store: Opener, greet: RuleSet
+) -> None:
+    store = open_store()
+    loop = asyncio.get_running_loop()
+
+    def failing(call_id: int, record: DecisionRecord) -> asyncio.Future[object]:
+        future: asyncio.Future[object] = loop.create_future()
+        loop.call_later(0.01, future.set_exception, StoreUnavailableError("redis: record took more than 1000 ms"))
+        return future
+
+    store.record = failing  # type: ignore[method-assign]
+    errors: Counter[str] = Counter()
+    with capture_logs() as logs:
+        answered = await answer_event(store, greet, accepted(30), NOW, errors=errors)
+        assert answered.decision.rule_id == "greet"
+        assert errors["record"] == 0
+        await asyncio.sleep(0.05)
+    assert errors["record"] == 1
+    warnings = [entry for entry in logs if entry["event"] == "store_unavailable"]
+    assert warnings
+    assert warnings[0]["lost"] == "decision record"
+    assert warnings[0]["call_id"] == 30

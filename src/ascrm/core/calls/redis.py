@@ -97,10 +97,10 @@ class RedisCallStore:
         # take, nor wait for, a connection of the pool the platform's requests use
         self._probe_pool: ConnectionPool = connection_pool(settings, max_connections=1, timeout=self._budget)
         self._slots = asyncio.Semaphore(settings.max_connections)  # the requests' pool: a free connection
-        self._loaded_at: dict[str, float] = {}  # when each script was last sent in full (logged)
+        self._loaded_at: dict[str, float] = {}  # when each script was last found forgotten (logged)
         self._snapshotting: set[int] = set()  # calls whose snapshot this process is writing
         scripts = (UPDATE, POLL, RECORD, PUSH, CANCEL, SWEEP)
-        self._batches = Batches(self._connection, self._refused, scripts, self._forgotten)  # the requests' lane
+        self._batches = Batches(self._connection, self._refused, scripts, self._forgotten, budget=self._budget)
         self.evicted = 0  # calls dropped because of the cap, by this process's sweeps
         self.unreadable = 0  # records this process found and could not read
 
@@ -129,7 +129,7 @@ class RedisCallStore:
         )
         key, deadline = self._key(call_id), self._deadline()
         keys = (key, self._calls_key, self._ended_key, f"{self._prefix}call:{call_id}")
-        flat = await self._wait("update", self._script(UPDATE, keys, args, key=key, deadline=deadline), deadline)
+        flat = await self._run("update", UPDATE, keys, args, key=key, deadline=deadline)
         return self._folded(call_id, flat).call
 
     async def answer_poll(
@@ -140,9 +140,7 @@ class RedisCallStore:
         key, deadline = self._key(call_id), self._deadline()
         moment = now.isoformat()
         args = (moment, now.timestamp(), self._ttl, orjson.dumps(rules.revision), call_id, orjson.dumps(moment))
-        reply = await self._wait(
-            "poll", self._script(POLL, (key, self._calls_key), args, key=key, deadline=deadline), deadline
-        )
+        reply = await self._run("poll", POLL, (key, self._calls_key), args, key=key, deadline=deadline)
         if not reply:
             return None, NO_ACTION
         flat, taken = reply
@@ -159,8 +157,7 @@ class RedisCallStore:
             # a rule that answers although it has answered before repeats (`repeat: true`): no claim
             claim = "" if rule is None or rule in call.fired_polls else rule
             entry = stored.decision_entry(record)
-            claiming = self._script(RECORD, (key,), (entry, claim, "", 0), key=key, deadline=deadline)
-            claimed = await self._wait("claim", claiming, deadline)
+            claimed = await self._run("claim", RECORD, (key,), (entry, claim, "", 0), key=key, deadline=deadline)
             if claimed != -1:  # recorded (or the call has just expired: answered all the same)
                 call.decided(record)
                 return call, decision
@@ -172,7 +169,7 @@ class RedisCallStore:
         stored, or with StoreUnavailableError / UnreadableRecordError, within about the budget)."""
         key, deadline = self._key(call_id), self._deadline()
         entry = stored.decision_entry(record)
-        future = self._script(RECORD, (key,), (entry, "", "", 0), key=key, deadline=deadline)
+        future = self._script("record", RECORD, (key,), (entry, "", "", 0), key=key, deadline=deadline)
         if self._observe is not None:
             observe, loop, started = self._observe, asyncio.get_running_loop(), deadline - self._budget
             future.add_done_callback(lambda _: observe("record", loop.time() - started))
@@ -224,9 +221,7 @@ class RedisCallStore:
         prefix, suffix = f"{self._prefix}call:{{", "}"
         args = (prefix, suffix, ts, ts - self._ttl, self._max_calls, self._token, self._lease_ms, _SWEEP_MOST)
         keys, deadline = (self._calls_key, self._ended_key, self._lease_key), self._deadline()
-        evicted = await self._wait(
-            "sweep", self._script(SWEEP, keys, args, key="", deadline=deadline, timed=False), deadline
-        )
+        evicted = await self._run("sweep", SWEEP, keys, args, key="", deadline=deadline, timed=False)
         for member in evicted or ():
             self.evicted += 1
             log.warning("call_evicted", call_id=int(member), reason="max_calls", max_calls=self._max_calls)
@@ -241,7 +236,7 @@ class RedisCallStore:
         """Queue a command for a live call; it and its position in the queue."""
         key, deadline = self._key(call_id), self._deadline()
         value = stored.command_value(action, param, now)
-        reply = await self._wait("push", self._script(PUSH, (key,), (value,), key=key, deadline=deadline), deadline)
+        reply = await self._run("push", PUSH, (key,), (value,), key=key, deadline=deadline)
         identity = int(reply[0])
         if identity == -1:
             raise UnknownCallError(f"no call {call_id}")
@@ -256,9 +251,7 @@ class RedisCallStore:
     async def cancel(self, call_id: int, command_id: int) -> bool:
         """Drop a pending command; whether it was still pending."""
         key, deadline = self._key(call_id), self._deadline()
-        reply = await self._wait(
-            "cancel", self._script(CANCEL, (key,), (command_id,), key=key, deadline=deadline), deadline
-        )
+        reply = await self._run("cancel", CANCEL, (key,), (command_id,), key=key, deadline=deadline)
         dropped = int(reply)
         if dropped == -1:
             raise UnknownCallError(f"no call {call_id}")
@@ -291,6 +284,7 @@ class RedisCallStore:
 
     def _script(
         self,
+        what: str,
         script: Script,
         keys: Sequence[str],
         args: Sequence[Any],
@@ -306,18 +300,29 @@ class RedisCallStore:
         if timed:
             remaining = deadline - asyncio.get_running_loop().time() - self._margin
             args = (*args, int((time.time() + remaining) * 1000 + self._clock_offset_ms))
-        return self._batches.script(script, keys, args, key=key, deadline=deadline, timed=timed)
+        return self._batches.script(script, keys, args, what=what, key=key, deadline=deadline, timed=timed)
 
-    async def _wait(self, operation: str, future: asyncio.Future[Any], deadline: float) -> Any:
-        """The reply of a queued command, waited for until deadline (then StoreUnavailableError); the
-        time it took is observed under operation."""
+    async def _run(
+        self,
+        what: str,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        key: str,
+        deadline: float,
+        timed: bool = True,
+    ) -> Any:
+        """Queue script (see _script) and wait for its reply."""
+        return await self._wait(what, self._script(what, script, keys, args, key=key, deadline=deadline, timed=timed))
+
+    async def _wait(self, operation: str, future: asyncio.Future[Any]) -> Any:
+        """The reply of a queued command (the lane fails it at its deadline); the time it took is
+        observed under operation."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            async with asyncio.timeout_at(deadline):
-                return await future
-        except TimeoutError as exc:
-            raise StoreUnavailableError(f"redis: {operation} took more than {self._budget * 1000:.0f} ms") from exc
+            return await future
         finally:
             if self._observe is not None:
                 self._observe(operation, loop.time() - started)
@@ -326,7 +331,7 @@ class RedisCallStore:
         """A call's hash as HGETALL's flat list (empty: no such call)."""
         deadline = self._deadline()
         flat: list[bytes] = await self._wait(
-            operation, self._batches.command(("HGETALL", key), key=key, deadline=deadline), deadline
+            operation, self._batches.command(("HGETALL", key), what=operation, key=key, deadline=deadline)
         )
         return flat
 
@@ -414,7 +419,7 @@ class RedisCallStore:
         """Queue a snapshot of a call as of entry upto (off the answer's path; a failure only delays it)."""
         key = self._key(call_id)
         self._snapshotting.add(call_id)
-        future = self._script(RECORD, (key,), ("", "", raw, upto), key=key, deadline=self._deadline())
+        future = self._script("snapshot", RECORD, (key,), ("", "", raw, upto), key=key, deadline=self._deadline())
 
         def written(future: asyncio.Future[Any]) -> None:
             self._snapshotting.discard(call_id)

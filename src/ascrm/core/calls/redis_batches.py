@@ -45,54 +45,75 @@ _MOST = 512  # commands per write at most
 
 @dataclass(slots=True)
 class _Item:
-    """One queued command: its bytes, who waits for its reply, and what a retry in full needs."""
+    """One queued command: its bytes, who waits for its reply, until when, and what its errors name."""
 
     packed: bytes
     future: asyncio.Future[Any]
     deadline: float  # the loop's time
+    what: str  # the store's operation, as its errors name it
     key: str  # the call's key ("": none), named by an error reply
     script: Script | None  # the script it calls, if any
     timed: bool  # the script answers nil when it runs after its deadline
 
 
 class Batches:
-    """The lane: set up with how to get a connection, then queue commands with script() and command()."""
+    """The lanes: set up with how to get a connection, then queue commands with script() and command()."""
 
     def __init__(
-        self, connect: Connect, refused: Refused, scripts: Sequence[Script], forgotten: Callable[[Script], None]
+        self,
+        connect: Connect,
+        refused: Refused,
+        scripts: Sequence[Script],
+        forgotten: Callable[[Script], None],
+        *,
+        budget: float,
+        lanes: int = 1,
     ) -> None:
         self._connect = connect  # within a deadline; Redis trouble raises StoreUnavailableError
         self._refused = refused
         self._forgotten = forgotten  # told when Redis answers NOSCRIPT to a script
+        self._budget_ms = f"{budget * 1000:.0f} ms"
+        self._most_lanes = lanes
         load: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", script.text) for script in scripts]
         self._loading = b"".join(map(hiredis.pack_command, load))
         self._scripts = len(load)
         self._loaded = False  # whether Redis has been sent every script since it last forgot one
-        self._queue: deque[_Item] = deque()
-        self._lane: asyncio.Task[None] | None = None
+        self._queue: deque[_Item] = deque()  # not yet written
+        self._waiting: deque[_Item] = deque()  # not yet settled, in the order queued
+        self._timer: asyncio.TimerHandle | None = None  # fails the futures whose deadline has come
+        self._lanes: set[asyncio.Task[None]] = set()
+        self._sending = 0  # lanes waiting for their write's replies
 
     def script(
-        self, script: Script, keys: Sequence[str], args: Sequence[Any], *, key: str, deadline: float, timed: bool
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        what: str,
+        key: str,
+        deadline: float,
+        timed: bool,
     ) -> asyncio.Future[Any]:
         """Queue a script call by its SHA1; the future of its reply. timed: its last arg is its deadline
         and a nil reply means it ran too late (StoreUnavailableError)."""
         packed = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
-        return self._queued(_Item(packed, self._future(), deadline, key, script, timed))
+        return self._queued(_Item(packed, self._future(), deadline, what, key, script, timed))
 
-    def command(self, args: Sequence[Any], *, key: str, deadline: float) -> asyncio.Future[Any]:
+    def command(self, args: Sequence[Any], *, what: str, key: str, deadline: float) -> asyncio.Future[Any]:
         """Queue one command; the future of its reply."""
         packed = hiredis.pack_command(tuple(args))
-        return self._queued(_Item(packed, self._future(), deadline, key, None, False))
+        return self._queued(_Item(packed, self._future(), deadline, what, key, None, False))
 
     async def close(self, within: float) -> None:
-        """Let the lane write what is queued for at most within seconds, then stop it."""
-        lane = self._lane
-        if lane is None:
+        """Let the lanes write what is queued for at most within seconds, then stop them."""
+        if not self._lanes:
             return
-        done, _ = await asyncio.wait({lane}, timeout=within)
-        if not done:
+        _, pending = await asyncio.wait(set(self._lanes), timeout=within)
+        for lane in pending:
             lane.cancel()
-            await asyncio.wait({lane})
+        if pending:
+            await asyncio.wait(pending)
 
     # ------------------------------------------------------------------------------------------------
 
@@ -102,30 +123,49 @@ class Batches:
 
     def _queued(self, item: _Item) -> asyncio.Future[Any]:
         self._queue.append(item)
-        if self._lane is None:
-            self._lane = asyncio.get_running_loop().create_task(self._run())
+        self._waiting.append(item)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_at(item.deadline, self._expire)
+        if self._sending == len(self._lanes) < self._most_lanes:  # every lane is waiting for replies
+            self._start()
         return item.future
+
+    def _start(self) -> None:
+        self._lanes.add(asyncio.get_running_loop().create_task(self._run()))
+
+    def _expire(self) -> None:
+        """Fail every future whose deadline has come (a reply that comes later is dropped), then wait for
+        the next deadline. One timer for all: cheaper than one per command, and queued commands' deadlines
+        come in about the order they were queued."""
+        loop = asyncio.get_running_loop()
+        now, waiting = loop.time(), self._waiting
+        while waiting and (waiting[0].future.done() or waiting[0].deadline <= now):
+            item = waiting.popleft()
+            if not item.future.done():
+                late = StoreUnavailableError(f"redis: {item.what} took more than {self._budget_ms}")
+                item.future.set_exception(late)
+        self._timer = loop.call_at(waiting[0].deadline, self._expire) if waiting else None
 
     async def _run(self) -> None:
         """Write batches while anything is queued; then the lane ends (the next command starts another)."""
-        loop = asyncio.get_running_loop()
         try:
             while self._queue:
-                now, batch = loop.time(), list[_Item]()
+                batch = list[_Item]()
                 while self._queue and len(batch) < _MOST:
                     item = self._queue.popleft()
-                    if item.future.done():  # its caller stopped waiting
-                        continue
-                    if item.deadline <= now:
-                        item.future.set_exception(StoreUnavailableError("redis: the budget ran out before sending"))
-                        continue
-                    batch.append(item)
+                    if not item.future.done():  # else its deadline came, or its caller stopped waiting
+                        batch.append(item)
                 if batch:
-                    await self._send(batch)
+                    self._sending += 1
+                    try:
+                        await self._send(batch)
+                    finally:
+                        self._sending -= 1
         finally:
-            self._lane = None
-            if self._queue and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                self._lane = loop.create_task(self._run())  # queued while this lane was ending
+            lane = asyncio.current_task()
+            self._lanes.discard(lane)
+            if self._queue and lane is not None and not lane.cancelling():
+                self._start()  # queued while this lane was ending
 
     async def _send(self, batch: list[_Item]) -> None:
         """Write batch on one connection and settle each future with its reply; on trouble, fail the rest."""

@@ -1,10 +1,10 @@
 """The Lua scripts the Redis store runs: each change of a call is one atomic script call in Redis.
 
-They read and write the stored form of stored.py. A script is sent by its SHA1 (EVALSHA) and, when
-Redis does not know it (NOSCRIPT: after a restart, a failover or SCRIPT FLUSH), once in full (EVAL),
-which also loads it again; see Script. Numbers cross into Lua as strings (ARGV) and come back as
-integers; the call's hash is the only key a script writes for a call, plus the listing's index.
-The hash's layout version, '2' in the scripts, is stored.LAYOUT.
+They read and write the stored form of stored.py. A script is called by its SHA1 (EVALSHA); the
+store's lane loads them all (SCRIPT LOAD) before its first call and again when Redis answers NOSCRIPT
+(after a restart, a failover or SCRIPT FLUSH): see redis_batches.py. Numbers cross into Lua as
+strings (ARGV) and come back as integers; the call's hash is the only key a script writes for a
+call, plus the listing's index. The hash's layout version, '2' in the scripts, is stored.LAYOUT.
 """
 
 from __future__ import annotations

@@ -5,14 +5,15 @@ reply. A single task, the lane, takes everything queued so far, writes it on one
 one write and reads the replies in order, then takes what was queued meanwhile. Under load a write
 carries the commands of dozens of requests: measured on this machine (32 concurrent script calls),
 17.8 us of this process's CPU per call instead of 54 us with a connection per request, and 40.7k
-calls/s instead of 18.4k. Two or four lanes measured no faster, and one lane keeps this process's
-commands in the order they were queued (a decision's record lands before the call's next event).
+calls/s instead of 18.4k. One lane keeps this process's commands in the order they were queued (a
+decision's record lands before the call's next event); several lanes in parallel measured at most
+a noisy 16 % more requests/s, not worth giving that order up for.
 
 The connection is taken from the pool for each write and given back after its replies (under load
 that costs nothing measurable), so the pool's rules hold: a connection to a former master is closed
 when it comes back, one whose use was interrupted is closed. A write is bounded by the latest
-deadline of its commands; each caller also bounds its own wait (see RedisCallStore._wait), so a hung
-Redis costs a request its budget and no more. A command whose deadline has passed before it is
+deadline of its commands, and one timer fails every future whose deadline has come, so a hung Redis
+costs a request its budget and no more. A command whose deadline has passed before it is
 written is not written. Every future of the lane ends with its reply or a StoreError.
 
 Scripts are called by their SHA1 (EVALSHA). The lane's first write begins with SCRIPT LOAD of every
@@ -57,7 +58,7 @@ class _Item:
 
 
 class Batches:
-    """The lanes: set up with how to get a connection, then queue commands with script() and command()."""
+    """The lane: set up with how to get a connection, then queue commands with script() and command()."""
 
     def __init__(
         self,
@@ -67,13 +68,11 @@ class Batches:
         forgotten: Callable[[Script], None],
         *,
         budget: float,
-        lanes: int = 1,
     ) -> None:
         self._connect = connect  # within a deadline; Redis trouble raises StoreUnavailableError
         self._refused = refused
         self._forgotten = forgotten  # told when Redis answers NOSCRIPT to a script
         self._budget_ms = f"{budget * 1000:.0f} ms"
-        self._most_lanes = lanes
         load: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", script.text) for script in scripts]
         self._loading = b"".join(map(hiredis.pack_command, load))
         self._scripts = len(load)
@@ -81,8 +80,7 @@ class Batches:
         self._queue: deque[_Item] = deque()  # not yet written
         self._waiting: deque[_Item] = deque()  # not yet settled, in the order queued
         self._timer: asyncio.TimerHandle | None = None  # fails the futures whose deadline has come
-        self._lanes: set[asyncio.Task[None]] = set()
-        self._sending = 0  # lanes waiting for their write's replies
+        self._lane: asyncio.Task[None] | None = None
 
     def script(
         self,
@@ -106,14 +104,14 @@ class Batches:
         return self._queued(_Item(packed, self._future(), deadline, what, key, None, False))
 
     async def close(self, within: float) -> None:
-        """Let the lanes write what is queued for at most within seconds, then stop them."""
-        if not self._lanes:
+        """Let the lane write what is queued for at most within seconds, then stop it."""
+        lane = self._lane
+        if lane is None:
             return
-        _, pending = await asyncio.wait(set(self._lanes), timeout=within)
-        for lane in pending:
+        done, _ = await asyncio.wait({lane}, timeout=within)
+        if not done:
             lane.cancel()
-        if pending:
-            await asyncio.wait(pending)
+            await asyncio.wait({lane})
 
     # ------------------------------------------------------------------------------------------------
 
@@ -122,16 +120,19 @@ class Batches:
         return asyncio.get_running_loop().create_future()
 
     def _queued(self, item: _Item) -> asyncio.Future[Any]:
+        waiting = self._waiting
+        while waiting and waiting[0].future.done():  # settled: not kept (nor their replies) until a deadline
+            waiting.popleft()
         self._queue.append(item)
-        self._waiting.append(item)
+        waiting.append(item)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_at(item.deadline, self._expire)
-        if self._sending == len(self._lanes) < self._most_lanes:  # every lane is waiting for replies
+        if self._lane is None:
             self._start()
         return item.future
 
     def _start(self) -> None:
-        self._lanes.add(asyncio.get_running_loop().create_task(self._run()))
+        self._lane = asyncio.get_running_loop().create_task(self._run())
 
     def _expire(self) -> None:
         """Fail every future whose deadline has come (a reply that comes later is dropped), then wait for
@@ -156,14 +157,10 @@ class Batches:
                     if not item.future.done():  # else its deadline came, or its caller stopped waiting
                         batch.append(item)
                 if batch:
-                    self._sending += 1
-                    try:
-                        await self._send(batch)
-                    finally:
-                        self._sending -= 1
+                    await self._send(batch)
         finally:
+            self._lane = None
             lane = asyncio.current_task()
-            self._lanes.discard(lane)
             if self._queue and lane is not None and not lane.cancelling():
                 self._start()  # queued while this lane was ending
 
@@ -184,17 +181,17 @@ class Batches:
                 for item in batch:
                     try:
                         reply = await conn.read_response()
-                    except NoScriptError as exc:  # the reply was read: the connection is fine
-                        if item.script is None:
-                            _settle(item.future, exception=self._refused(item.key, exc))
-                        else:
+                    except ResponseError as exc:  # the reply was read: the connection is fine
+                        if isinstance(exc, NoScriptError) and item.script is not None:
                             again.append(item)
                             forgot = item.script
-                    except ResponseError as exc:
-                        _settle(item.future, exception=self._refused(item.key, exc))
+                        else:
+                            _settle(item.future, exception=self._refused(item.key, exc))
                     else:
                         if reply is None and item.timed:
-                            late = StoreUnavailableError("redis: ran after its deadline (clocks far apart?)")
+                            late = StoreUnavailableError(
+                                f"redis: {item.what} ran after its deadline (clocks far apart?)"
+                            )
                             _settle(item.future, exception=late)
                         else:
                             _settle(item.future, reply)

@@ -35,7 +35,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, nullcontext, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from datetime import datetime
 from typing import Any
 
@@ -100,7 +100,7 @@ class RedisCallStore:
         self._loaded_at: dict[str, float] = {}  # when each script was last found forgotten (logged)
         self._snapshotting: set[int] = set()  # calls whose snapshot this process is writing
         scripts = (UPDATE, POLL, RECORD, PUSH, CANCEL, SWEEP)
-        self._batches = Batches(self._connection, self._refused, scripts, self._forgotten, budget=self._budget)
+        self._batches = Batches(self._held, self._refused, scripts, self._forgotten, budget=self._budget)
         self.evicted = 0  # calls dropped because of the cap, by this process's sweeps
         self.unreadable = 0  # records this process found and could not read
 
@@ -352,10 +352,11 @@ class RedisCallStore:
 
     @asynccontextmanager
     async def _connection(
-        self, deadline: float, *, probe: bool = False, operation: str = "batch"
+        self, deadline: float, *, probe: bool = False, operation: str = "batch", held: bool = False
     ) -> AsyncIterator[AbstractConnection]:
         """A pooled connection, used within deadline (the loop's time); Redis trouble of any kind becomes
         StoreUnavailableError naming operation. The lane and _using take their connections here.
+        held: deadline bounds taking the connection only (the lane bounds each of its writes itself).
 
         The requests' pool is waited for (a semaphore of max_connections) within the deadline. The
         redis-py hazard: a command cut short (the deadline cancels it, the store closes) leaves its
@@ -367,8 +368,10 @@ class RedisCallStore:
         """
         pool, slots = (self._probe_pool, nullcontext()) if probe else (self._pool, self._slots)
         try:
-            async with asyncio.timeout_at(deadline), slots:
+            async with asyncio.timeout_at(deadline) as scope, slots:
                 conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+                if held:
+                    scope.reschedule(None)
                 try:
                     yield conn
                 except _REFUSALS:  # raised once every reply was read: the connection is fine
@@ -382,6 +385,10 @@ class RedisCallStore:
             raise StoreUnavailableError(f"redis: {operation} took more than {self._budget * 1000:.0f} ms") from exc
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"redis: {operation}: {type(exc).__name__}: {exc}") from exc
+
+    def _held(self, deadline: float) -> AbstractAsyncContextManager[AbstractConnection]:
+        """The lane's connection: taken within deadline, then kept for as long as the lane needs it."""
+        return self._connection(deadline, held=True)
 
     def _refused(self, key: str, exc: ResponseError) -> StoreError:
         """An error reply to a command about the call at key, as the store's error: a key holding

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection
@@ -42,6 +42,8 @@ from ascrm.core.calls.store import StoreError, StoreUnavailableError
 Connect = Callable[[float], AbstractAsyncContextManager[AbstractConnection]]  # a connection until a deadline
 Refused = Callable[[str, ResponseError], StoreError]  # an error reply about the key, as the store's error
 _MOST = 512  # commands per write at most
+_DEPTH = 4  # writes on their way at once, ahead of their replies
+_HOLD = 1.0  # seconds a busy lane keeps one connection before giving it back to the pool and taking one again
 
 
 @dataclass(slots=True)
@@ -55,6 +57,17 @@ class _Item:
     key: str  # the call's key ("": none), named by an error reply
     script: Script | None  # the script it calls, if any
     timed: bool  # the script answers nil when it runs after its deadline
+
+
+@dataclass(slots=True)
+class _Write:
+    """Commands written together: their bytes, SCRIPT LOADs first, and how many replies were read."""
+
+    items: list[_Item]
+    packed: bytes
+    loads: int  # SCRIPT LOAD replies before the items' own
+    deadline: float  # the latest of the items', the loop's time
+    read: int = 0  # of the items' replies
 
 
 class Batches:
@@ -72,11 +85,15 @@ class Batches:
         self._connect = connect  # within a deadline; Redis trouble raises StoreUnavailableError
         self._refused = refused
         self._forgotten = forgotten  # told when Redis answers NOSCRIPT to a script
+        self._budget = budget
         self._budget_ms = f"{budget * 1000:.0f} ms"
         load: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", script.text) for script in scripts]
         self._loading = b"".join(map(hiredis.pack_command, load))
         self._scripts = len(load)
         self._loaded = False  # whether Redis has been sent every script since it last forgot one
+        self._forgot = False  # Redis refused a script (NOSCRIPT) in this busy spell: no more writes in it
+        self._again: list[_Item] = []  # refused with NOSCRIPT: sent again, first, once the scripts are loaded
+        self._stir: asyncio.Event | None = None  # wakes a busy lane's writer
         self._queue: deque[_Item] = deque()  # not yet written
         self._waiting: deque[_Item] = deque()  # not yet settled, in the order queued
         self._timer: asyncio.TimerHandle | None = None  # fails the futures whose deadline has come
@@ -129,6 +146,8 @@ class Batches:
             self._timer = asyncio.get_running_loop().call_at(item.deadline, self._expire)
         if self._lane is None:
             self._start()
+        elif self._stir is not None:
+            self._stir.set()
         return item.future
 
     def _start(self) -> None:
@@ -148,65 +167,122 @@ class Batches:
         self._timer = loop.call_at(waiting[0].deadline, self._expire) if waiting else None
 
     async def _run(self) -> None:
-        """Write batches while anything is queued; then the lane ends (the next command starts another)."""
+        """Hold a connection while anything is queued or in flight; then the lane ends (the next command
+        starts another)."""
         try:
             while self._queue:
-                batch = list[_Item]()
-                while self._queue and len(batch) < _MOST:
-                    item = self._queue.popleft()
-                    if not item.future.done():  # else its deadline came, or its caller stopped waiting
-                        batch.append(item)
-                if batch:
-                    await self._send(batch)
+                await self._busy()
         finally:
             self._lane = None
+            self._stir = None
             lane = asyncio.current_task()
             if self._queue and lane is not None and not lane.cancelling():
                 self._start()  # queued while this lane was ending
 
-    async def _send(self, batch: list[_Item]) -> None:
-        """Write batch on one connection and settle each future with its reply; on trouble, fail the rest."""
-        again: list[_Item] = []  # refused with NOSCRIPT
-        forgot: Script | None = None
-        read = 0
+    async def _busy(self) -> None:
+        """One connection for as long as commands keep coming (at most _HOLD seconds): each write goes out
+        as soon as something is queued, up to _DEPTH writes ahead of their replies, and a reader task
+        settles the replies in order. Trouble of any kind fails every command written and not yet
+        answered, and the connection is closed."""
+        loop = asyncio.get_running_loop()
+        sent: deque[_Write] = deque()  # written, replies not all read
+        stir = self._stir = asyncio.Event()  # something was queued, or a write's replies were read
+        reader: asyncio.Task[None] | None = None
         try:
-            async with self._connect(max(item.deadline for item in batch)) as conn:
-                loading = not self._loaded
-                packed = b"".join([item.packed for item in batch])
-                await conn.send_packed_command(self._loading + packed if loading else packed)
-                if loading:
-                    for _ in range(self._scripts):  # an error here (not a script's own) fails the whole batch
-                        await conn.read_response()
-                    self._loaded = True
-                for item in batch:
-                    try:
-                        reply = await conn.read_response()
-                    except ResponseError as exc:  # the reply was read: the connection is fine
-                        if isinstance(exc, NoScriptError) and item.script is not None:
-                            again.append(item)
-                            forgot = item.script
-                        else:
-                            _settle(item.future, exception=self._refused(item.key, exc))
-                    else:
-                        if reply is None and item.timed:
-                            late = StoreUnavailableError(
-                                f"redis: {item.what} ran after its deadline (clocks far apart?)"
-                            )
-                            _settle(item.future, exception=late)
-                        else:
-                            _settle(item.future, reply)
-                    read += 1
+            async with self._connect(loop.time() + self._budget) as conn:
+                until = loop.time() + _HOLD
+                while True:
+                    while self._queue and len(sent) < _DEPTH and not self._forgot and loop.time() < until:
+                        write = self._take()
+                        if write is None:
+                            continue
+                        async with asyncio.timeout_at(write.deadline):
+                            await conn.send_packed_command(write.packed)
+                        sent.append(write)
+                        if reader is None or reader.done():
+                            reader = loop.create_task(self._replies(conn, sent, stir))
+                    if reader is not None and reader.done():
+                        reader.result()  # its trouble, raised here: the connection is closed
+                    if not sent and (not self._queue or self._forgot or loop.time() >= until):
+                        break
+                    stir.clear()
+                    await stir.wait()
         except StoreError as exc:
-            _fail(batch[read:], exc)
+            self._lost(sent, exc)
         except (RedisError, OSError) as exc:  # raised where the connection context does not convert it
-            _fail(batch[read:], StoreUnavailableError(f"redis: {type(exc).__name__}: {exc}"))
+            self._lost(sent, StoreUnavailableError(f"redis: {type(exc).__name__}: {exc}"))
         except BaseException:
-            _fail(batch[read:], StoreUnavailableError("redis: the store is closing"))
+            self._lost(sent, _CLOSING)
+            _fail(self._again, _CLOSING)
+            self._again = []
             raise
-        if forgot is not None:  # Redis forgot its scripts: the next write loads them, then these go first
-            self._loaded = False
-            self._forgotten(forgot)
-            self._queue.extendleft(reversed(again))
+        finally:
+            if reader is not None and not reader.done():
+                reader.cancel()
+        if self._forgot:  # Redis forgot its scripts: the next write loads them, then these go first
+            self._forgot = False
+            self._queue.extendleft(reversed(self._again))
+            self._again = []
+
+    def _lost(self, sent: deque[_Write], exc: StoreError) -> None:
+        """Fail every command written and not answered; the next connection may be to a Redis that
+        has not seen the scripts (a restart, a failover), so the next write loads them."""
+        self._loaded = False
+        _fail([item for write in sent for item in write.items[write.read :]], exc)
+
+    def _take(self) -> _Write | None:
+        """The next write: up to _MOST queued commands whose callers still wait (None: none of them),
+        after SCRIPT LOAD of every script if Redis may not know them."""
+        items = list[_Item]()
+        queue = self._queue
+        while queue and len(items) < _MOST:
+            item = queue.popleft()
+            if not item.future.done():  # else its deadline came, or its caller stopped waiting
+                items.append(item)
+        if not items:
+            return None
+        packed = b"".join([item.packed for item in items])
+        loads = 0 if self._loaded else self._scripts
+        if loads:
+            packed = self._loading + packed
+            self._loaded = True  # for the writes after this one on the connection: Redis runs them in order
+        return _Write(items, packed, loads, max(item.deadline for item in items))
+
+    async def _replies(self, conn: AbstractConnection, sent: deque[_Write], stir: asyncio.Event) -> None:
+        """Read the replies of the writes in flight, in order, each write's within its latest deadline."""
+        try:
+            while sent:
+                write = sent[0]
+                async with asyncio.timeout_at(write.deadline):
+                    await self._read(conn, write)
+                sent.popleft()
+                stir.set()
+        finally:
+            stir.set()  # the writer learns of the trouble, or that everything was answered
+
+    async def _read(self, conn: AbstractConnection, write: _Write) -> None:
+        """Settle each command of write with its reply (a NOSCRIPT-refused call is kept to be sent again)."""
+        for _ in range(write.loads):  # an error here (not a script's own) fails the whole write
+            await conn.read_response()
+        for item in write.items:
+            try:
+                reply = await conn.read_response()
+            except ResponseError as exc:  # the reply was read: the connection is fine
+                if isinstance(exc, NoScriptError) and item.script is not None:
+                    if not self._forgot:
+                        self._forgot = True  # no more writes in this spell: the next one loads them
+                        self._loaded = False
+                        self._forgotten(item.script)
+                    self._again.append(item)
+                else:
+                    _settle(item.future, exception=self._refused(item.key, exc))
+            else:
+                if reply is None and item.timed:
+                    late = StoreUnavailableError(f"redis: {item.what} ran after its deadline (clocks far apart?)")
+                    _settle(item.future, exception=late)
+                else:
+                    _settle(item.future, reply)
+            write.read += 1
 
 
 def _settle(future: asyncio.Future[Any], result: Any = None, *, exception: BaseException | None = None) -> None:
@@ -216,6 +292,9 @@ def _settle(future: asyncio.Future[Any], result: Any = None, *, exception: BaseE
         future.set_result(result)
     else:
         future.set_exception(exception)
+
+
+_CLOSING: Final = StoreUnavailableError("redis: the store is closing")
 
 
 def _fail(items: Sequence[_Item], exc: StoreError) -> None:

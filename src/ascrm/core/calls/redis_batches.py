@@ -29,7 +29,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import hiredis
@@ -44,6 +44,7 @@ Connect = Callable[[float], AbstractAsyncContextManager[AbstractConnection]]  # 
 Refused = Callable[[str, ResponseError], StoreError]  # an error reply about the key, as the store's error
 _MOST = 512  # commands per write at most
 _DEPTH = 4  # writes on their way at once, ahead of their replies
+_EAGER = 8  # commands queued in a busy spell that are written at once, not at the loop's next turn
 _HOLD = 1.0  # seconds a busy lane keeps one connection before giving it back to the pool and taking one again
 
 
@@ -71,6 +72,24 @@ class _Write:
     read: int = 0  # of the items' replies
 
 
+@dataclass(slots=True, eq=False)
+class _Spell:
+    """A busy spell of the lane: its connection, the writes on their way, the task reading their replies."""
+
+    conn: AbstractConnection
+    writer: asyncio.StreamWriter
+    until: float  # the loop's time after which nothing more is written on it
+    sent: deque[_Write]  # written, replies not all read, in order
+    stir: asyncio.Event = field(default_factory=asyncio.Event)  # something was queued, or replies were read
+    reader: asyncio.Task[None] | None = None
+    trouble: Exception | None = None  # what stopped the reader
+
+    def check(self) -> None:
+        """Raise what stopped the reader, if anything did."""
+        if self.trouble is not None:
+            raise self.trouble
+
+
 class Batches:
     """The lane: set up with how to get a connection, then queue commands with script() and command()."""
 
@@ -94,7 +113,7 @@ class Batches:
         self._loaded = False  # whether Redis has been sent every script since it last forgot one
         self._forgot = False  # Redis refused a script (NOSCRIPT) in this busy spell: no more writes in it
         self._again: list[_Item] = []  # refused with NOSCRIPT: sent again, first, once the scripts are loaded
-        self._stir: asyncio.Event | None = None  # wakes a busy lane's writer
+        self._spell: _Spell | None = None  # the lane's connection while it is busy
         self._queue: deque[_Item] = deque()  # not yet written
         self._waiting: deque[_Item] = deque()  # not yet settled, in the order queued
         self._timer: asyncio.TimerHandle | None = None  # fails the futures whose deadline has come
@@ -147,8 +166,10 @@ class Batches:
             self._timer = asyncio.get_running_loop().call_at(item.deadline, self._expire)
         if self._lane is None:
             self._start()
-        elif self._stir is not None:
-            self._stir.set()
+        elif self._spell is not None:
+            if len(self._queue) >= _EAGER:
+                self._flush(self._spell)
+            self._spell.stir.set()
         return item.future
 
     def _start(self) -> None:
@@ -175,39 +196,40 @@ class Batches:
                 await self._busy()
         finally:
             self._lane = None
-            self._stir = None
             lane = asyncio.current_task()
             if self._queue and lane is not None and not lane.cancelling():
                 self._start()  # queued while this lane was ending
 
     async def _busy(self) -> None:
-        """One connection for as long as commands keep coming (at most _HOLD seconds): each write goes out
-        as soon as something is queued, up to _DEPTH writes ahead of their replies, and a reader task
+        """One spell: a connection for as long as commands keep coming (at most _HOLD seconds). Writes go
+        out as commands are queued (see _flush), up to _DEPTH ahead of their replies, and a reader task
         settles the replies in order. Trouble of any kind fails every command written and not yet
         answered, and the connection is closed."""
         loop = asyncio.get_running_loop()
+        spell: _Spell | None = None
         sent: deque[_Write] = deque()  # written, replies not all read
-        stir = self._stir = asyncio.Event()  # something was queued, or a write's replies were read
-        reader: asyncio.Task[None] | None = None
         try:
             async with self._connect(loop.time() + self._budget) as conn:
-                until = loop.time() + _HOLD
-                while True:
-                    while self._queue and len(sent) < _DEPTH and not self._forgot and loop.time() < until:
-                        write = self._take()
-                        if write is None:
-                            continue
-                        async with asyncio.timeout_at(write.deadline):
-                            await conn.send_packed_command(write.packed)
-                        sent.append(write)
-                        if reader is None or reader.done():
-                            reader = loop.create_task(self._replies(conn, sent, stir))
-                    if reader is not None and reader.done():
-                        reader.result()  # its trouble, raised here: the connection is closed
-                    if not sent and (not self._queue or self._forgot or loop.time() >= until):
-                        break
-                    stir.clear()
-                    await stir.wait()
+                first = self._take()
+                if first is None:
+                    return
+                async with asyncio.timeout_at(first.deadline):  # connects if need be, as redis-py does
+                    await conn.send_packed_command(first.packed)
+                sent.append(first)
+                spell = self._spell = _Spell(conn, _writer(conn), loop.time() + _HOLD, sent)
+                try:
+                    while True:
+                        self._flush(spell)
+                        spell.check()
+                        if spell.writer.transport.get_write_buffer_size():  # Redis reads slower than we write
+                            async with asyncio.timeout_at(sent[-1].deadline):
+                                await spell.writer.drain()
+                        if not sent and (not self._queue or self._forgot or loop.time() >= spell.until):
+                            break
+                        spell.stir.clear()
+                        await spell.stir.wait()
+                finally:
+                    self._spell = None  # before the connection goes back: nothing more is written on it
         except StoreError as exc:
             self._lost(sent, exc)
         except (RedisError, OSError) as exc:  # raised where the connection context does not convert it
@@ -218,12 +240,29 @@ class Batches:
             self._again = []
             raise
         finally:
-            if reader is not None and not reader.done():
-                reader.cancel()
+            if spell is not None and spell.reader is not None and not spell.reader.done():
+                spell.reader.cancel()
         if self._forgot:  # Redis forgot its scripts: the next write loads them, then these go first
             self._forgot = False
             self._queue.extendleft(reversed(self._again))
             self._again = []
+
+    def _flush(self, spell: _Spell) -> None:
+        """Write what is queued on the spell's connection now, without waiting (the transport sends what
+        the socket takes and buffers the rest), and make sure a reader reads the replies. Called by the
+        lane, and by the queue itself once _EAGER commands wait: the first ones then reach Redis while
+        this process is still reading the next requests, rather than all of them after."""
+        loop = asyncio.get_running_loop()
+        sent = spell.sent
+        while self._queue and len(sent) < _DEPTH and not self._forgot and spell.trouble is None:
+            if loop.time() >= spell.until or spell.writer.transport.is_closing():
+                break
+            write = self._take()
+            if write is not None:
+                spell.writer.write(write.packed)
+                sent.append(write)
+        if sent and spell.trouble is None and (spell.reader is None or spell.reader.done()):
+            spell.reader = loop.create_task(self._replies(spell))
 
     def _lost(self, sent: deque[_Write], exc: StoreError) -> None:
         """Fail every command written and not answered; the next connection may be to a Redis that
@@ -249,17 +288,21 @@ class Batches:
             self._loaded = True  # for the writes after this one on the connection: Redis runs them in order
         return _Write(items, packed, loads, max(item.deadline for item in items))
 
-    async def _replies(self, conn: AbstractConnection, sent: deque[_Write], stir: asyncio.Event) -> None:
-        """Read the replies of the writes in flight, in order, each write's within its latest deadline."""
+    async def _replies(self, spell: _Spell) -> None:
+        """Read the replies of the spell's writes in flight, in order, each write's within its latest
+        deadline; trouble is left in spell.trouble for the lane to raise."""
+        sent = spell.sent
         try:
             while sent:
                 write = sent[0]
                 async with asyncio.timeout_at(write.deadline):
-                    await self._read(conn, write)
+                    await self._read(spell.conn, write)
                 sent.popleft()
-                stir.set()
+                spell.stir.set()
+        except Exception as exc:  # the lane raises it (its connection context converts it)
+            spell.trouble = exc
         finally:
-            stir.set()  # the writer learns of the trouble, or that everything was answered
+            spell.stir.set()  # the lane learns of the trouble, or that everything was answered
 
     async def _read(self, conn: AbstractConnection, write: _Write) -> None:
         """Settle each command of write with its reply (a NOSCRIPT-refused call is kept to be sent again)."""
@@ -290,6 +333,16 @@ class Batches:
             else:
                 _settle(item.future, reply)
             write.read += 1
+
+
+def _writer(conn: AbstractConnection) -> asyncio.StreamWriter:
+    """The stream conn writes to (connected: it has just sent a command), written to without waiting
+    by the spell: redis-py's send_packed_command is a coroutine, so a write could only go out at the
+    loop's next turn, after every request this turn reads has queued its command."""
+    writer = conn._writer
+    if writer is None:  # it has been closed meanwhile
+        raise ConnectionError("the connection closed")
+    return writer
 
 
 def _received(conn: AbstractConnection) -> hiredis.Reader | None:

@@ -10,9 +10,11 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from redis.asyncio.connection import AbstractConnection
 from structlog.testing import capture_logs
 
 from ascrm.core.answering import answer_event
@@ -189,3 +191,63 @@ async def test_a_failed_record_is_logged_and_counted_without_failing_the_answer(
     assert warnings
     assert warnings[0]["lost"] == "decision record"
     assert warnings[0]["call_id"] == 30
+
+
+async def test_replies_already_received_are_taken_without_a_read_each(
+    open_store: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store()
+    await store.update(accepted(40), NOW)
+    reads = 0
+    read_response = AbstractConnection.read_response
+
+    async def counted(self: AbstractConnection, *args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await read_response(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "read_response", counted)
+    calls = await asyncio.gather(*(store.update(accepted(300 + i, an=f"an-{i}"), NOW) for i in range(200)))
+    assert [(call.call_id, call.an) for call in calls] == [(300 + i, f"an-{i}") for i in range(200)]
+    assert 1 <= reads <= 40, reads  # about one per write: the rest were in hiredis's buffer already
+
+
+async def test_commands_queued_over_many_turns_keep_their_order(open_store: Opener) -> None:
+    store = open_store()
+    await store.update(accepted(41), NOW)
+    written = []
+    for turn in range(12):  # records written at once (eagerly) and at the loop's turn, interleaved
+        written += [store.record(41, transfer(f"r{turn}-{i}")) for i in range(turn % 11)]
+        await asyncio.sleep(0)
+    await asyncio.gather(*written)
+    call = await store.get(41)
+    assert call is not None
+    assert [record.rule_id for record in call.decisions] == [
+        f"r{turn}-{i}" for turn in range(12) for i in range(turn % 11)
+    ]  # 56: fewer than a call keeps
+
+
+async def test_a_busy_lane_gives_its_connection_back_at_least_once_a_second(
+    open_store: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store()
+    await store.update(accepted(42), NOW)
+    pool = store._pool
+    releases = 0
+    release = pool.release
+
+    async def counted(connection: AbstractConnection) -> None:
+        nonlocal releases
+        releases += 1
+        await release(connection)
+
+    monkeypatch.setattr(pool, "release", counted)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 2.6
+    busy = 0
+    while loop.time() < until:  # never idle: the next updates are queued before the last are answered
+        pending = [store.update(accepted(500 + busy * 8 + i), NOW) for i in range(8)]
+        busy += 1
+        await asyncio.gather(*pending)
+    assert releases >= 2, releases  # a failover's new master is reached without waiting for a lull
+    assert not pool._in_use_connections  # and once the load stops, the connection is back in the pool

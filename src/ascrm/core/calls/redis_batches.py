@@ -220,14 +220,14 @@ class Batches:
         loop = asyncio.get_running_loop()
         spell: _Spell | None = None
         sent: deque[_Write] = deque()  # written, replies not all read
+        first = self._take()
+        if first is None:
+            return
+        sent.append(first)  # taken before the connection: a failure to connect fails it, and only it
         try:
-            async with self._connect(loop.time() + self._budget) as conn:
-                first = self._take()
-                if first is None:
-                    return
+            async with self._connect(first.deadline) as conn:
                 async with asyncio.timeout_at(first.deadline):  # connects if need be, as redis-py does
                     await conn.send_packed_command(first.packed)
-                sent.append(first)
                 spell = self._spell = _Spell(conn, _writer(conn), loop.time() + _HOLD, sent)
                 try:
                     while True:

@@ -225,3 +225,29 @@ async def test_a_call_begun_before_the_upgrade_keeps_its_history(
         assert raw.get(f"{prefix}call:{{32}}") == b"another program's string"
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        CallEvent(7, T0, EventType.DTMF, None, dtmf="1"),
+        CallEvent(7, T0, EventType.DTMF, None, an="7" * 1500, dtmf="2" * 1500, generic="д" * 1100),  # clipped
+        CallEvent(7, None, 99, 7, generic="an unknown event type and service"),
+        CallEvent(7, T0, EventType.EndCall, None, result="1"),
+    ],
+    ids=["short", "clipped", "unknown-codes", "end"],
+)
+def test_an_event_folded_as_sent_equals_it_read_back(event: CallEvent) -> None:
+    """update() folds its own entry from what it sent (stored.Own), not read back: the same state."""
+    opening = CallEvent(7, T0, EventType.CallAccepted, ServiceType.MTSSecretary, "7" * 1500, "74951234567")
+    flat: list[bytes] = [b"v", b"2", b"k", b"0", b"cn", b"1"]
+    own = None
+    for number, (sent, at) in enumerate([(opening, T0), (event, T0 + timedelta(seconds=3))], start=1):
+        entry, own = stored.event_entry(sent, at)
+        flat += [str(number).encode(), entry]
+    flat += [b"n", b"2", b"u", (T0 + timedelta(seconds=3)).isoformat().encode()]
+    limits = {"max_call_bytes": 4096, "limit": codec.record_limit(4096)}
+    read_back = stored.fold(7, flat, "k", **limits)
+    as_sent = stored.fold(7, flat, "k", **limits, own=own)
+    assert as_sent == read_back
+    assert as_sent.call.trimmed == read_back.call.trimmed

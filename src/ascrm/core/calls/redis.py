@@ -114,8 +114,9 @@ class RedisCallStore:
             call = CallState.begin(call_id, event, now)
             call.apply(event, now, self._max_call_bytes)
             return call
+        entry, own = stored.event_entry(event, now)
         args = (
-            stored.event_entry(event, now),
+            entry,
             now.isoformat(),
             now.timestamp(),
             self._ttl,
@@ -130,7 +131,7 @@ class RedisCallStore:
         key, deadline = self._key(call_id), self._deadline()
         keys = (key, self._calls_key, self._ended_key, f"{self._prefix}call:{call_id}")
         flat = await self._run("update", UPDATE, keys, args, key=key, deadline=deadline)
-        return self._folded(call_id, flat).call
+        return self._folded(call_id, flat, own=own).call
 
     async def answer_poll(
         self, call_id: int, now: datetime, rules: RuleSet, decide: Decider
@@ -408,13 +409,12 @@ class RedisCallStore:
     # ------------------------------------------------------------------------------------------------
     # The stored form
 
-    def _folded(self, call_id: int, flat: list[bytes], taken: int = 0) -> stored.Folded:
+    def _folded(self, call_id: int, flat: list[bytes], taken: int = 0, own: stored.Own | None = None) -> stored.Folded:
         """The call of a hash (UnreadableRecordError, logged and counted); a snapshot written when due."""
         key = self._key(call_id)
+        limits = {"max_call_bytes": self._max_call_bytes, "limit": self._record_limit}
         try:
-            folded = stored.fold(
-                call_id, flat, key, max_call_bytes=self._max_call_bytes, limit=self._record_limit, taken=taken
-            )
+            folded = stored.fold(call_id, flat, key, **limits, taken=taken, own=own)
         except UnreadableRecordError as exc:
             self._unreadable(call_id, exc)
             raise

@@ -73,19 +73,33 @@ class Folded(NamedTuple):
     taken: Decision | None
 
 
-def event_entry(event: CallEvent, now: datetime) -> bytes:
-    """The entry of a platform event received at server time now (its fields clipped as a state keeps them)."""
-    return orjson.dumps(
+class Own(NamedTuple):
+    """What an event entry holds, as update() stored it: the fold of the reply that ends with it takes
+    it from here instead of reading it back."""
+
+    now: datetime  # the server time it was received at
+    event: CallEvent  # its fields clipped as stored
+    clipped: int  # how many fields were clipped
+
+
+def event_entry(event: CallEvent, now: datetime) -> tuple[bytes, Own]:
+    """The entry of a platform event received at server time now (its fields clipped as a state keeps
+    them), and what it holds."""
+    clipped = sum(1 for text in event[4:] if text is not None and len(text) > MAX_FIELD_CHARS)
+    if clipped:
+        event = CallEvent(*event[:4], *map(clip, event[4:]))
+    entry = orjson.dumps(
         [
             "E",
             now.isoformat(),
             None if event.event_time is None else event.event_time.isoformat(),
             event.event_type,
             event.service_type,
-            *map(clip, event[4:]),  # AN, UN, DN1, DN2, EXT1, EXT2, DTMF, Generic, Result
-            sum(1 for text in event[4:] if text is not None and len(text) > MAX_FIELD_CHARS),
+            *event[4:],  # AN, UN, DN1, DN2, EXT1, EXT2, DTMF, Generic, Result
+            clipped,
         ]
     )
+    return entry, Own(now, event, clipped)
 
 
 def connects(event: CallEvent) -> bool:
@@ -123,18 +137,30 @@ def snapshot(call: CallState) -> bytes:
         call.commands = commands
 
 
-def fold(call_id: int, flat: list[bytes], key: str, *, max_call_bytes: int, limit: int, taken: int = 0) -> Folded:
+def fold(
+    call_id: int,
+    flat: list[bytes],
+    key: str,
+    *,
+    max_call_bytes: int,
+    limit: int,
+    taken: int = 0,
+    own: Own | None = None,
+) -> Folded:
     """The call a hash holds (flat: HGETALL's field, value, field, value …); UnreadableRecordError
-    (naming key) when it cannot be read. taken: the entry whose poll decision to return."""
+    (naming key) when it cannot be read. taken: the entry whose poll decision to return. own: what the
+    hash's last entry holds (update() has just appended it), taken as it is rather than read back."""
     try:
-        return _fold(call_id, flat, key, max_call_bytes=max_call_bytes, limit=limit, taken=taken)
+        return _fold(call_id, flat, key, max_call_bytes=max_call_bytes, limit=limit, taken=taken, own=own)
     except UnreadableRecordError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
         raise UnreadableRecordError(key, f"{type(exc).__name__}: {exc}"[:_REASON]) from None
 
 
-def _fold(call_id: int, flat: list[bytes], key: str, *, max_call_bytes: int, limit: int, taken: int) -> Folded:
+def _fold(
+    call_id: int, flat: list[bytes], key: str, *, max_call_bytes: int, limit: int, taken: int, own: Own | None
+) -> Folded:
     fields: dict[bytes, bytes] = dict(zip(flat[::2], flat[1::2], strict=True))
     version = fields.get(b"v")
     if version != _LAYOUT_FIELD:
@@ -153,17 +179,15 @@ def _fold(call_id: int, flat: list[bytes], key: str, *, max_call_bytes: int, lim
     if call is not None and call.call_id != call_id:
         raise UnreadableRecordError(key, f"its snapshot holds call {call.call_id}")
     decision: Decision | None = None
+    last = int(fields.get(b"n", b"0"))
     for number, value in entries:
+        if own is not None and number == last and value[:5] == b'["E",':  # update()'s own: not read back
+            call = _applied(call, call_id, own, max_call_bytes)
+            continue
         entry = orjson.loads(value)
         kind = entry[0]
         if kind == "E":
-            now, event, clipped = _event(call_id, entry)
-            if call is None:
-                call = CallState.begin(call_id, event, now)
-            call.apply(event, now, max_call_bytes)
-            if clipped:  # cut before it was stored: counted as apply() counts what it cuts
-                last = call.last_trim
-                call.trim = Trim(call.trimmed + clipped, last.truncated + clipped, last.dropped)
+            call = _applied(call, call_id, Own(*_event(call_id, entry)), max_call_bytes)
         elif call is None:
             raise UnreadableRecordError(key, f"entry {number} ({kind!r}) comes before any event")
         elif kind == "P":
@@ -187,7 +211,7 @@ def _fold(call_id: int, flat: list[bytes], key: str, *, max_call_bytes: int, lim
     commands.sort(key=lambda command: command.id)
     call.commands = tuple(commands)
     call.next_command_id = int(fields.get(b"cn", b"1"))
-    return Folded(call, int(fields.get(b"n", b"0")), int(fields.get(b"k", b"0")), decision)
+    return Folded(call, last, int(fields.get(b"k", b"0")), decision)
 
 
 FACTS: Final = ("an", "un", "x", "cx", "p")  # the fields facts() reads, in its order
@@ -198,6 +222,17 @@ def facts(flat: list[bytes | None]) -> tuple[str | None, str | None, str]:
     an, un, ended, connected, polled = flat
     status = "ended" if ended else "connected" if connected or polled else "live"
     return (None if an is None else an.decode()), (None if un is None else un.decode()), status
+
+
+def _applied(call: CallState | None, call_id: int, own: Own, max_call_bytes: int) -> CallState:
+    """call (a new one at the first event) with the event of an entry applied."""
+    if call is None:
+        call = CallState.begin(call_id, own.event, own.now)
+    call.apply(own.event, own.now, max_call_bytes)
+    if own.clipped:  # cut before it was stored: counted as apply() counts what it cuts
+        trim = call.last_trim
+        call.trim = Trim(call.trimmed + own.clipped, trim.truncated + own.clipped, trim.dropped)
+    return call
 
 
 def _event(call_id: int, entry: list[Any]) -> tuple[datetime, CallEvent, int]:

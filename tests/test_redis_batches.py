@@ -250,4 +250,29 @@ async def test_a_busy_lane_gives_its_connection_back_at_least_once_a_second(
         busy += 1
         await asyncio.gather(*pending)
     assert releases >= 2, releases  # a failover's new master is reached without waiting for a lull
-    assert not pool._in_use_connections  # and once the load stops, the connection is back in the pool
+    until = loop.time() + 1.5  # and once the load stops, the connection is back in the pool within a second
+    while pool._in_use_connections and loop.time() < until:
+        await asyncio.sleep(0.02)
+    assert not pool._in_use_connections
+
+
+async def test_a_connection_redis_closed_while_the_lane_kept_it_is_not_written_to(
+    open_store: Opener, own_redis: RedisServer
+) -> None:
+    store = open_store(server=own_redis, timeout_ms=500)
+    await store.update(accepted(60), NOW)  # the lane now keeps its connection for the next command
+    own_redis.kill()
+    own_redis.start()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    until = started + 2
+    while True:  # the kill reaches the kept connection's transport as the kernel tells it
+        try:
+            call = await store.update(accepted(61), NOW)
+            break
+        except StoreUnavailableError as exc:
+            assert "took more than" not in str(exc)  # refused at once, not lost on a dead socket
+            assert loop.time() < until
+            await asyncio.sleep(0.05)
+    assert call.call_id == 61
+    assert loop.time() - started < 1  # well within the second the lane keeps a connection

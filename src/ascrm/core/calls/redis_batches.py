@@ -126,6 +126,7 @@ class Batches:
         self._forgot = False  # Redis refused a script (NOSCRIPT) in this busy spell: no more writes in it
         self._again: list[_Item] = []  # refused with NOSCRIPT: sent again, first, once the scripts are loaded
         self._spell: _Spell | None = None  # the lane's connection while it is busy
+        self._closing = False  # close() was called
         self._queue: deque[_Item] = deque()  # not yet written
         self._waiting: deque[_Item] = deque()  # not yet settled, in the order queued
         self._timer: asyncio.TimerHandle | None = None  # fails the futures whose deadline has come
@@ -157,6 +158,9 @@ class Batches:
         lane = self._lane
         if lane is None:
             return
+        self._closing = True  # an idle spell ends now
+        if self._spell is not None:
+            self._spell.stir.set()
         done, _ = await asyncio.wait({lane}, timeout=within)
         if not done:
             lane.cancel()
@@ -230,16 +234,7 @@ class Batches:
                     await conn.send_packed_command(first.packed)
                 spell = self._spell = _Spell(conn, _writer(conn), loop.time() + _HOLD, sent)
                 try:
-                    while True:
-                        self._flush(spell)
-                        spell.check()
-                        if spell.writer.transport.get_write_buffer_size():  # Redis reads slower than we write
-                            async with asyncio.timeout_at(sent[-1].deadline):
-                                await spell.writer.drain()
-                        if not sent and (not self._queue or self._forgot or loop.time() >= spell.until):
-                            break
-                        spell.stir.clear()
-                        await spell.stir.wait()
+                    await self._serve(spell)
                 finally:
                     self._spell = None  # before the connection goes back: nothing more is written on it
         except StoreError as exc:
@@ -259,6 +254,29 @@ class Batches:
             self._queue.extendleft(reversed(self._again))
             self._again = []
 
+    async def _serve(self, spell: _Spell) -> None:
+        """Write on the spell's connection whatever is queued, and wait, until the spell ends: at its
+        end time (even while idle, the connection is kept for the next command until then), when Redis
+        forgot its scripts, when the store closes, or on trouble (raised)."""
+        loop, sent = asyncio.get_running_loop(), spell.sent
+        while True:
+            self._flush(spell)
+            spell.check()
+            if spell.writer.transport.get_write_buffer_size():  # Redis reads slower than we write
+                async with asyncio.timeout_at(sent[-1].deadline):
+                    await spell.writer.drain()
+            if not sent and (self._forgot or self._closing or loop.time() >= spell.until):
+                return
+            spell.stir.clear()
+            if sent or self._queue:
+                await spell.stir.wait()
+                continue
+            try:  # idle
+                async with asyncio.timeout_at(spell.until):
+                    await spell.stir.wait()
+            except TimeoutError:
+                return
+
     def _flush(self, spell: _Spell) -> None:
         """Write what is queued on the spell's connection now, without waiting (the transport sends what
         the socket takes and buffers the rest), and make sure a reader reads the replies. Called by the
@@ -267,7 +285,10 @@ class Batches:
         loop = asyncio.get_running_loop()
         sent = spell.sent
         while self._queue and len(sent) < _DEPTH and not self._forgot and spell.trouble is None:
-            if loop.time() >= spell.until or spell.writer.transport.is_closing():
+            if loop.time() >= spell.until:
+                break
+            if spell.writer.transport.is_closing():  # Redis closed it (a restart, say): the next spell reconnects
+                spell.trouble = ConnectionError("redis closed the connection")
                 break
             write = self._take()
             if write is not None:

@@ -266,13 +266,15 @@ async def test_a_connection_redis_closed_while_the_lane_kept_it_is_not_written_t
     loop = asyncio.get_running_loop()
     started = loop.time()
     until = started + 2
+    refusals: list[str] = []
     while True:  # the kill reaches the kept connection's transport as the kernel tells it
         try:
             call = await store.update(accepted(61), NOW)
             break
         except StoreUnavailableError as exc:
-            assert "took more than" not in str(exc)  # refused at once, not lost on a dead socket
+            refusals.append(str(exc))
             assert loop.time() < until
             await asyncio.sleep(0.05)
+    assert not [reason for reason in refusals if "took more than" in reason]  # refused at once, not lost
     assert call.call_id == 61
     assert loop.time() - started < 1  # well within the second the lane keeps a connection

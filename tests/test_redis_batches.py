@@ -227,7 +227,7 @@ async def test_commands_queued_over_many_turns_keep_their_order(open_store: Open
     ]  # 56: fewer than a call keeps
 
 
-async def test_a_busy_lane_gives_its_connection_back_at_least_once_a_second(
+async def test_a_busy_lane_gives_its_connection_back_every_fraction_of_a_second(
     open_store: Opener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = open_store()
@@ -249,7 +249,7 @@ async def test_a_busy_lane_gives_its_connection_back_at_least_once_a_second(
         pending = [store.update(accepted(500 + busy * 8 + i), NOW) for i in range(8)]
         busy += 1
         await asyncio.gather(*pending)
-    assert releases >= 2, releases  # a failover's new master is reached without waiting for a lull
+    assert releases >= 8, releases  # a failover's new master is reached without waiting for a lull
     until = loop.time() + 1.5  # and once the load stops, the connection is back in the pool within a second
     while pool._in_use_connections and loop.time() < until:
         await asyncio.sleep(0.02)
@@ -277,4 +277,4 @@ async def test_a_connection_redis_closed_while_the_lane_kept_it_is_not_written_t
             await asyncio.sleep(0.05)
     assert not [reason for reason in refusals if "took more than" in reason]  # refused at once, not lost
     assert call.call_id == 61
-    assert loop.time() - started < 1  # well within the second the lane keeps a connection
+    assert loop.time() - started < 1

@@ -59,7 +59,7 @@ Refused = Callable[[str, ResponseError], StoreError]  # an error reply about the
 _MOST = 512  # commands per write at most
 _DEPTH = 4  # writes on their way at once, ahead of their replies
 _EAGER = 8  # commands queued in a busy spell that are written at once, not at the loop's next turn
-_HOLD = 1.0  # seconds a busy lane keeps one connection before giving it back to the pool and taking one again
+_HOLD = 0.2  # seconds a lane keeps one connection before giving it back to the pool (and taking one again)
 
 
 @dataclass(slots=True)

@@ -270,7 +270,7 @@ class Batches:
             if not sent and (self._forgot or self._closing or loop.time() >= spell.until):
                 return
             spell.stir.clear()
-            if sent or self._queue:
+            if sent:
                 await spell.stir.wait()
                 continue
             try:  # idle
@@ -343,8 +343,8 @@ class Batches:
         """Settle each command of write with its reply (a NOSCRIPT-refused call is kept to be sent again)."""
         for _ in range(write.loads):  # an error here (not a script's own) fails the whole write
             await conn.read_response()
+        reader = _received(conn)  # the connection's for as long as it stays connected, as it does here
         for item in write.items:
-            reader = _received(conn)
             reply = NOT_ENOUGH_DATA if reader is None else reader.gets()
             if reply is NOT_ENOUGH_DATA:  # not received yet: redis-py waits for it (and raises its errors)
                 try:

@@ -160,3 +160,7 @@ def test_redis_store_operations_are_timed(serve: ServerFactory, tmp_path: Path, 
     assert 0 < value(samples, "ascrm_store_seconds_sum", operation="update") < 3 * 0.5
     buckets = {labels: n for (name, labels), n in samples.items() if name == "ascrm_store_seconds_bucket"}
     assert buckets[(("le", "+Inf"), ("operation", "update"))] == 3
+    # three new calls rebuilt from their whole hash; the poll from the state its event left
+    assert value(samples, "ascrm_store_folds_total", kind="whole") == 3
+    assert value(samples, "ascrm_store_folds_total", kind="since") == 1
+    assert value(samples, "ascrm_store_folds_held_bytes") > 0

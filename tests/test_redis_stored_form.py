@@ -112,6 +112,8 @@ async def test_a_folded_call_equals_the_memory_stores_after_the_same_requests(
     assert final is not None
     assert len(final.events) == 256  # the event cap reached: the oldest went, the first stayed
     assert final.trimmed > 0
+    assert first.folds.hits > 100
+    assert second.folds.hits > 100
 
 
 async def test_snapshots_keep_the_hash_short(stores: tuple[RedisCallStore, RedisCallStore, str]) -> None:

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ascrm.core.calls.redis_cache import FoldCache
 from ascrm.core.calls.store import CallStore, StoreError
 from ascrm.service.runtime import Runtime, runtime_of
 from ascrm.service.stats import ADMIN_COMMAND, LATENCY_BUCKETS, ConnectionStats, Histogram, Stats
@@ -187,6 +188,20 @@ class ServiceCollector(Collector):
             "Calls dropped by this process because state.max_calls was reached.",
             value=store.evicted,
         )
+        folds = getattr(store, "folds", None)
+        if isinstance(folds, FoldCache):  # the Redis store
+            yield _counter(
+                "ascrm_store_folds",
+                "Calls rebuilt from their Redis hash by this process's events and polls: from the state it"
+                " held and what came since (since), or from the whole hash (whole).",
+                ("kind",),
+                {("since",): folds.hits, ("whole",): folds.misses},
+            )
+            yield GaugeMetricFamily(
+                "ascrm_store_folds_held_bytes",
+                "Memory (estimated) of the call states this process holds to fold only what came since.",
+                value=folds.size,
+            )
         yield GaugeMetricFamily(
             "ascrm_store_up", "1 if the call store answered this scrape.", value=int(self._calls is not None)
         )

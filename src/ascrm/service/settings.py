@@ -296,6 +296,7 @@ SCHEMA: dict[str, Any] = {
             "sweep_interval_ms": {"type": "integer", "min": 10, "max": 3_600_000},
             "max_call_bytes": {"type": "integer", "min": 4096},
             "max_connections": {"type": "integer", "min": 1, "max": 10_000},
+            "cache_mb": {"type": "integer", "min": 0, "max": 65_536},
             "tls_ca_file": {"type": "string", "empty": False},
             "tls_cert_file": {"type": "string", "empty": False},
             "tls_key_file": {"type": "string", "empty": False},

@@ -21,6 +21,7 @@ class StateSettings:
     sweep_interval_ms: int = 1000  # how often expired calls are forgotten, whether or not requests come
     max_call_bytes: int = 64 * 1024  # event history kept per call; past it the oldest records are trimmed
     max_connections: int = 64  # Redis connections of one process's requests; more wait for a free one
+    cache_mb: int = 64  # Redis: calls this replica folded last, kept to fold only what came since
     tls_ca_file: Path | None = None  # rediss://: the CAs the server's certificate is checked against
     tls_cert_file: Path | None = None  # rediss://: a client certificate (with tls_key_file)
     tls_key_file: Path | None = None

@@ -32,6 +32,7 @@ RESP2 is used.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -48,6 +49,7 @@ from redis.exceptions import RedisError, ResponseError
 from ascrm.core.calls import codec, stored
 from ascrm.core.calls.config import StateSettings
 from ascrm.core.calls.redis_batches import Batches
+from ascrm.core.calls.redis_cache import FoldCache, Held
 from ascrm.core.calls.redis_connection import connection_pool
 from ascrm.core.calls.redis_scripts import CANCEL, POLL, PUSH, RECORD, SWEEP, UPDATE, Script
 from ascrm.core.calls.state import CallState, Command, DecisionRecord, clip
@@ -86,6 +88,8 @@ class RedisCallStore:
         self._ended_key = f"{self._prefix}ended"
         self._lease_key = f"{self._prefix}sweeper"
         self._token = secrets.token_hex(8)  # this replica, as the sweeper's lease names it
+        self._incarnations = itertools.count(1)  # with _token: a fresh hash's `i`
+        self.folds = FoldCache(settings.cache_mb * 2**20)  # the calls it folded last (redis_cache.py)
         self._observe = observe
         self._margin = min(0.05, self._budget / 4)  # of the budget, for a script's reply to travel back
         self._clock_offset_ms = 0.0  # Redis's clock minus ours, as measured by ping()
@@ -127,11 +131,12 @@ class RedisCallStore:
             "1" if stored.connects(event) else "0",
             call_id,
             stored.MAX_ENTRIES,
+            *self._since(held := self.folds.get(call_id)),
         )
         key, deadline = self._key(call_id), self._deadline()
         keys = (key, self._calls_key, self._ended_key, f"{self._prefix}call:{call_id}")
         flat = await self._run("update", UPDATE, keys, args, key=key, deadline=deadline)
-        return self._folded(call_id, flat, own=own).call
+        return self._folded(call_id, flat, own=own, held=held, remember=True).call
 
     async def answer_poll(
         self, call_id: int, now: datetime, rules: RuleSet, decide: Decider
@@ -140,12 +145,22 @@ class RedisCallStore:
         that fires is claimed in Redis first, so it answers once however many replicas are polled)."""
         key, deadline = self._key(call_id), self._deadline()
         moment = now.isoformat()
-        args = (moment, now.timestamp(), self._ttl, orjson.dumps(rules.revision), call_id, orjson.dumps(moment))
+        held = self.folds.get(call_id)
+        args = (
+            moment,
+            now.timestamp(),
+            self._ttl,
+            orjson.dumps(rules.revision),
+            call_id,
+            orjson.dumps(moment),
+            *self._since(held),
+        )
         reply = await self._run("poll", POLL, (key, self._calls_key), args, key=key, deadline=deadline)
         if not reply:
+            self.folds.drop(call_id)
             return None, NO_ACTION
         flat, taken = reply
-        folded = self._folded(call_id, flat, int(taken))
+        folded = self._folded(call_id, flat, int(taken), held=held, remember=True)
         call = folded.call
         if folded.taken is not None:
             return call, folded.taken
@@ -409,15 +424,40 @@ class RedisCallStore:
     # ------------------------------------------------------------------------------------------------
     # The stored form
 
-    def _folded(self, call_id: int, flat: list[bytes], taken: int = 0, own: stored.Own | None = None) -> stored.Folded:
-        """The call of a hash (UnreadableRecordError, logged and counted); a snapshot written when due."""
+    def _since(self, held: Held | None) -> tuple[int, bytes, str]:
+        """A script's arguments about the fold held of its call: the entry it is folded up to (0: none),
+        the hash's incarnation, and a fresh one for a hash that has none."""
+        fresh = f"{self._token}.{next(self._incarnations)}"
+        return (0, b"", fresh) if held is None else (held.last, held.incarnation, fresh)
+
+    def _folded(
+        self,
+        call_id: int,
+        flat: list[bytes],
+        taken: int = 0,
+        own: stored.Own | None = None,
+        *,
+        held: Held | None = None,
+        remember: bool = False,
+    ) -> stored.Folded:
+        """The call of a hash, or of a script's reply of what came since held (UnreadableRecordError,
+        logged and counted); a snapshot written when due. remember: hold a copy of it (redis_cache.py)."""
         key = self._key(call_id)
         limits = {"max_call_bytes": self._max_call_bytes, "limit": self._record_limit}
+        since = held is not None and flat[:1] == [b"+"]
+        start = held.state.copy() if since and held is not None else None
         try:
-            folded = stored.fold(call_id, flat, key, **limits, taken=taken, own=own)
+            folded = stored.fold(call_id, flat, key, **limits, taken=taken, own=own, start=start)
         except UnreadableRecordError as exc:
+            self.folds.drop(call_id)
             self._unreadable(call_id, exc)
             raise
+        if remember:
+            if since:
+                self.folds.hits += 1
+            else:
+                self.folds.misses += 1
+            self.folds.put(call_id, folded.incarnation, folded.last, folded.call)
         if folded.last - folded.snapshot >= stored.SNAPSHOT_EVERY and call_id not in self._snapshotting:
             self._snapshot(call_id, stored.snapshot(folded.call), folded.last)
         return folded

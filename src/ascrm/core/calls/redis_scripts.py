@@ -36,18 +36,62 @@ if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(
 end
 """
 
+# The reply of a script that changed a call (redis_cache.py): the whole hash, or, when the replica holds
+# the call folded up to entry `have` of incarnation `held` and every entry after it is kept, only what
+# it lacks: '+' and the incarnation, the small fields, the entries after `have`, the pending commands.
+# A hash without an incarnation (made by a release before) gets `fresh`. Numbers go back as strings,
+# as HGETALL's would.
+_REPLY = """
+local function reply(key, have, held, fresh)
+  local i = redis.call('HGET', key, 'i')
+  if not i then
+    i = fresh
+    redis.call('HSET', key, 'i', i)
+  end
+  have = tonumber(have) or 0
+  local n = tonumber(redis.call('HGET', key, 'n')) or 0
+  local k = tonumber(redis.call('HGET', key, 'k')) or 0
+  if have == 0 or i ~= held or have < k or have > n
+     or (have < n and redis.call('HEXISTS', key, have + 1) == 0) then
+    return redis.call('HGETALL', key)
+  end
+  local cn = redis.call('HGET', key, 'cn') or '1'
+  local out = {'+', i, 'v', '2', 'n', tostring(n), 'k', tostring(k), 'cn', cn}
+  local updated = redis.call('HGET', key, 'u')
+  if updated then
+    out[#out + 1] = 'u'
+    out[#out + 1] = updated
+  end
+  for j = have + 1, n do
+    out[#out + 1] = tostring(j)
+    out[#out + 1] = redis.call('HGET', key, j)
+  end
+  for id = (tonumber(redis.call('HGET', key, 'ch')) or 1), (tonumber(cn) or 1) - 1 do
+    local command = redis.call('HGET', key, 'c:' .. id)
+    if command then
+      out[#out + 1] = 'c:' .. id
+      out[#out + 1] = command
+    end
+  end
+  return out
+end
+"""
+
 # KEYS: the call, the calls index, the ended index, the call's key in the layout before (a JSON record
 # of codec.py, which becomes the new hash's snapshot: a call begun before an upgrade keeps its
 # history). ARGV: 1 the event's entry, 2 now (ISO), 3 now (Unix
 # seconds), 4 the TTL, 5 the grace period, 6 "1" if the event is EndCall, 7 AN, 8 UN ("" for none),
 # 9 "1" if a transfer connected, 10 the call id, 11 the most entries kept past the snapshot, 12 the
-# deadline.
+# entry the replica holds the call folded up to (0: none), 13 its incarnation, 14 a fresh incarnation,
+# 15 the deadline.
 # Appends the entry, renews the expiry (a live call: the TTL; one that ends: the grace period; a late
-# event of an ended call: unchanged) and the call's place in the index; returns the hash (HGETALL).
+# event of an ended call: unchanged) and the call's place in the index; returns the hash (HGETALL, or
+# only what the replica lacks: _REPLY; the whole hash of a call that ends with no grace period).
 # A key of another layout is returned as it is, unchanged (the fold refuses it).
 UPDATE = Script(
     "update",
     _IN_TIME
+    + _REPLY
     + """
 local key, member = KEYS[1], ARGV[10]
 if redis.call('HGET', key, 'v') ~= '2' and redis.call('EXISTS', key) == 1 then
@@ -86,17 +130,19 @@ if redis.call('HEXISTS', key, 'x') == 0 then
   end
 end
 redis.call('ZADD', KEYS[2], ARGV[3], member)
-return redis.call('HGETALL', key)
+return reply(key, ARGV[12], ARGV[13], ARGV[14])
 """,
 )
 
 # KEYS: the call, the calls index. ARGV: 1 now (ISO), 2 now (Unix seconds), 3 the TTL, 4 the rules'
-# revision as JSON, 5 the call id, 6 now as JSON, 7 the deadline. A poll: marks the call polled (an entry the first
-# time) and takes its oldest pending command (a "C" entry). Returns nil for an unknown call, else
-# {the hash, the number of the entry of the command taken (0: none)}.
+# revision as JSON, 5 the call id, 6 now as JSON, 7-9 as UPDATE's 12-14, 10 the deadline. A poll: marks
+# the call polled (an entry the first time) and takes its oldest pending command (a "C" entry). Returns
+# nil for an unknown call, else {the hash (or what the replica lacks), the number of the entry of the
+# command taken (0: none)}.
 POLL = Script(
     "poll",
     _IN_TIME
+    + _REPLY
     + """
 local key = KEYS[1]
 if redis.call('HGET', key, 'v') ~= '2' then
@@ -124,7 +170,7 @@ end
 if taken == 0 then redis.call('HSET', key, 'ch', next_id) end
 if redis.call('HEXISTS', key, 'x') == 0 then redis.call('EXPIRE', key, ARGV[3]) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[5])
-return {redis.call('HGETALL', key), taken}
+return {reply(key, ARGV[7], ARGV[8], ARGV[9]), taken}
 """,
 )
 

@@ -232,6 +232,29 @@ class CallState:
                 events[1:-1] = reversed(kept)
         return cut
 
+    def copy(self) -> CallState:
+        """A copy that changes apart from this state (its lists are its own; their items are immutable)."""
+        return CallState(
+            self.call_id,
+            self.started_at,
+            self.updated_at,
+            self.an,
+            self.un,
+            self.service_type,
+            self.events.copy(),
+            self.digits,
+            self.transfer_results.copy(),
+            self.connected_at,
+            self.ended_at,
+            self.ended_by,
+            self.fired_polls,
+            self.decisions.copy(),
+            self.commands,
+            self.next_command_id,
+            self.trim,
+            self.history_blocks,
+        )
+
     def polled(self, now: datetime) -> None:
         """A GET poll arrived: the caller talks to an operator since now, unless a transfer said so."""
         self.updated_at = now

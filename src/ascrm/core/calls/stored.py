@@ -23,6 +23,8 @@ request is one script call that reads and writes the call atomically, and no fie
     cn, ch  the next command id; the oldest command id that may still be pending
     c:<id>  a pending command: [id, action, param, pushed at]
     f:<rule> "1" for a poll rule that has answered: claimed atomically, so it answers once
+    i       the incarnation: a token written when the hash is made (redis_cache.py tells a call that
+            expired and came back under its CallID from the one it folded)
 
 fold() rebuilds the state: the snapshot (or a new state at the first event), then every entry in
 order, through the same CallState methods the memory store calls, so both stores keep one history.
@@ -64,13 +66,15 @@ _REASON: Final = 200
 
 
 class Folded(NamedTuple):
-    """A call rebuilt from its hash: the state, the last entry's number, the snapshot's, and the poll
-    decision of the entry `taken` (a command a poll took), when asked for."""
+    """A call rebuilt from its hash: the state, the last entry's number, the snapshot's, the poll
+    decision of the entry `taken` (a command a poll took) when asked for, and the hash's incarnation
+    (its `i`: b"" when it has none)."""
 
     call: CallState
     last: int
     snapshot: int
     taken: Decision | None
+    incarnation: bytes
 
 
 class Own(NamedTuple):
@@ -146,12 +150,15 @@ def fold(
     limit: int,
     taken: int = 0,
     own: Own | None = None,
+    start: CallState | None = None,
 ) -> Folded:
     """The call a hash holds (flat: HGETALL's field, value, field, value …); UnreadableRecordError
     (naming key) when it cannot be read. taken: the entry whose poll decision to return. own: what the
-    hash's last entry holds (update() has just appended it), taken as it is rather than read back."""
+    hash's last entry holds (update() has just appended it), taken as it is rather than read back.
+    start: the call as folded up to the entry a script was told of (redis_cache.py), changed in place
+    when flat is a script's reply of only what came since (its first field `+`, the incarnation)."""
     try:
-        return _fold(call_id, flat, key, max_call_bytes=max_call_bytes, limit=limit, taken=taken, own=own)
+        return _fold(call_id, flat, key, max_call_bytes=max_call_bytes, limit=limit, taken=taken, own=own, start=start)
     except UnreadableRecordError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
@@ -159,7 +166,15 @@ def fold(
 
 
 def _fold(
-    call_id: int, flat: list[bytes], key: str, *, max_call_bytes: int, limit: int, taken: int, own: Own | None
+    call_id: int,
+    flat: list[bytes],
+    key: str,
+    *,
+    max_call_bytes: int,
+    limit: int,
+    taken: int,
+    own: Own | None,
+    start: CallState | None,
 ) -> Folded:
     fields: dict[bytes, bytes] = dict(zip(flat[::2], flat[1::2], strict=True))
     version = fields.get(b"v")
@@ -174,10 +189,7 @@ def _fold(
         elif name[:2] == b"c:":
             commands.append(_command(orjson.loads(value)))
     entries.sort()
-    raw = fields.get(b"s")
-    call = None if raw is None else codec.decode(raw, key=key, limit=limit)
-    if call is not None and call.call_id != call_id:
-        raise UnreadableRecordError(key, f"its snapshot holds call {call.call_id}")
+    call, incarnation = _beginning(call_id, fields, key, limit, start)
     decision: Decision | None = None
     last = int(fields.get(b"n", b"0"))
     for number, value in entries:
@@ -211,7 +223,24 @@ def _fold(
     commands.sort(key=lambda command: command.id)
     call.commands = tuple(commands)
     call.next_command_id = int(fields.get(b"cn", b"1"))
-    return Folded(call, last, int(fields.get(b"k", b"0")), decision)
+    return Folded(call, last, int(fields.get(b"k", b"0")), decision, incarnation)
+
+
+def _beginning(
+    call_id: int, fields: dict[bytes, bytes], key: str, limit: int, start: CallState | None
+) -> tuple[CallState | None, bytes]:
+    """What a fold starts from (start, the snapshot, or nothing before the first event) and the
+    incarnation of the hash."""
+    incarnation = fields.get(b"+")
+    if incarnation is not None:  # a reply of only what came since the fold of start
+        if start is None:
+            raise UnreadableRecordError(key, "a reply of what came since a fold that was not given")
+        return start, incarnation
+    raw = fields.get(b"s")
+    call = None if raw is None else codec.decode(raw, key=key, limit=limit)
+    if call is not None and call.call_id != call_id:
+        raise UnreadableRecordError(key, f"its snapshot holds call {call.call_id}")
+    return call, fields.get(b"i", b"")
 
 
 FACTS: Final = ("an", "un", "x", "cx", "p")  # the fields facts() reads, in its order

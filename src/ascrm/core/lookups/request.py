@@ -1,0 +1,30 @@
+"""What a look-up asks a CRM, and how the value is found in its answer."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Extract = Callable[[Any], "str | None"]
+"""The value in a parsed JSON answer (None: the answer holds none, a miss)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LookupRequest:
+    """One HTTP request of a look-up, rendered for a call: what is sent, and what the cache keys on."""
+
+    method: str  # GET or POST
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None  # POST: JSON
+
+    def key(self) -> str:
+        """A digest of everything sent (the cache's and the coalescing's key; secrets never appear in it)."""
+        digest = hashlib.sha256()
+        for part in (self.method, self.url, *(f"{name}\0{value}" for name, value in self.headers)):
+            digest.update(part.encode())
+            digest.update(b"\1")
+        digest.update(self.body or b"")
+        return digest.hexdigest()[:32]

@@ -20,6 +20,7 @@ import structlog
 from ascrm.core import engine
 from ascrm.core.calls.state import CallState, DecisionRecord
 from ascrm.core.calls.store import CallStore, StoreUnavailableError, UnreadableRecordError
+from ascrm.core.lookups.deciding import Looking, Resolver, Used, decide_looking_up
 from ascrm.core.protocol import NO_ACTION, CallEvent, Decision, code_name
 
 log = structlog.get_logger("ascrm.api")
@@ -38,6 +39,7 @@ class Answered(NamedTuple):
     call: CallState | None
     revision: str
     failed: bool = False  # deciding raised: answered with no action, logged `decision_failed`
+    lookups: tuple[Used, ...] = ()  # the sources looked up on the way, and how each was found
 
 
 async def answer_event(
@@ -48,9 +50,14 @@ async def answer_event(
     *,
     decide: engine.Decider | None = None,
     errors: Errors | None = None,
+    resolver: Resolver | None = None,
+    budget: float = 0.5,
 ) -> Answered:
     """Apply a call event to its call, decide, and remember an answer that carries an action (the record
     is queued in the store and written just after the answer leaves, in this process's order).
+
+    Sources the rules read are looked up through resolver within budget seconds in all (past it, or
+    without a resolver, their values are missing: lookups/deciding.py).
 
     decide is engine.decide unless told (looked up per call, so it can be replaced). When the store does
     not answer, the call is decided from this event alone (call-state conditions then fail), a
@@ -65,7 +72,19 @@ async def answer_event(
             call, stored = _this_event_alone(event, now), False
         except UnreadableRecordError:  # the store logged and counted it, and left it
             call, stored = _this_event_alone(event, now), False
-        decision = (decide or engine.decide)(rules, event, call, now)
+        decider = decide or engine.decide
+        used: tuple[Used, ...] = ()
+        if rules.sources:
+            decision, used = await decide_looking_up(
+                partial(decider, rules, event, call, now),
+                event,
+                call,
+                sources=rules.sources,
+                resolver=resolver,
+                budget=budget,
+            )
+        else:
+            decision = decider(rules, event, call, now)
         if stored and decision.action is not None and event.call_id:
             trigger = code_name(event.event_type) or "unknown"
             record = DecisionRecord(
@@ -73,7 +92,7 @@ async def answer_event(
             )
             written = store.record(event.call_id, record)  # not waited for: the answer goes out now
             written.add_done_callback(partial(_recorded, errors, event.call_id))
-        return Answered(decision, call, rules.revision)
+        return Answered(decision, call, rules.revision, lookups=used)
     except Exception:
         log.exception("decision_failed", call_id=event.call_id)
         return Answered(NO_ACTION, None, rules.revision, failed=True)
@@ -87,16 +106,31 @@ async def answer_poll(
     *,
     decide: engine.Decider | None = None,
     errors: Errors | None = None,
+    resolver: Resolver | None = None,
+    budget: float = 0.5,
 ) -> Answered:
     """A GET poll: a pushed command first, else the poll rules; decided and recorded in one atomic change
     of the call (so two simultaneous polls deliver a command, or fire a once-only rule, once).
+
+    A poll rule that reads a source: the store's poll answers no action, the source is looked up, and
+    the store is polled again with its value (a command pushed meanwhile is then delivered first).
 
     An unknown call, a store that does not answer, or a call whose record the store cannot read (logged
     and counted by the store) gets no action.
     """
     try:
-        call, decision = await store.answer_poll(call_id, now, rules, decide or engine.decide)
-        return Answered(decision, call, rules.revision)
+        decider = decide or engine.decide
+        if not rules.sources:
+            call, decision = await store.answer_poll(call_id, now, rules, decider)
+            return Answered(decision, call, rules.revision)
+        looking = Looking(rules.sources, resolver, budget)
+        for _ in range(len(rules.sources) + 1):
+            asking = _PollAsking(looking, decider)
+            call, decision = await store.answer_poll(call_id, now, rules, asking.decide)
+            if asking.needed is None:
+                break
+            await looking.find(asking.needed[0], None, asking.needed[1])
+        return Answered(decision, call, rules.revision, lookups=tuple(looking.used))
     except StoreUnavailableError as exc:
         _unavailable(errors, "poll", call_id, exc)
         return Answered(NO_ACTION, None, rules.revision)
@@ -105,6 +139,22 @@ async def answer_poll(
     except Exception:
         log.exception("decision_failed", call_id=call_id)
         return Answered(NO_ACTION, None, rules.revision, failed=True)
+
+
+class _PollAsking:
+    """The rules as the store's poll asks them: a source they need is noted (and no action answered),
+    to be looked up before the store is polled again."""
+
+    def __init__(self, looking: Looking, decide: engine.Decider) -> None:
+        self._looking, self._decide = looking, decide
+        self.needed: tuple[str, CallState] | None = None
+
+    def decide(self, rules: engine.RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:
+        answer = self._looking.ask(partial(self._decide, rules, event, call, now))
+        if isinstance(answer, Decision):
+            return answer
+        self.needed = (answer.name, call)
+        return NO_ACTION
 
 
 def _this_event_alone(event: CallEvent, now: datetime) -> CallState:

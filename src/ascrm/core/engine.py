@@ -6,8 +6,8 @@ the call's state and the clock, doing no I/O. A rule only *evaluates*; a store o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,6 +47,7 @@ class RuleSet:
     files: tuple[Path, ...] = ()  # the rule files
     data_files: tuple[Path, ...] = ()  # the list and map files they name
     warnings: tuple[Any, ...] = ()
+    sources: Mapping[str, Any] = field(default_factory=dict)  # name -> rules.sources.CompiledSource
 
 
 def decide(ruleset: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:

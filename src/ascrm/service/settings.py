@@ -80,6 +80,14 @@ class HealthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LookupSettings:
+    """The look-ups of rule files' `sources:`."""
+
+    budget_ms: int = 500  # one decision's look-ups in all; past it a pending one counts as failed
+    ca_file: Path | None = None  # the CAs a CRM's certificate is checked against (else the system's)
+
+
+@dataclass(frozen=True, slots=True)
 class ReloadSettings:
     """Reloading the rules when their files change."""
 
@@ -127,6 +135,7 @@ class Settings:
     state: StateSettings = field(default_factory=StateSettings)
     reload: ReloadSettings = field(default_factory=ReloadSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    lookups: LookupSettings = field(default_factory=LookupSettings)
     metrics_public: bool = False  # `metrics.public`: /metrics without credentials (a scraper on a private network)
     source: Path | None = None
 
@@ -321,6 +330,13 @@ SCHEMA: dict[str, Any] = {
         "type": "dict",
         "schema": {"check_interval_ms": {"type": "integer", "min": 50, "max": 60000}},
     },
+    "lookups": {
+        "type": "dict",
+        "schema": {
+            "budget_ms": {"type": "integer", "min": 1, "max": 10_000},
+            "ca_file": {"type": "string", "empty": False},
+        },
+    },
     "log": {
         "type": "dict",
         "schema": {
@@ -407,6 +423,7 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
         state=_state(doc.get("state", {}), base, str(path) if path else None),
         reload=ReloadSettings(**doc.get("reload", {})),
         health=HealthSettings(**doc.get("health", {})),
+        lookups=_lookups(doc.get("lookups", {}), base, str(path) if path else None),
         metrics_public=doc.get("metrics", {}).get("public", False),
         source=path,
     )
@@ -459,6 +476,20 @@ def _state(values: dict[str, Any], base: Path, source: str | None) -> StateSetti
     if "sentinels" in state:
         state["sentinels"] = tuple(state["sentinels"])
     return StateSettings(**state)
+
+
+def _lookups(values: dict[str, Any], base: Path, source: str | None) -> LookupSettings:
+    lookups = dict(values)
+    if "ca_file" in lookups:
+        given = lookups["ca_file"]
+        lookups["ca_file"] = _resolve(base, given)
+        try:
+            lookups["ca_file"].read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                "lookups.ca_file", f"cannot read the file: {exc.strerror}", given, source=source
+            ) from None
+    return LookupSettings(**lookups)
 
 
 def _redacted(url: Any) -> Any:

@@ -11,6 +11,7 @@ from ascrm.core.calls.state import CallState
 from ascrm.core.protocol import FULL_NUMBER_ACTIONS, Action, CallEvent, national_number, param_error, parse_code
 from ascrm.core.rules.conditions import NUMBER_FIELDS, STRING_FIELDS, Getter, getter
 from ascrm.core.rules.excerpt import excerpt
+from ascrm.core.rules.sources import source_getter
 
 Normalize = Callable[[str], str]
 
@@ -77,10 +78,16 @@ class Template:
         return None
 
 
-def parse_template(text: str, maps: Mapping[str, Mapping[str, str]], normalize: Normalize | None = None) -> Template:
-    """Compile a param; ActionError names an unknown field or map, or a stray brace.
+def parse_template(
+    text: str,
+    maps: Mapping[str, Mapping[str, str]],
+    normalize: Normalize | None = None,
+    sources: frozenset[str] = frozenset(),
+) -> Template:
+    """Compile a param; ActionError names an unknown field, map or source, or a stray brace.
 
     normalize is the file's number normalisation: a map is looked up with the normalised number.
+    sources: the names of `sources:`, read like fields ({owner}, {managers[owner]}).
     """
     parts: list[str | tuple[Getter, Mapping[str, str] | None, Normalize | None]] = []
     names: list[tuple[str, str | None]] = []
@@ -100,16 +107,22 @@ def parse_template(text: str, maps: Mapping[str, Mapping[str, str]], normalize: 
             parts.append(literal)
             literal = ""
         if key is None:
-            if name not in STRING_FIELDS:
-                raise ActionError((), f"unknown field {{{name}}} in {excerpt(text)} (known: {_FIELDS})")
-            parts.append((getter(name), None, None))
+            if name in sources:
+                parts.append((source_getter(name), None, None))
+            elif name in STRING_FIELDS:
+                parts.append((getter(name), None, None))
+            else:
+                raise ActionError((), f"unknown field {{{name}}} in {excerpt(text)} (known: {_known(sources)})")
             names.append((name, None))
         else:
             if name not in maps:
                 raise ActionError((), f"no map named {excerpt(name)} in {excerpt(text)}")
-            if key not in STRING_FIELDS:
-                raise ActionError((), f"unknown field {excerpt(key)} in {excerpt(text)} (known: {_FIELDS})")
-            parts.append((getter(key), maps[name], normalize if key in NUMBER_FIELDS else None))
+            if key in sources:
+                parts.append((source_getter(key), maps[name], None))
+            elif key in STRING_FIELDS:
+                parts.append((getter(key), maps[name], normalize if key in NUMBER_FIELDS else None))
+            else:
+                raise ActionError((), f"unknown field {excerpt(key)} in {excerpt(text)} (known: {_known(sources)})")
             names.append((key, name))
     literal += text[position:]
     if literal:
@@ -117,8 +130,15 @@ def parse_template(text: str, maps: Mapping[str, Mapping[str, str]], normalize: 
     return Template(tuple(parts), tuple(names))
 
 
+def _known(sources: frozenset[str]) -> str:
+    return ", ".join((_FIELDS, *sorted(sources)))
+
+
 def parse_action(
-    spec: Any, maps: Mapping[str, Mapping[str, str]], normalize: Normalize | None = None
+    spec: Any,
+    maps: Mapping[str, Mapping[str, str]],
+    normalize: Normalize | None = None,
+    sources: frozenset[str] = frozenset(),
 ) -> tuple[Action, Template]:
     """`Hangup`, or `{TransferDN: "7495…"}`: the action and its param template.
 
@@ -140,7 +160,7 @@ def parse_action(
     if isinstance(param, bool) or not isinstance(param, (str, int)):
         raise ActionError((name,), f"{action.name}'s param is text, not {excerpt(param)}")
     try:
-        template = parse_template(str(param), maps, normalize)
+        template = parse_template(str(param), maps, normalize, sources)
     except ActionError as exc:
         raise ActionError((name,), exc.message) from None
     if normalize is not None and action in FULL_NUMBER_ACTIONS:

@@ -14,6 +14,7 @@ from ascrm.core.engine import RuleSet
 from ascrm.core.protocol import FULL_NUMBER_ACTIONS, Action, EventType, ServiceType, param_error, parse_code
 from ascrm.core.rules.actions import ActionError, parse_action
 from ascrm.core.rules.conditions import (
+    CONDITIONS,
     NUMBER_FIELDS,
     ConditionError,
     Definitions,
@@ -47,6 +48,8 @@ from ascrm.core.rules.rule import POLL, CompiledRule
 from ascrm.core.rules.schedule import Schedule, ScheduleError, parse_schedule
 from ascrm.core.rules.schema import shape_errors
 from ascrm.core.rules.services import admits, only
+from ascrm.core.rules.source_requests import compile_source
+from ascrm.core.rules.sources import CompiledSource, SourceError
 
 _NORMALIZERS: dict[str, Callable[[str], str] | None] = {"none": None, "ru": normalize_ru}
 
@@ -111,6 +114,9 @@ def load_rules(
     compiler.unknown_overrides(source)
     compiler.check()
     for file, document in compiler.documents:
+        compiler.sources_of(file, document)
+    compiler.check()
+    for file, document in compiler.documents:
         compiler.rules_of(file, document)
     compiler.check()
     from ascrm.core.rules.lint import lint
@@ -122,6 +128,7 @@ def load_rules(
         files=tuple(files),
         data_files=tuple(compiler.data_files),
         warnings=(*compiler.warnings, *lint(compiler.rules, compiler.raw_rules)),
+        sources=dict(compiler.sources),
     )
 
 
@@ -139,6 +146,7 @@ class _Compiler:
         self.schedules: dict[str, Schedule] = {}
         self.lists: dict[str, NumberList] = {}
         self.maps: dict[str, Mapping[str, str]] = {}
+        self.sources: dict[str, CompiledSource] = {}
         self.defined_at: dict[tuple[str, str], Location] = {}
         self.rules: list[CompiledRule] = []
         self.raw_rules: list[Mapping[str, Any]] = []
@@ -204,6 +212,21 @@ class _Compiler:
             if self.define("maps", name, file, document):
                 self.map_of(file, document, name, spec, normalize)
 
+    def sources_of(self, file: Path, document: MarkedMap) -> None:
+        """The file's `sources:` (after every file's lists and maps: a source's URL may read a map)."""
+        _, normalize = self.settings(file, document)
+        for name, spec in (document.get("sources") or {}).items():
+            if not self.define("sources", name, file, document):
+                continue
+            if name in CONDITIONS or name in self.lists or name in self.maps:
+                what = "a condition" if name in CONDITIONS else "a list" if name in self.lists else "a map"
+                self.problem(file, document, ("sources", name), f"source {excerpt(name)}: {what} has this name")
+                continue
+            try:
+                self.sources[name] = compile_source(name, spec, self.maps, normalize)
+            except SourceError as exc:
+                self.problem(file, document, ("sources", name, *exc.path), f"source {excerpt(name)}: {exc.message}")
+
     def unknown_overrides(self, source: Path) -> None:
         for kind, given in (("lists", self.overrides.lists), ("maps", self.overrides.maps)):
             defined = sorted(name for (what, name) in self.defined_at if what == kind)
@@ -268,7 +291,7 @@ class _Compiler:
                 continue
             self.defined_at[("rules", rule_id)] = where
             events = self.events(file, document, at, raw["on"])
-            defs = Definitions(self.schedules, self.lists, self.maps, zone, normalize, [])
+            defs = Definitions(self.schedules, self.lists, self.maps, zone, normalize, [], frozenset(self.sources))
             condition = None
             if "if" in raw:
                 try:
@@ -278,7 +301,7 @@ class _Compiler:
                     self.problem(file, document, (*at, "if", *exc.path), message, key=exc.about_key)
                     continue
             try:
-                action, template = parse_action(raw["do"], self.maps, normalize)
+                action, template = parse_action(raw["do"], self.maps, normalize, frozenset(self.sources))
             except ActionError as exc:
                 self.problem(file, document, (*at, "do", *exc.path), f"rule {excerpt(rule_id)}: {exc.message}")
                 continue

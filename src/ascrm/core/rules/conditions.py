@@ -23,6 +23,7 @@ from ascrm.core.rules.excerpt import excerpt
 from ascrm.core.rules.lists import NumberList, number_list
 from ascrm.core.rules.regex import PatternError, compile_pattern
 from ascrm.core.rules.schedule import Schedule, ScheduleError, parse_schedule
+from ascrm.core.rules.sources import source_getter
 
 Predicate = Callable[[CallEvent | None, CallState, datetime], bool]
 Getter = Callable[[CallEvent | None, CallState], str | None]
@@ -72,6 +73,7 @@ class Definitions:
     timezone: str
     normalize: Callable[[str], str] | None = None
     index_hint: list[tuple[str, frozenset[str]]] = field(default_factory=list)
+    sources: frozenset[str] = frozenset()  # the names of `sources:`, read like fields
 
 
 def getter(name: str) -> Getter:
@@ -86,16 +88,29 @@ def getter(name: str) -> Getter:
 
 def compile_conditions(spec: Mapping[str, Any], defs: Definitions, *, top: bool = True) -> Predicate:
     """All conditions of an `if:` mapping, as one predicate (all must hold)."""
-    parts = []
+    parts: list[Predicate] = []
+    looked_up: list[Predicate] = []  # conditions on sources last: a source is asked once the rest holds
     for key, value in spec.items():
-        if key not in CONDITIONS:
-            known = ", ".join(CONDITIONS)
+        if key not in CONDITIONS and key not in defs.sources:
+            known = ", ".join((*CONDITIONS, *sorted(defs.sources)))
             raise ConditionError((key,), f"unknown condition {excerpt(key)} (known: {known})", about_key=True)
         try:
-            parts.append(_condition(key, value, defs, top=top))
+            predicate = _condition(key, value, defs, top=top)
         except ConditionError as exc:
             raise ConditionError((key, *exc.path), exc.message, about_key=exc.about_key) from None
-    return every(parts)
+        (looked_up if uses_sources({key: value}, defs.sources) else parts).append(predicate)
+    return every(parts + looked_up)
+
+
+def uses_sources(spec: Any, sources: frozenset[str]) -> bool:
+    """Whether a condition mapping (or any mapping within it) reads a source."""
+    if not sources:
+        return False
+    if isinstance(spec, dict):
+        return any(key in sources or uses_sources(value, sources) for key, value in spec.items())
+    if isinstance(spec, list):
+        return any(uses_sources(item, sources) for item in spec)
+    return False
 
 
 def every(parts: Sequence[Predicate]) -> Predicate:
@@ -134,6 +149,10 @@ def some(parts: Sequence[Predicate]) -> Predicate:
 
 
 def _condition(key: str, value: Any, defs: Definitions, *, top: bool) -> Predicate:
+    if key in defs.sources:  # its value as looked up (no index: it is not in the event)
+        looked_up = source_getter(key)
+        matches, _ = string_matcher(value, defs, None)
+        return lambda event, call, now: matches(looked_up(event, call))
     if key in STRING_FIELDS:
         read, normalize = getter(key), defs.normalize if key in NUMBER_FIELDS else None
         matches, exact = string_matcher(value, defs, normalize)

@@ -26,6 +26,32 @@ RULE: dict[str, Any] = {
     "do": {"required": True, "type": ["string", "dict"], "empty": False},
     "repeat": {"type": "boolean"},
 }
+_DURATION = {"type": "string", "regex": r"\d+(\.\d+)?(ms|s|m|h|d)"}
+SOURCE: dict[str, Any] = {
+    "kind": {"type": "string"},
+    "url": {"type": "string", "empty": False, "maxlength": 4096},
+    "method": {"type": "string", "allowed": ["GET", "POST"]},
+    "body": {"type": ["dict", "list", "string"]},
+    "headers": {
+        "type": "dict",
+        "maxlength": 50,
+        "keysrules": {"type": "string", "regex": r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"},
+        "valuesrules": {"type": ["string", "integer"], "maxlength": 4096},
+    },
+    "value": {"type": "string", "regex": r"[^.]+(\.[^.]+)*", "maxlength": 512},
+    "timeout": _DURATION,
+    "cache": {"type": "dict", "schema": {"ttl": _DURATION, "miss_ttl": _DURATION, "stale": _DURATION}},
+    "rate": {"type": "string", "regex": r"\d+(\.\d+)?/(s|m|h)"},
+    "burst": {"type": "integer", "min": 1, "max": 10_000},
+    "breaker": {
+        "type": "dict",
+        "schema": {"failures": {"type": "integer", "min": 1, "max": 1000}, "cooldown": _DURATION},
+    },
+    "webhook": {"type": "string", "empty": False, "maxlength": 4096},
+    "token": {"type": "string", "empty": False, "maxlength": 4096},
+    "api_key": {"type": "string", "empty": False, "maxlength": 4096},
+}
+_SECRET_KEYS = frozenset({"url", "headers", "webhook", "token", "api_key", "body"})  # never echoed in errors
 FILE: dict[str, Any] = {
     "timezone": {"type": "string", "empty": False},
     "normalize": {"type": "string", "allowed": ["none", "ru"]},
@@ -51,6 +77,12 @@ FILE: dict[str, Any] = {
         "nullable": True,
         "keysrules": {"type": "string", "regex": NAME},
         "valuesrules": {"type": "dict"},
+    },
+    "sources": {
+        "type": "dict",
+        "nullable": True,
+        "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
+        "valuesrules": {"type": "dict", "schema": SOURCE},
     },
     "rules": {"type": "list", "nullable": True, "schema": {"type": "dict", "schema": RULE}},  # `rules:` alone: none
 }
@@ -129,6 +161,8 @@ def _shown(value: Any) -> str:
 def _message(error: Any, items: dict[tuple[Any, ...], str], path: tuple[Any, ...]) -> str:
     value, rule = error.value, error.rule
     shown = _shown(value)
+    if path[:1] == ("sources",) and _SECRET_KEYS & set(path[2:]):
+        shown = "a value not shown (it may hold a secret)"
     key: Any = path[-1] if path else "file"
     item = isinstance(key, int)
     if item:  # an entry of a list: 'rule 3', 'item 2'

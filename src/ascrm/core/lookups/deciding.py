@@ -1,0 +1,99 @@
+"""Deciding with look-ups: the rules are asked, and asked again once each source they need is looked up.
+
+The engine does no I/O: a rule that reads a source not looked up yet raises NeedsLookup. Here the
+source is looked up (within what is left of the decision's budget) and the rules are asked again with
+its value, at most once per source; rules before the one that needed it do not read it, so they give
+the same answer again. Past the budget a pending look-up counts as failed (its value is missing) and
+the answer goes out. A rule set without sources is asked once, as before, and pays nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Protocol
+
+from ascrm.core.calls.state import CallState
+from ascrm.core.lookups.looked_up import LOOKED_UP, CompiledSource, NeedsLookup
+from ascrm.core.lookups.request import Extract, LookupRequest
+from ascrm.core.lookups.source import Outcome, SourceSettings
+from ascrm.core.protocol import NO_ACTION, CallEvent, Decision
+
+
+class Resolver(Protocol):
+    """What performs look-ups (lookups.Lookups in the service; given values in the rule tools)."""
+
+    async def look_up(
+        self, source: SourceSettings, request: LookupRequest, extract: Extract, *, deadline: float
+    ) -> Outcome:
+        """The value of one look-up, within deadline (the running loop's clock)."""
+        ...
+
+
+class Used(NamedTuple):
+    """A look-up a decision used: the source, how its value was found (an Outcome's outcome)."""
+
+    source: str
+    outcome: str
+
+
+DecideOnce = Callable[[], Decision]  # the rules asked once, with LOOKED_UP as set
+
+
+class Looking:
+    """The look-ups of one decision: values found so far, within one budget."""
+
+    def __init__(self, sources: Mapping[str, Any], resolver: Resolver | None, budget: float) -> None:
+        self._sources = sources
+        self._resolver = resolver
+        self._deadline = asyncio.get_running_loop().time() + budget
+        self.values: dict[str, str | None] = {}
+        self.used: list[Used] = []
+
+    async def find(self, name: str, event: CallEvent | None, call: CallState) -> None:
+        """Look source name up for this call (missing when it cannot be)."""
+        source: CompiledSource = self._sources[name]
+        loop = asyncio.get_running_loop()
+        built = source.build(event, call)
+        if built is None:  # a placeholder of its request has no value: nothing to ask
+            outcome = Outcome(None, "miss", 0.0)
+        elif self._resolver is None or loop.time() >= self._deadline:
+            outcome = Outcome(None, "timeout" if self._resolver is not None else "error", 0.0)
+        else:
+            request, extract = built
+            outcome = await self._resolver.look_up(source.settings, request, extract, deadline=self._deadline)
+        self.values[name] = outcome.value
+        self.used.append(Used(name, outcome.outcome))
+
+    def ask(self, decide: DecideOnce) -> Decision | NeedsLookup:
+        """The rules' decision with the values found so far, or the look-up they need next."""
+        token = LOOKED_UP.set(self.values)
+        try:
+            return decide()
+        except NeedsLookup as need:
+            if need.name in self.values or need.name not in self._sources:  # cannot happen: never loop
+                return NO_ACTION
+            return need
+        finally:
+            LOOKED_UP.reset(token)
+
+
+async def decide_looking_up(
+    decide: DecideOnce,
+    event: CallEvent | None,
+    call: CallState,
+    *,
+    sources: Mapping[str, Any],
+    resolver: Resolver | None,
+    budget: float,
+) -> tuple[Decision, tuple[Used, ...]]:
+    """The decision, with each source the rules need looked up on the way, and the look-ups used."""
+    if not sources:
+        return decide(), ()
+    looking = Looking(sources, resolver, budget)
+    for _ in range(len(sources) + 1):
+        answer = looking.ask(decide)
+        if not isinstance(answer, NeedsLookup):
+            return answer, tuple(looking.used)
+        await looking.find(answer.name, event, call)
+    return NO_ACTION, tuple(looking.used)

@@ -1,0 +1,48 @@
+"""What the rules read of looked-up sources while a decision is made, and what they raise for one not
+looked up yet (rules/sources.py compiles the sources; deciding.py looks them up)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from ascrm.core.calls.state import CallState
+from ascrm.core.lookups.request import Extract, LookupRequest
+from ascrm.core.lookups.source import SourceSettings
+from ascrm.core.protocol import CallEvent
+
+LOOKED_UP: ContextVar[Mapping[str, str | None]] = ContextVar("looked_up")
+"""The sources looked up for the decision being made (set by whoever asks the rules)."""
+
+Build = Callable[[CallEvent | None, CallState], "tuple[LookupRequest, Extract] | None"]
+
+
+class NeedsLookup(Exception):  # noqa: N818 - a signal, not an error
+    """A condition or template reads a source that has not been looked up for this decision."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSource:
+    """A source ready to be asked: its look-up's settings and how its request is made for a call."""
+
+    name: str
+    kind: str
+    settings: SourceSettings
+    build: Build  # the request and how to read its answer; None when a placeholder has no value
+
+
+def source_getter(name: str) -> Callable[[CallEvent | None, CallState], str | None]:
+    """How a condition or template reads source name: its looked-up value, or NeedsLookup."""
+
+    def read(event: CallEvent | None, call: CallState) -> str | None:
+        values = LOOKED_UP.get(None)
+        if values is None or name not in values:
+            raise NeedsLookup(name)
+        return values[name]
+
+    return read

@@ -1,0 +1,156 @@
+"""Compiling one source of `sources:` into its settings and the request it sends for a call."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from ascrm.core.calls.state import CallState
+from ascrm.core.lookups.request import Extract, LookupRequest
+from ascrm.core.protocol import CallEvent
+from ascrm.core.rules.actions import ActionError, Normalize, Template, parse_template
+from ascrm.core.rules.excerpt import excerpt
+from ascrm.core.rules.sources import (
+    KINDS,
+    CompiledSource,
+    SourceError,
+    check_url,
+    expand,
+    extractor,
+    settings_of,
+)
+
+_JSON = (("Content-Type", "application/json"),)
+_MAX_BODY_PARTS = 1000  # strings in a POST body template
+
+
+def compile_source(
+    name: str,
+    spec: Mapping[str, Any],
+    maps: Mapping[str, Mapping[str, str]],
+    normalize: Normalize | None,
+    env: Mapping[str, str] | None = None,
+) -> CompiledSource:
+    """A source's mapping, compiled; SourceError names the key at fault (never a secret's value)."""
+    env = os.environ if env is None else env
+    kind = spec.get("kind", "http")
+    if kind not in KINDS:
+        raise SourceError(("kind",), f"unknown kind {excerpt(kind)} (known: {', '.join(KINDS)})")
+    if kind != "http":
+        raise SourceError(("kind",), f"kind {kind}: not available")
+    for key, why in (("url", "the URL to ask"), ("value", "the dotted path of the value in the JSON answer")):
+        if key not in spec:
+            raise SourceError((), f"source {excerpt(name)} needs {key}: {why}")
+    method = spec.get("method", "GET")
+    if "body" in spec and method != "POST":
+        raise SourceError(("body",), "a body is sent with method: POST only")
+    url_text = expand(spec["url"], ("url",), env)
+    check_url(url_text, ("url",))
+    url = _template(url_text, ("url",), maps, normalize)
+    headers = tuple(_header(key, value, env) for key, value in (spec.get("headers") or {}).items())
+    body = _body(spec["body"], ("body",), _BodyContext(maps, normalize, env)) if "body" in spec else None
+    if method == "POST":
+        headers = (*headers, *_JSON)
+    extract = extractor(spec["value"])
+
+    def build(event: CallEvent | None, call: CallState) -> tuple[LookupRequest, Extract] | None:
+        rendered = _render(url, event, call, _quoted)
+        if rendered is None:
+            return None
+        sent = None
+        if body is not None:
+            document = body(event, call)
+            if document is None:
+                return None
+            sent = orjson.dumps(document)
+        return LookupRequest(method, rendered, headers, sent), extract
+
+    return CompiledSource(name, "http", settings_of(name, spec), build)
+
+
+def _template(text: str, where: tuple[Any, ...], maps: Mapping[str, Mapping[str, str]], normalize: Any) -> Template:
+    try:
+        return parse_template(text, maps, normalize)
+    except ActionError as exc:
+        raise SourceError(where, exc.message) from None
+
+
+def _header(key: Any, value: Any, env: Mapping[str, str]) -> tuple[str, str]:
+    text = expand(str(value), ("headers", key), env)
+    if any(char in text for char in "\r\n\0"):
+        raise SourceError(("headers", key), f"header {excerpt(key)}: a value cannot hold a line break")
+    return str(key), text
+
+
+Body = Callable[[CallEvent | None, CallState], Any]
+
+
+@dataclass
+class _BodyContext:
+    maps: Mapping[str, Mapping[str, str]]
+    normalize: Normalize | None
+    env: Mapping[str, str]
+    strings: int = 0
+
+
+def _body(spec: Any, where: tuple[Any, ...], context: _BodyContext) -> Body:
+    """A JSON body template: its strings are templates (rendered as they are; the JSON encoding escapes)."""
+    if isinstance(spec, str):
+        context.strings += 1
+        if context.strings > _MAX_BODY_PARTS:
+            raise SourceError(where, f"a body has at most {_MAX_BODY_PARTS} strings")
+        template = _template(expand(spec, where, context.env), where, context.maps, context.normalize)
+        return lambda event, call: _render(template, event, call, str)
+    if isinstance(spec, dict):
+        parts = {str(key): _body(value, (*where, key), context) for key, value in spec.items()}
+
+        def mapping(event: CallEvent | None, call: CallState) -> Any:
+            out = {}
+            for key, part in parts.items():
+                value = part(event, call)
+                if value is None:
+                    return None
+                out[key] = value
+            return out
+
+        return mapping
+    if isinstance(spec, list):
+        items = [_body(value, (*where, index), context) for index, value in enumerate(spec)]
+
+        def sequence(event: CallEvent | None, call: CallState) -> Any:
+            out = [item(event, call) for item in items]
+            return None if any(value is None for value in out) else out
+
+        return sequence
+    if spec is None:
+        raise SourceError(where, "null in a body: write a value, or leave the key out")
+    return lambda event, call: spec  # a number, true, false
+
+
+def _quoted(value: str) -> str:
+    quoted: str = quote(value, safe="")
+    return quoted
+
+
+def _render(template: Template, event: CallEvent | None, call: CallState, encode: Callable[[str], str]) -> str | None:
+    """template for this call with each placeholder's value encoded; None when one has no value."""
+    if template.literal is not None:
+        return template.literal
+    out = []
+    for part in template.parts:
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        read, table, normalize = part
+        value = read(event, call)
+        if value is not None and table is not None:
+            value = table.get(normalize(value) if normalize is not None else value)
+        if value is None:
+            return None
+        out.append(encode(value))
+    return "".join(out)

@@ -220,7 +220,8 @@ class _Compiler:
                 continue
             if name in CONDITIONS or name in self.lists or name in self.maps:
                 what = "a condition" if name in CONDITIONS else "a list" if name in self.lists else "a map"
-                self.problem(file, document, ("sources", name), f"source {excerpt(name)}: {what} has this name")
+                message = f"source {excerpt(name)}: {what} has this name"
+                self.problem(file, document, ("sources", name), message, key=True)
                 continue
             try:
                 self.sources[name] = compile_source(name, spec, self.maps, normalize)

@@ -26,7 +26,7 @@ RULE: dict[str, Any] = {
     "do": {"required": True, "type": ["string", "dict"], "empty": False},
     "repeat": {"type": "boolean"},
 }
-_DURATION = {"type": "string", "regex": r"\d+(\.\d+)?(ms|s|m|h|d)"}
+_DURATION = {"type": ["string", "integer", "float"]}  # its unit and bounds: rules/sources.py
 SOURCE: dict[str, Any] = {
     "kind": {"type": "string"},
     "url": {"type": "string", "empty": False, "maxlength": 4096},
@@ -41,7 +41,7 @@ SOURCE: dict[str, Any] = {
     "value": {"type": "string", "regex": r"[^.]+(\.[^.]+)*", "maxlength": 512},
     "timeout": _DURATION,
     "cache": {"type": "dict", "schema": {"ttl": _DURATION, "miss_ttl": _DURATION, "stale": _DURATION}},
-    "rate": {"type": "string", "regex": r"\d+(\.\d+)?/(s|m|h)"},
+    "rate": {"type": ["string", "integer", "float"]},
     "burst": {"type": "integer", "min": 1, "max": 10_000},
     "breaker": {
         "type": "dict",

@@ -76,8 +76,8 @@ def compile_source(
 def _template(text: str, where: tuple[Any, ...], maps: Mapping[str, Mapping[str, str]], normalize: Any) -> Template:
     try:
         return parse_template(text, maps, normalize)
-    except ActionError as exc:
-        raise SourceError(where, exc.message) from None
+    except ActionError as exc:  # without the text itself: a URL or a body may hold a secret
+        raise SourceError(where, exc.message.replace(f" in {excerpt(text)}", "")) from None
 
 
 def _header(key: Any, value: Any, env: Mapping[str, str]) -> tuple[str, str]:

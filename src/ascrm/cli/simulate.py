@@ -46,6 +46,12 @@ def add(commands: Commands) -> argparse.ArgumentParser:
     parser.add_argument("--events", help="the call's timeline, e.g. CallAccepted,DTMF:1,+30s,poll (see below)")
     parser.add_argument("--file", type=Path, help="a rule test file: replay one of its cases")
     parser.add_argument("--case", help="with --file: the name of the case to replay")
+    parser.add_argument(
+        "--source",
+        action="append",
+        metavar="NAME=VALUE",
+        help="the value a look-up of the rules' sources gives (NAME= : it fails); no CRM is asked; repeatable",
+    )
     parser.add_argument("--explain", action="store_true", help="for each answer, the rules tried and why they passed")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or json")
     return parser

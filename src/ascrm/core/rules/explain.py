@@ -15,6 +15,7 @@ from typing import Any
 
 from ascrm.core.calls.state import CallState
 from ascrm.core.engine import RuleSet
+from ascrm.core.lookups.looked_up import source_getter
 from ascrm.core.protocol import (
     RESULT_BUSY,
     RESULT_CONNECTED,
@@ -110,6 +111,8 @@ def explain_rule(rule: CompiledRule, event: CallEvent | None, call: CallState, n
 
 def describer(key: str, value: Any, defs: Definitions) -> Describe:
     """How one condition (`key: value`, valid) describes what it sees for an event."""
+    if key in defs.sources:
+        return _source(key, value, defs)
     if key in STRING_FIELDS:
         return _string(key, value, defs)
     if key == "time":
@@ -181,6 +184,19 @@ def _string(key: str, spec: Any, defs: Definitions) -> Describe:
         if value != raw:
             said += f" (written {_q(raw)})"
         return f"{key} {label}: {said}"
+
+    return describe
+
+
+def _source(key: str, spec: Any, defs: Definitions) -> Describe:
+    read = source_getter(key)
+    label, says = _phrase(spec, defs, None)
+
+    def describe(event: CallEvent | None, call: CallState, now: datetime) -> str:
+        value = read(event, call)
+        if value is None:
+            return f"source {key} {label}: its look-up found nothing, failed or took too long"
+        return f"source {key} {label}: {says(value)}"
 
     return describe
 

@@ -16,7 +16,8 @@ CALL_ID: Final = 1  # every replayed call is alone in its own store
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """One call: its name, start, the fields every event carries, list and map replacements, and its steps."""
+    """One call: its name, start, the fields every event carries, list and map replacements, its steps, and
+    the values its look-ups give (a rule test never calls a CRM)."""
 
     name: str
     at: datetime
@@ -25,6 +26,7 @@ class Case:
     lists: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     location: Location | None = None
+    sources: Mapping[str, str | None] = field(default_factory=dict)  # look-ups' values (None: failed)
 
     def overrides(self) -> Overrides | None:
         """The lists and maps this call replaces in the rules, or None."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
@@ -14,6 +14,10 @@ from ascrm.core import engine
 from ascrm.core.answering import answer_event, answer_poll
 from ascrm.core.calls.memory import MemoryCallStore
 from ascrm.core.calls.state import CallState
+from ascrm.core.lookups.deciding import Used
+from ascrm.core.lookups.request import Extract, LookupRequest
+from ascrm.core.lookups.source import Outcome as LookedUp
+from ascrm.core.lookups.source import SourceSettings
 from ascrm.core.protocol import CallEvent, Decision, NoopAnswer, parse_call_event, render_answer
 from ascrm.core.rules.explain import Trial, explain
 from ascrm.tools.rulecheck.case import CALL_ID, Case
@@ -30,6 +34,23 @@ class Outcome:
     decision: Decision
     answer: dict[str, Any]
     trials: tuple[Trial, ...] = ()
+    lookups: tuple[Used, ...] = ()  # the sources the rules read, and their outcomes ("given", "not given")
+    values: tuple[tuple[str, str | None], ...] = ()  # their values
+
+
+class Given:
+    """Look-ups answered with a case's `sources:` values (outcome "given"; "not given": missing)."""
+
+    def __init__(self, values: Mapping[str, str | None]) -> None:
+        self._values = values
+
+    async def look_up(
+        self, source: SourceSettings, request: LookupRequest, extract: Extract, *, deadline: float
+    ) -> LookedUp:
+        """The value the case gives (None: a failed look-up), or missing when it gives none."""
+        if source.name not in self._values:
+            return LookedUp(None, "not given", 0.0)
+        return LookedUp(self._values[source.name], "given", 0.0)
 
 
 def replay(case: Case, rules: engine.RuleSet, zone: tzinfo, *, explain: bool = False) -> list[Outcome]:
@@ -51,6 +72,7 @@ def replay_all(
 async def _replay(case: Case, rules: engine.RuleSet, zone: tzinfo, explaining: bool) -> list[Outcome]:
     store = MemoryCallStore()  # each call alone, as the server holds it
     clock = case.at
+    given = Given(case.sources)
     outcomes = []
     for step in case.steps:
         clock += step.after
@@ -58,13 +80,15 @@ async def _replay(case: Case, rules: engine.RuleSet, zone: tzinfo, explaining: b
         decide = _explaining(trials) if explaining else engine.decide
         request = None
         if step.poll:
-            decision = (await answer_poll(store, rules, CALL_ID, clock, decide=decide)).decision
+            answered = await answer_poll(store, rules, CALL_ID, clock, decide=decide, resolver=given)
         else:
             request = case.request(step, clock)
             event, _ = parse_call_event(request, zone)  # the server's reader; fields were checked when read
-            decision = (await answer_event(store, rules, event, clock, decide=decide)).decision
+            answered = await answer_event(store, rules, event, clock, decide=decide, resolver=given)
+        decision = answered.decision
         answer = orjson.loads(render_answer(CALL_ID, decision, NoopAnswer()))
-        outcomes.append(Outcome(step, clock, request, decision, answer, tuple(trials)))
+        values = tuple((used.source, case.sources.get(used.source)) for used in answered.lookups)
+        outcomes.append(Outcome(step, clock, request, decision, answer, tuple(trials), answered.lookups, values))
     return outcomes
 
 

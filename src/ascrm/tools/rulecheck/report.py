@@ -88,6 +88,11 @@ def outcome_json(outcome: Outcome, places: Places, *, explained: bool) -> dict[s
         "rule_location": location_json(places.get(decision.rule_id or "")),
         "problem": decision.problem,
     }
+    if outcome.lookups:
+        data["lookups"] = [
+            {"source": used.source, "outcome": used.outcome, "value": value}
+            for used, (_, value) in zip(outcome.lookups, outcome.values, strict=True)
+        ]
     if explained:
         data["explain"] = [
             {
@@ -100,3 +105,12 @@ def outcome_json(outcome: Outcome, places: Places, *, explained: bool) -> dict[s
             for trial in outcome.trials
         ]
     return data
+
+
+def lookup_lines(outcome: Outcome, indent: str) -> list[str]:
+    """The look-ups an answer used: each source, its value and how it was found (given, not given)."""
+    lines = []
+    for used, (_, value) in zip(outcome.lookups, outcome.values, strict=True):
+        shown = "missing" if value is None or used.outcome == "not given" else repr(value)
+        lines.append(f"{indent}source {used.source}: {shown} ({used.outcome})")
+    return lines

@@ -18,7 +18,7 @@ from ascrm.core.rules import RulesError, load_rules, rules_source
 from ascrm.errors import ConfigError
 from ascrm.tools.rulecheck.case import CALL_ID, Case
 from ascrm.tools.rulecheck.replay import Outcome, replay
-from ascrm.tools.rulecheck.report import answer_text, moment, outcome_json, rule_places, trial_lines
+from ascrm.tools.rulecheck.report import answer_text, lookup_lines, moment, outcome_json, rule_places, trial_lines
 from ascrm.tools.rulecheck.testfile import RuleTestError, read_test_file
 from ascrm.tools.timeline import CASE_FIELDS, POLL, Step, parse_duration, parse_event
 
@@ -86,7 +86,13 @@ def _call(args: argparse.Namespace) -> tuple[Case, Path, str]:
             names = ", ".join(member.name for member in ServiceType)
             raise ConfigError("--service", f"not a ServiceType (known: {names}, or a code)", args.service)
         fields["ServiceType"] = int(code)
-    return dataclasses.replace(case, fields=fields), source, timezone
+    sources = dict(case.sources)
+    for given in args.source or ():
+        name, equals, value = given.partition("=")
+        if not equals or not name:
+            raise ConfigError("--source", "takes NAME=VALUE (NAME= for a failed look-up)", given)
+        sources[name] = value or None
+    return dataclasses.replace(case, fields=fields, sources=sources), source, timezone
 
 
 def _zone(name: str) -> str:
@@ -172,6 +178,8 @@ def _print(case: Case, source: Path, rules: RuleSet, outcomes: list[Outcome], ex
     width = max((len(title) for title in titles), default=0)
     for outcome, title in zip(outcomes, titles, strict=True):
         print(f"{moment(outcome.at)}  {title:<{width}}  -> {answer_text(outcome.decision, places)}")
+        for line in lookup_lines(outcome, "    "):
+            print(line)
         if explained:
             lines = trial_lines(outcome.trials, "    ")
             print("\n".join(lines) if lines else f"    no rule is for {title.split()[0]}")

@@ -18,7 +18,7 @@ from ascrm.core.rules.rule import POLL, CompiledRule
 from ascrm.errors import ConfigError
 from ascrm.tools.rulecheck.case import Case
 from ascrm.tools.rulecheck.replay import Outcome, replay_all
-from ascrm.tools.rulecheck.report import Places, answer_text, moment, place, rule_places, trial_lines
+from ascrm.tools.rulecheck.report import Places, answer_text, lookup_lines, moment, place, rule_places, trial_lines
 from ascrm.tools.rulecheck.testfile import RuleTestError, RuleTestFile, read_test_file
 
 TEST_FOLDER = "tests"  # where test files sit beside the rules
@@ -154,11 +154,14 @@ def _run_file(path: Path, pattern: re.Pattern[str] | None, verbose: bool, tally:
 def _report(case: Case, rules: RuleSet, outcomes: list[Outcome], verbose: bool, tally: _Tally) -> None:
     places = rule_places(rules)
     failing = [o for o in outcomes if o.step.expect is not None and not o.step.expect.met_by(o.decision)]
-    if failing:
+    unset = sorted({used.source for o in outcomes for used in o.lookups if used.outcome == "not given"})
+    if failing or unset:  # a value the case leaves unset decides nothing it means to test
         tally.failed += 1
     else:
         tally.passed += 1
-    print(f"{'FAIL' if failing else 'PASS'} {place(case.location)} {case.name}")
+    print(f"{'FAIL' if failing or unset else 'PASS'} {place(case.location)} {case.name}")
+    for name in unset:
+        print(f"  the rules read source {name}, which this case does not set: sources: {{{name}: …}} (null: failed)")
     for number, outcome in enumerate(outcomes, 1):
         if outcome in failing:
             for line in _diff(number, outcome, rules, places):
@@ -178,6 +181,7 @@ def _diff(number: int, outcome: Outcome, rules: RuleSet, places: Places) -> list
         f"    expected: {expect}",
         f"    got:      {answer_text(outcome.decision, places)}",
     ]
+    lines += lookup_lines(outcome, "    ")
     tried = [trial.rule_id for trial in outcome.trials]
     if outcome.trials:
         lines += ["    rules tried:", *trial_lines(outcome.trials, "      ")]

@@ -34,6 +34,7 @@ CASE: dict[str, Any] = {
     "at": {"type": "string"},
     "lists": {"type": "dict", "valuesrules": {"type": "list", "schema": {"type": ["string", "integer"]}}},
     "maps": {"type": "dict", "valuesrules": {"type": "dict"}},
+    "sources": {"type": "dict", "valuesrules": {"type": ["string", "integer"], "nullable": True}},
     "steps": {"required": True, "type": "list", "minlength": 1, "schema": {"type": _STEP_TYPES, "schema": STEP}},
     **dict.fromkeys(CASE_FIELDS, _FIELD),
 }
@@ -193,7 +194,11 @@ class _Reader:
         ]
         if moment is None or None in steps:
             return None
-        return Case(raw["name"], moment, tuple(step for step in steps if step), fields, lists, maps, self.where(at))
+        sources = {
+            str(name): None if value is None else str(value) for name, value in (raw.get("sources") or {}).items()
+        }
+        kept = tuple(step for step in steps if step)
+        return Case(raw["name"], moment, kept, fields, lists, maps, self.where(at), sources)
 
     def time(self, at: tuple[Any, ...], text: str, zone: ZoneInfo, label: str) -> datetime | None:
         event, warnings = parse_call_event({"EventTime": text}, zone)  # read as the server reads EventTime

@@ -233,6 +233,7 @@ class PlatformAPI:
         if decision.action is not None:
             source = decision.rule_id or (ADMIN_COMMAND if decision.command_id is not None else "")
             stats.decisions[source, action_label(decision.action)] += 1
+        looked_up = {"lookups": {used.source: used.outcome for used in answered.lookups}} if answered.lookups else {}
         runtime.answers.write(
             name,
             call_id=call_id,
@@ -243,6 +244,7 @@ class PlatformAPI:
             command=decision.command_id,
             revision=answered.revision,
             latency_ms=round(elapsed * 1000, 3),
+            **looked_up,
         )
 
 

@@ -19,8 +19,9 @@ import structlog
 
 from ascrm.core import engine
 from ascrm.core.calls.state import CallState, DecisionRecord
+from ascrm.core.calls.sticky import Sticky, caller_key, connected_to
 from ascrm.core.calls.store import CallStore, StoreUnavailableError, UnreadableRecordError
-from ascrm.core.lookups.deciding import Looking, Resolver, Used, decide_looking_up
+from ascrm.core.lookups.deciding import Looking, Resolver, Used, decide_looking_up, rounds
 from ascrm.core.protocol import NO_ACTION, CallEvent, Decision, code_name
 
 log = structlog.get_logger("ascrm.api")
@@ -52,12 +53,15 @@ async def answer_event(
     errors: Errors | None = None,
     resolver: Resolver | None = None,
     budget: float = 0.5,
+    sticky: Sticky | None = None,
 ) -> Answered:
     """Apply a call event to its call, decide, and remember an answer that carries an action (the record
     is queued in the store and written just after the answer leaves, in this process's order).
 
     Sources the rules read are looked up through resolver within budget seconds in all (past it, or
-    without a resolver, their values are missing: lookups/deciding.py).
+    without a resolver, their values are missing: lookups/deciding.py). sticky keeps the last operator
+    of each caller (calls/sticky.py): told of a connected transfer, and read by the rules' last_ext and
+    last_dn.
 
     decide is engine.decide unless told (looked up per call, so it can be replaced). When the store does
     not answer, the call is decided from this event alone (call-state conditions then fail), a
@@ -72,9 +76,11 @@ async def answer_event(
             call, stored = _this_event_alone(event, now), False
         except UnreadableRecordError:  # the store logged and counted it, and left it
             call, stored = _this_event_alone(event, now), False
+        if sticky is not None and stored:
+            _remember_operator(sticky, event, call)
         decider = decide or engine.decide
         used: tuple[Used, ...] = ()
-        if rules.sources:
+        if rules.sources or rules.sticky:
             decision, used = await decide_looking_up(
                 partial(decider, rules, event, call, now),
                 event,
@@ -82,6 +88,7 @@ async def answer_event(
                 sources=rules.sources,
                 resolver=resolver,
                 budget=budget,
+                sticky=None if sticky is None else sticky.get,
             )
         else:
             decision = decider(rules, event, call, now)
@@ -108,6 +115,7 @@ async def answer_poll(
     errors: Errors | None = None,
     resolver: Resolver | None = None,
     budget: float = 0.5,
+    sticky: Sticky | None = None,
 ) -> Answered:
     """A GET poll: a pushed command first, else the poll rules; decided and recorded in one atomic change
     of the call (so two simultaneous polls deliver a command, or fire a once-only rule, once).
@@ -120,11 +128,11 @@ async def answer_poll(
     """
     try:
         decider = decide or engine.decide
-        if not rules.sources:
+        if not rules.sources and not rules.sticky:
             call, decision = await store.answer_poll(call_id, now, rules, decider)
             return Answered(decision, call, rules.revision)
-        looking = Looking(rules.sources, resolver, budget)
-        for _ in range(len(rules.sources) + 1):
+        looking = Looking(rules.sources, resolver, budget, None if sticky is None else sticky.get)
+        for _ in range(rounds(rules.sources)):
             asking = _PollAsking(looking, decider)
             call, decision = await store.answer_poll(call_id, now, rules, asking.decide)
             if asking.needed is None:
@@ -155,6 +163,14 @@ class _PollAsking:
             return answer
         self.needed = (answer.name, call)
         return NO_ACTION
+
+
+def _remember_operator(sticky: Sticky, event: CallEvent, call: CallState) -> None:
+    """A transfer that connected the caller: its destination is the caller's last operator."""
+    connected = connected_to(event, call)
+    caller = caller_key(call.an)
+    if connected is not None and caller is not None:
+        sticky.put(connected[0], caller, connected[1])
 
 
 def _this_event_alone(event: CallEvent, now: datetime) -> CallState:

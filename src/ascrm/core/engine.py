@@ -48,6 +48,7 @@ class RuleSet:
     data_files: tuple[Path, ...] = ()  # the list and map files they name
     warnings: tuple[Any, ...] = ()
     sources: Mapping[str, Any] = field(default_factory=dict)  # name -> rules.sources.CompiledSource
+    sticky: bool = False  # its rules read the last operator (last_ext, last_dn)
 
 
 def decide(ruleset: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:

@@ -99,7 +99,10 @@ def create_app(
             limits=settings.limits.rules,
         )
         readiness = Readiness(store, settings.health.check_interval_ms / 1000, settings.state.timeout_ms / 1000)
-        runtime = Runtime(store, active, reloader, readiness, logins, stats, answers or AnswerLog(), clock)
+        sticky = store.sticky(settings.sticky) if settings.sticky.days else None
+        budget = settings.lookups.budget_ms / 1000
+        answer_log = answers or AnswerLog()
+        runtime = Runtime(store, active, reloader, readiness, logins, stats, answer_log, clock, sticky, None, budget)
         on_sighup = _SighupReload(reloader)
         stopping = asyncio.Event()
         await readiness.check()  # /ready answers from the first request on

@@ -129,7 +129,14 @@ class PlatformAPI:
         runtime = runtime_of(scope)
         stats = runtime.stats
         answered = await answer_poll(
-            runtime.store, runtime.rules.current, call_id, runtime.clock(), errors=stats.store_errors
+            runtime.store,
+            runtime.rules.current,
+            call_id,
+            runtime.clock(),
+            errors=stats.store_errors,
+            resolver=runtime.lookups,
+            budget=runtime.lookup_budget,
+            sticky=runtime.sticky,
         )
         if answered.failed:
             stats.decision_failures += 1
@@ -172,7 +179,16 @@ class PlatformAPI:
         if event.call_id is None and call_id is not None:
             event = event._replace(call_id=call_id)
         now = runtime.clock()
-        answered = await answer_event(runtime.store, runtime.rules.current, event, now, errors=stats.store_errors)
+        answered = await answer_event(
+            runtime.store,
+            runtime.rules.current,
+            event,
+            now,
+            errors=stats.store_errors,
+            resolver=runtime.lookups,
+            budget=runtime.lookup_budget,
+            sticky=runtime.sticky,
+        )
         call = answered.call
         if answered.failed:
             stats.decision_failures += 1

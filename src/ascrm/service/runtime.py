@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 
 from starlette.types import Scope
 
+from ascrm.core.calls.sticky import Sticky
 from ascrm.core.calls.store import CallStore
+from ascrm.core.lookups.deciding import Resolver
 from ascrm.service.auth.login import LoginGuard
 from ascrm.service.logs import AnswerLog
 from ascrm.service.readiness import Readiness
@@ -36,6 +38,9 @@ class Runtime:
     stats: Stats
     answers: AnswerLog
     clock: Clock
+    sticky: Sticky | None = None  # the last operators (None: not kept)
+    lookups: Resolver | None = None  # the rule files' sources are looked up here
+    lookup_budget: float = 0.5  # lookups.budget_ms, in seconds
 
 
 STATE_KEY = "runtime"  # the lifespan state's key: Starlette copies it into every request's scope["state"]

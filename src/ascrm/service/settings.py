@@ -16,6 +16,7 @@ import cerberus
 import yaml
 
 from ascrm.core.calls.config import StateSettings, sentinel_address
+from ascrm.core.calls.sticky import StickySettings
 from ascrm.core.defaults import DEFAULT_TIMEZONE
 from ascrm.core.protocol import NoopAnswer
 from ascrm.core.rules.limits import RuleLimits
@@ -136,6 +137,7 @@ class Settings:
     reload: ReloadSettings = field(default_factory=ReloadSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     lookups: LookupSettings = field(default_factory=LookupSettings)
+    sticky: StickySettings = field(default_factory=StickySettings)
     metrics_public: bool = False  # `metrics.public`: /metrics without credentials (a scraper on a private network)
     source: Path | None = None
 
@@ -330,6 +332,13 @@ SCHEMA: dict[str, Any] = {
         "type": "dict",
         "schema": {"check_interval_ms": {"type": "integer", "min": 50, "max": 60000}},
     },
+    "sticky": {
+        "type": "dict",
+        "schema": {
+            "days": {"type": "integer", "min": 0, "max": 3650},
+            "max_entries": {"type": "integer", "min": 1, "max": 100_000_000},
+        },
+    },
     "lookups": {
         "type": "dict",
         "schema": {
@@ -424,6 +433,7 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
         reload=ReloadSettings(**doc.get("reload", {})),
         health=HealthSettings(**doc.get("health", {})),
         lookups=_lookups(doc.get("lookups", {}), base, str(path) if path else None),
+        sticky=StickySettings(**doc.get("sticky", {})),
         metrics_public=doc.get("metrics", {}).get("public", False),
         source=path,
     )

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from ascrm.core.calls.state import DEFAULT_HISTORY_BYTES, CallState, Command, DecisionRecord
+from ascrm.core.calls.sticky import MemorySticky, StickySettings
 from ascrm.core.calls.store import CallEndedError, UnknownCallError, settle_poll
 from ascrm.core.engine import Decider, RuleSet
 from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision
@@ -40,6 +41,10 @@ class MemoryCallStore:
 
     def __len__(self) -> int:
         return len(self._calls)
+
+    def sticky(self, settings: StickySettings) -> MemorySticky:
+        """The last operators, kept in this process (calls/sticky.py)."""
+        return MemorySticky(settings)
 
     async def update(self, event: CallEvent, now: datetime) -> CallState:
         """Apply event to its call (starting a state if the call is new) and return the state."""

@@ -51,8 +51,9 @@ from ascrm.core.calls.config import StateSettings
 from ascrm.core.calls.redis_batches import Batches
 from ascrm.core.calls.redis_cache import FoldCache, Held
 from ascrm.core.calls.redis_connection import connection_pool
-from ascrm.core.calls.redis_scripts import CANCEL, POLL, PUSH, RECORD, SWEEP, UPDATE, Script
+from ascrm.core.calls.redis_scripts import CANCEL, POLL, PUSH, RECORD, STICKY, SWEEP, UPDATE, Script
 from ascrm.core.calls.state import CallState, Command, DecisionRecord, clip
+from ascrm.core.calls.sticky import StickySettings
 from ascrm.core.calls.store import (
     CallEndedError,
     StoreError,
@@ -103,7 +104,7 @@ class RedisCallStore:
         self._slots = asyncio.Semaphore(settings.max_connections)  # the requests' pool: a free connection
         self._loaded_at: dict[str, float] = {}  # when each script was last found forgotten (logged)
         self._snapshotting: set[int] = set()  # calls whose snapshot this process is writing
-        scripts = (UPDATE, POLL, RECORD, PUSH, CANCEL, SWEEP)
+        scripts = (UPDATE, POLL, RECORD, PUSH, CANCEL, SWEEP, STICKY)
         self._batches = Batches(self._held, self._refused, scripts, self._forgotten, budget=self._budget)
         self.evicted = 0  # calls dropped because of the cap, by this process's sweeps
         self.unreadable = 0  # records this process found and could not read
@@ -284,6 +285,10 @@ class RedisCallStore:
         except StoreUnavailableError:
             return False
         return True
+
+    def sticky(self, settings: StickySettings) -> RedisSticky:
+        """The last operators, kept in this Redis for every replica (calls/sticky.py)."""
+        return RedisSticky(self, settings)
 
     async def close(self) -> None:
         """Write what is queued (decision records, snapshots) within the budget, then close every connection."""
@@ -505,6 +510,40 @@ class RedisCallStore:
     def _unreadable(self, call_id: int, exc: UnreadableRecordError) -> None:
         self.unreadable += 1
         log.warning("call_record_unreadable", call_id=call_id, key=exc.key, reason=exc.reason[:_REASON_CHARS])
+
+
+class RedisSticky:
+    """The last operators in Redis: `<prefix>sticky:<map>:<caller>` for `days`, the oldest beyond
+    max_entries dropped by the write that makes them too many (an index per map)."""
+
+    def __init__(self, store: RedisCallStore, settings: StickySettings) -> None:
+        self._store = store
+        self._ttl = settings.days * 86400
+        self._max = settings.max_entries
+
+    async def get(self, kind: str, caller: str) -> str | None:
+        """The caller's last operator of this map, or None (StoreUnavailableError)."""
+        key = f"{self._store._prefix}sticky:{kind}:{caller}"
+        deadline = self._store._deadline()
+        future = self._store._batches.command(("GET", key), what="sticky", key=key, deadline=deadline)
+        value = await self._store._wait("sticky", future)
+        return None if value is None else bytes(value).decode(errors="replace")
+
+    def put(self, kind: str, caller: str, destination: str) -> None:
+        """Remember it, without waiting (a write lost to an outage is logged)."""
+        if self._ttl <= 0:
+            return
+        store = self._store
+        entries = f"{store._prefix}sticky:{kind}:"
+        keys = (entries + caller, f"{store._prefix}sticky:{kind}")
+        args = (destination, self._ttl, int(time.time()), caller, self._max, entries)
+        future = store._script("sticky", STICKY, keys, args, key=keys[0], deadline=store._deadline())
+        future.add_done_callback(_sticky_written)
+
+
+def _sticky_written(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("store_unavailable", lost="last operator", error=str(future.exception()))
 
 
 async def _command(conn: AbstractConnection, *args: Any) -> Any:

@@ -266,3 +266,22 @@ end
 return evicted
 """,
 )
+
+# KEYS: the caller's entry, the map's index. ARGV: 1 the destination, 2 the TTL (s), 3 now (Unix s), 4 the
+# caller, 5 the most entries kept, 6 the entries' key before the caller, 7 the deadline. Remembers the
+# caller's last operator for the TTL, and drops the oldest entries past the most kept (a few per call).
+STICKY = Script(
+    "sticky",
+    _IN_TIME
+    + """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(ARGV[3]) - tonumber(ARGV[2])))
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
+if excess > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], math.min(excess, 100))
+  for i = 1, #popped, 2 do redis.call('DEL', ARGV[6] .. popped[i]) end
+end
+return 1
+""",
+)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ascrm.core.calls.state import CallState, Command, DecisionRecord
+from ascrm.core.calls.sticky import Sticky, StickySettings
 from ascrm.core.engine import Decider, RuleSet
 from ascrm.core.protocol import Action, CallEvent, Decision, not_allowed, poll_action_error
 from ascrm.errors import AscrmError
@@ -98,6 +99,10 @@ class CallStore(Protocol):
 
     async def ping(self) -> bool:
         """Whether the store answers."""
+        ...
+
+    def sticky(self, settings: StickySettings) -> Sticky:
+        """Where this store keeps the last operators (calls/sticky.py)."""
         ...
 
     async def close(self) -> None:

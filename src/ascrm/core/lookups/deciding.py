@@ -10,11 +10,13 @@ the answer goes out. A rule set without sources is asked once, as before, and pa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from ascrm.core.calls.state import CallState
-from ascrm.core.lookups.looked_up import LOOKED_UP, CompiledSource, NeedsLookup
+from ascrm.core.calls.sticky import caller_key
+from ascrm.core.calls.store import StoreError
+from ascrm.core.lookups.looked_up import LOOKED_UP, CompiledSource, NeedsLookup, sticky_lookup
 from ascrm.core.lookups.request import Extract, LookupRequest
 from ascrm.core.lookups.source import Outcome, SourceSettings
 from ascrm.core.protocol import NO_ACTION, CallEvent, Decision
@@ -38,22 +40,31 @@ class Used(NamedTuple):
 
 
 DecideOnce = Callable[[], Decision]  # the rules asked once, with LOOKED_UP as set
+StickyReader = Callable[[str, str], Awaitable["str | None"]]  # (map, caller) -> the last operator
+_STICKY_LOOKUPS = 20  # a decision's look-ups of the last operator at most (a map and a field each)
 
 
 class Looking:
     """The look-ups of one decision: values found so far, within one budget."""
 
-    def __init__(self, sources: Mapping[str, Any], resolver: Resolver | None, budget: float) -> None:
+    def __init__(
+        self, sources: Mapping[str, Any], resolver: Resolver | None, budget: float, sticky: StickyReader | None = None
+    ) -> None:
         self._sources = sources
         self._resolver = resolver
+        self._sticky = sticky
         self._deadline = asyncio.get_running_loop().time() + budget
         self.values: dict[str, str | None] = {}
         self.used: list[Used] = []
 
     async def find(self, name: str, event: CallEvent | None, call: CallState) -> None:
         """Look source name up for this call (missing when it cannot be)."""
-        source: CompiledSource = self._sources[name]
         loop = asyncio.get_running_loop()
+        live = sticky_lookup(name)
+        if live is not None:
+            self.values[name] = await self._last_operator(*live)
+            return
+        source: CompiledSource = self._sources[name]
         built = source.build(event, call)
         if built is None:  # a placeholder of its request has no value: nothing to ask
             outcome = Outcome(None, "miss", 0.0)
@@ -65,13 +76,33 @@ class Looking:
         self.values[name] = outcome.value
         self.used.append(Used(name, outcome.outcome))
 
+    async def _last_operator(self, kind: str, number: str) -> str | None:
+        caller = caller_key(number)
+        outcome, value = "miss", None
+        if self._sticky is None or caller is None:
+            pass
+        elif asyncio.get_running_loop().time() >= self._deadline:
+            outcome = "timeout"
+        else:
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    value = await self._sticky(kind, caller)
+                outcome = "hit" if value is not None else "miss"
+            except TimeoutError:
+                outcome = "timeout"
+            except StoreError:
+                outcome = "error"
+        self.used.append(Used(kind, outcome))
+        return value
+
     def ask(self, decide: DecideOnce) -> Decision | NeedsLookup:
         """The rules' decision with the values found so far, or the look-up they need next."""
         token = LOOKED_UP.set(self.values)
         try:
             return decide()
         except NeedsLookup as need:
-            if need.name in self.values or need.name not in self._sources:  # cannot happen: never loop
+            known = need.name in self._sources or sticky_lookup(need.name) is not None
+            if need.name in self.values or not known:  # cannot happen: never loop
                 return NO_ACTION
             return need
         finally:
@@ -86,14 +117,18 @@ async def decide_looking_up(
     sources: Mapping[str, Any],
     resolver: Resolver | None,
     budget: float,
+    sticky: StickyReader | None = None,
 ) -> tuple[Decision, tuple[Used, ...]]:
     """The decision, with each source the rules need looked up on the way, and the look-ups used."""
-    if not sources:
-        return decide(), ()
-    looking = Looking(sources, resolver, budget)
-    for _ in range(len(sources) + 1):
+    looking = Looking(sources, resolver, budget, sticky)
+    for _ in range(rounds(sources)):
         answer = looking.ask(decide)
         if not isinstance(answer, NeedsLookup):
             return answer, tuple(looking.used)
         await looking.find(answer.name, event, call)
     return NO_ACTION, tuple(looking.used)
+
+
+def rounds(sources: Mapping[str, Any]) -> int:
+    """How many times a decision asks the rules at most: once, and once more per look-up."""
+    return len(sources) + _STICKY_LOOKUPS + 1

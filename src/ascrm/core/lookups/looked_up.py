@@ -3,7 +3,7 @@ looked up yet (rules/sources.py compiles the sources; deciding.py looks them up)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -46,3 +46,43 @@ def source_getter(name: str) -> Callable[[CallEvent | None, CallState], str | No
         return values[name]
 
     return read
+
+
+STICKY_MAPS = ("last_ext", "last_dn")  # the built-in maps of the last operator (calls/sticky.py)
+
+
+class LiveMap(Mapping[str, str]):
+    """A built-in map whose values are looked up while deciding (`{last_ext[AN]}`, `{in: last_dn}`): a key
+    not looked up yet raises NeedsLookup("<map>:<key>")."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        """The value looked up for key (None: none)."""
+        values = LOOKED_UP.get(None)
+        wanted = f"{self.name}:{key}"
+        if values is None or wanted not in values:
+            raise NeedsLookup(wanted)
+        return values[wanted]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def sticky_lookup(name: str) -> tuple[str, str] | None:
+    """(map, key) of a NeedsLookup name of a LiveMap, else None."""
+    kind, colon, key = name.partition(":")
+    return (kind, key) if colon and kind in STICKY_MAPS else None

@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ascrm.core.engine import RuleSet
+from ascrm.core.lookups.looked_up import STICKY_MAPS, LiveMap
 from ascrm.core.protocol import FULL_NUMBER_ACTIONS, Action, EventType, ServiceType, param_error, parse_code
 from ascrm.core.rules.actions import ActionError, parse_action
 from ascrm.core.rules.conditions import (
@@ -129,6 +130,7 @@ def load_rules(
         data_files=tuple(compiler.data_files),
         warnings=(*compiler.warnings, *lint(compiler.rules, compiler.raw_rules)),
         sources=dict(compiler.sources),
+        sticky=compiler.sticky,
     )
 
 
@@ -147,6 +149,8 @@ class _Compiler:
         self.lists: dict[str, NumberList] = {}
         self.maps: dict[str, Mapping[str, str]] = {}
         self.sources: dict[str, CompiledSource] = {}
+        self.live_maps = {name: LiveMap(name) for name in STICKY_MAPS}  # the last operator's
+        self.sticky = False  # a rule reads them
         self.defined_at: dict[tuple[str, str], Location] = {}
         self.rules: list[CompiledRule] = []
         self.raw_rules: list[Mapping[str, Any]] = []
@@ -205,6 +209,10 @@ class _Compiler:
             except ScheduleError as exc:
                 at = ("schedules", name, *schedule_path(spec, exc.key))
                 self.problem(file, document, at, f"schedule {excerpt(name)}: {exc}")
+        for kind in ("lists", "maps"):
+            for name in set(document.get(kind) or {}) & set(STICKY_MAPS):
+                message = f"{kind[:-1]} {excerpt(name)}: a built-in map has this name (the last operator's)"
+                self.problem(file, document, (kind, name), message, key=True)
         for name, spec in (document.get("lists") or {}).items():
             if self.define("lists", name, file, document):
                 self.list_of(file, document, name, spec, normalize)
@@ -292,7 +300,8 @@ class _Compiler:
                 continue
             self.defined_at[("rules", rule_id)] = where
             events = self.events(file, document, at, raw["on"])
-            defs = Definitions(self.schedules, self.lists, self.maps, zone, normalize, [], frozenset(self.sources))
+            maps = {**self.maps, **self.live_maps}
+            defs = Definitions(self.schedules, self.lists, maps, zone, normalize, [], frozenset(self.sources))
             condition = None
             if "if" in raw:
                 try:
@@ -302,7 +311,7 @@ class _Compiler:
                     self.problem(file, document, (*at, "if", *exc.path), message, key=exc.about_key)
                     continue
             try:
-                action, template = parse_action(raw["do"], self.maps, normalize, frozenset(self.sources))
+                action, template = parse_action(raw["do"], maps, normalize, frozenset(self.sources))
             except ActionError as exc:
                 self.problem(file, document, (*at, "do", *exc.path), f"rule {excerpt(rule_id)}: {exc.message}")
                 continue
@@ -327,6 +336,7 @@ class _Compiler:
             rule = CompiledRule(rule_id, len(self.rules), where, events, condition, action, template, repeat, checks)
             self.rules.append(rule)
             self.raw_rules.append(raw)
+            self.sticky = self.sticky or _reads_live_maps(raw.get("if"), raw["do"])
             if defs.index_hint:
                 field, values = defs.index_hint[0]
                 self.index_hints[rule_id] = (field, values, normalize if field in NUMBER_FIELDS else None)
@@ -361,6 +371,21 @@ class _Compiler:
 
     def revision(self) -> str:
         return self.digest.hexdigest()[:12]
+
+
+def _reads_live_maps(*specs: Any) -> bool:
+    """Whether a rule's `if:` or `do:` reads a built-in map of the last operator ({in: last_ext},
+    {last_dn[AN]})."""
+    for spec in specs:
+        if isinstance(spec, str):
+            if any(f"{{{name}[" in spec for name in STICKY_MAPS):
+                return True
+        elif isinstance(spec, dict):
+            if spec.get("in") in STICKY_MAPS or _reads_live_maps(*spec.values()):
+                return True
+        elif isinstance(spec, list) and _reads_live_maps(*spec):
+            return True
+    return False
 
 
 def poll_param_error(conditions: Mapping[str, Any] | None, action: Action, literal: str | None) -> str | None:

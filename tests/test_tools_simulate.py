@@ -50,7 +50,7 @@ def test_a_timeline_of_events_and_answers() -> None:
     result = run("--rules", "rules", *CALLER, *HOLIDAY, "--events", "CallAccepted,+5s,DTMF:1,+20s,Transfer:1289")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        f"rules: rules (10 rules, revision {result.stdout.split('revision ')[1].split(')')[0]})",
+        f"rules: rules (11 rules, revision {result.stdout.split('revision ')[1].split(')')[0]})",
         "call 1: AN=79161234567 UN=74951234567 ServiceType=MTSSecretary, from 2027-01-01 19:05:00+03:00",
         "2027-01-01 19:05:00+03:00  CallAccepted          -> PlayPrompt after_hours"
         f" (after-hours, rules/10-inbound.yaml:{line('id: after-hours')})",
@@ -66,17 +66,20 @@ def test_explain_gives_each_rule_tried_and_its_first_failing_condition() -> None
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     block, manager, after = line("id: block-spam"), line("id: personal-manager"), line("id: after-hours")
-    assert lines[2:7] == [
+    crm = line("id: crm-manager")
+    assert lines[2:8] == [
         "2027-01-01 19:05:00+03:00  CallAccepted  -> PlayPrompt after_hours"
         f" (after-hours, rules/10-inbound.yaml:{after})",
         f"    block-spam        rules/10-inbound.yaml:{block}  line {line('{AN: {in: blocked}}')}: AN in list blocked:"
         ' "79161234567" not in list',
+        f"    crm-manager       rules/10-inbound.yaml:{crm}  line {line('time: office, crm_manager')}: time office:"
+        " closed at Fri 2027-01-01 19:05 Europe/Moscow (holiday 2027-01-01)",
         f"    personal-manager  rules/10-inbound.yaml:{manager}  line {line('time: office}')}: time office: closed at"
         " Fri 2027-01-01 19:05 Europe/Moscow (holiday 2027-01-01)",
         f"    after-hours       rules/10-inbound.yaml:{after}  answers",
         "2027-01-01 19:05:00+03:00  RecStart      -> no action",
     ]
-    assert lines[7:] == ["    no rule is for RecStart"]
+    assert lines[8:] == ["    no rule is for RecStart"]
 
 
 def test_json_for_machines() -> None:
@@ -115,6 +118,7 @@ def test_json_for_machines() -> None:
         {"CallID": 1, "EventType": 8, "Param": "vip_client"},
     ]
     first = steps[0]
+    assert first["lookups"] == [{"source": "crm_manager", "outcome": "not given", "value": None}]
     assert (first["action"], first["param"], first["rule"], first["problem"]) == (
         "TransferEXT",
         "1001",
@@ -133,6 +137,17 @@ def test_json_for_machines() -> None:
             "answers": False,
             "reason": 'AN in list blocked: "79161234567" not in list',
             "reason_location": {"file": "rules/10-inbound.yaml", "line": line("{AN: {in: blocked}}"), "column": 10},
+        },
+        {  # the CRM is not asked: a rule test or simulate gives its value, or it is missing
+            "rule": "crm-manager",
+            "location": {"file": "rules/10-inbound.yaml", "line": line("id: crm-manager"), "column": 9},
+            "answers": False,
+            "reason": "source crm_manager matches regex '^\\d{4}$': its look-up found nothing, failed or took too long",
+            "reason_location": {
+                "file": "rules/10-inbound.yaml",
+                "line": line("time: office, crm_manager"),
+                "column": 47,
+            },
         },
         {
             "rule": "personal-manager",

@@ -39,7 +39,8 @@ class Outcome:
 
 
 class Given:
-    """Look-ups answered with a case's `sources:` values (outcome "given"; "not given": missing)."""
+    """Look-ups answered with a case's `sources:` values (outcome "given"); a source the case does not
+    set is missing, as a failed look-up is (outcome "not given")."""
 
     def __init__(self, values: Mapping[str, str | None]) -> None:
         self._values = values

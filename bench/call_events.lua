@@ -5,6 +5,8 @@
 --   cycle through eight kinds (bench/rules_eleven/tests/mix.yaml says what each is answered):
 --   1 from the blocked robocall range 7800555*, 2 clients in the managers map, 3 unknown callers on a
 --   company line in the lines map, 2 unknown callers on a line no rule covers.
+--   With WRK_CALLERS=N, every caller is one of N numbers instead, 7916XXXXXXX (i % N), on the first
+--   menu line: bench/lookups.py's callers, whose look-ups a cache holds.
 -- WRK_MODE=poll: GET /CallEvent/{CallID} for WRK_CALLS calls from WRK_CALL_BASE, round robin: the
 --   calls a POST run created.
 -- Extra headers (Authorization) come from wrk -H. Every answer's status is counted; done() prints
@@ -13,6 +15,7 @@
 local mode = os.getenv("WRK_MODE") or "post"
 local base = assert(tonumber(os.getenv("WRK_CALL_BASE")), "set WRK_CALL_BASE to the first CallID")
 local calls = tonumber(os.getenv("WRK_CALLS") or "1")
+local callers = tonumber(os.getenv("WRK_CALLERS") or "0")
 assert(mode == "post" or mode == "poll", "WRK_MODE is post or poll")
 
 local body_format = '{"CallID":%.0f,"EventTime":"2027-03-16T10:30:00+03:00","EventType":1,'
@@ -40,6 +43,9 @@ function init(args)
 end
 
 local function caller(i)
+  if callers > 0 then
+    return string.format("7916%07d", i % callers), menu_lines[1]
+  end
   local kind = i % 8
   if kind == 0 then
     return string.format("7800555%04d", i % 10000), menu_lines[1]

@@ -44,8 +44,11 @@ class Template:
             literal = self.finish(literal)
         object.__setattr__(self, "literal", literal)
 
-    def render(self, event: CallEvent | None, call: CallState) -> str | None:
-        """The param for this event, or None when a field is missing or a map has no such key."""
+    def render(
+        self, event: CallEvent | None, call: CallState, encode: Callable[[str], str] | None = None
+    ) -> str | None:
+        """The param for this event, or None when a field is missing or a map has no such key. encode:
+        applied to each placeholder's value (a look-up's URL percent-encodes them)."""
         if self.literal is not None:
             return self.literal
         out = []
@@ -59,7 +62,7 @@ class Template:
                 value = table.get(normalize(value) if normalize is not None else value)
             if value is None:
                 return None
-            out.append(value)
+            out.append(value if encode is None else encode(value))
         return "".join(out) if self.finish is None else self.finish("".join(out))
 
     def missing(self, event: CallEvent | None, call: CallState) -> str | None:

@@ -59,7 +59,7 @@ def compile_source(
     extract = extractor(spec["value"])
 
     def build(event: CallEvent | None, call: CallState) -> tuple[LookupRequest, Extract] | None:
-        rendered = _render(url, event, call, _quoted)
+        rendered = url.render(event, call, _quoted)
         if rendered is None:
             return None
         sent = None
@@ -105,7 +105,7 @@ def _body(spec: Any, where: tuple[Any, ...], context: _BodyContext) -> Body:
         if context.strings > _MAX_BODY_PARTS:
             raise SourceError(where, f"a body has at most {_MAX_BODY_PARTS} strings")
         template = _template(expand(spec, where, context.env), where, context.maps, context.normalize)
-        return lambda event, call: _render(template, event, call, str)
+        return template.render
     if isinstance(spec, dict):
         parts = {str(key): _body(value, (*where, key), context) for key, value in spec.items()}
 
@@ -135,22 +135,3 @@ def _body(spec: Any, where: tuple[Any, ...], context: _BodyContext) -> Body:
 def _quoted(value: str) -> str:
     quoted: str = quote(value, safe="")
     return quoted
-
-
-def _render(template: Template, event: CallEvent | None, call: CallState, encode: Callable[[str], str]) -> str | None:
-    """template for this call with each placeholder's value encoded; None when one has no value."""
-    if template.literal is not None:
-        return template.literal
-    out = []
-    for part in template.parts:
-        if isinstance(part, str):
-            out.append(part)
-            continue
-        read, table, normalize = part
-        value = read(event, call)
-        if value is not None and table is not None:
-            value = table.get(normalize(value) if normalize is not None else value)
-        if value is None:
-            return None
-        out.append(encode(value))
-    return "".join(out)

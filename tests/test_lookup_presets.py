@@ -296,7 +296,10 @@ def test_presets_are_the_three_with_their_documented_rates() -> None:
     assert all(p.kind == k and p.doc.startswith("https://") for k, p in PRESETS.items())
 
 
-@pytest.mark.parametrize(("stored", "number"), [("+7 (912) 345-67-89", "89123456789"), ("9123456789", "+79123456789")])
+@pytest.mark.parametrize(
+    ("stored", "number"),
+    [("+7 (912) 345-67-89", "89123456789"), ("9123456789", "+79123456789"), ("+7 912 345 67 89²", "79123456789")],
+)
 def test_number_forms_are_one_number(stored: str, number: str) -> None:
     assert canonical(stored) == canonical(number) == "79123456789"
 

@@ -25,11 +25,12 @@ _MAX_SETTING: Final = 2048  # characters: any real URL, token or key is far shor
 _TOKEN: Final = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what a header value may carry as is
 _BITRIX_PATH: Final = re.compile(r"/rest/[0-9]+/[0-9A-Za-z]+/?")  # /rest/<user id>/<secret>/
 _BITRIX_METHOD: Final = "telephony.externalCall.searchCrmEntities"
+_DIGITS: Final = frozenset("0123456789")  # str.isdigit() takes superscripts and other scripts' digits too
 
 
 def canonical(number: str) -> str:
     """A phone number's digits; a Russian one (+7…, 8…, 7… or its ten digits alone) as 7 and ten digits."""
-    digits = "".join(c for c in number if c.isdigit())
+    digits = "".join(c for c in number if c in _DIGITS)
     if len(digits) == 11 and digits[0] in "78":
         return "7" + digits[1:]
     if len(digits) == 10:  # a Russian number without its trunk or country code
@@ -51,7 +52,7 @@ def _national(number: str) -> str:
 
 def _check_url(kind: str, key: str, value: Any, *, secret: bool) -> str | None:
     """A problem with an http(s) URL setting (a secret one is never echoed), None if fine."""
-    shown = "" if secret else f" (got {value!r})"
+    shown = "" if secret else f" (got {str(value)[:80]!r})"
     if not isinstance(value, str):
         return f"{kind}: `{key}` must be a string, not {type(value).__name__}"
     if not value or len(value) > _MAX_SETTING or any(c.isspace() or not c.isprintable() for c in value):

@@ -6,12 +6,13 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 Extract = Callable[[Any], "str | None"]
 """The value in a parsed JSON answer (None: the answer holds none, a miss)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class LookupRequest:
     """One HTTP request of a look-up, rendered for a call: what is sent, and what the cache keys on."""
 
@@ -19,6 +20,13 @@ class LookupRequest:
     url: str
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None  # POST: JSON
+
+    def __repr__(self) -> str:
+        """The method, scheme, host and header names alone: a URL's path and query and the headers' values may
+        be secrets (a Bitrix24 webhook, a token, a key)."""
+        parts = urlsplit(self.url)
+        names = ", ".join(name for name, _ in self.headers)
+        return f"LookupRequest({self.method} {parts.scheme}://{parts.netloc}/…, headers: {names or 'none'})"
 
     def key(self) -> str:
         """A digest of everything sent (the cache's and the coalescing's key; secrets never appear in it)."""

@@ -316,3 +316,41 @@ def test_a_secret_is_never_shown_in_an_error(tmp_path: Path) -> None:
 def test_a_rule_set_without_sources_has_none(tmp_path: Path) -> None:
     rules = rules_of(tmp_path, "rules:\n  - {id: r, on: CallAccepted, do: Hangup}\n")
     assert rules.sources == {}
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ({"kind": "bitrix24", "webhook": "https://b24.example.ru/rest/1/topsecret/"}, None),
+        ({"kind": "amocrm", "url": "https://acme.amocrm.ru", "token": "${AMO_TOKEN:-tokentoken}"}, None),
+        ({"kind": "retailcrm", "url": "https://acme.retailcrm.ru", "api_key": "keykey"}, None),
+        ({"kind": "bitrix24"}, "webhook"),
+        ({"kind": "amocrm", "url": "https://acme.amocrm.ru", "token": "t", "value": "x"}, "takes no value"),
+        ({"kind": "pipedrive", "url": "https://x.example"}, "unknown kind 'pipedrive'"),
+    ],
+    ids=["bitrix24", "amocrm", "retailcrm", "no-webhook", "no-value", "unknown-kind"],
+)
+def test_a_preset_source_knows_its_crm(tmp_path: Path, spec: dict[str, str], problem: str | None) -> None:
+    lines = "".join(f"    {key}: {json_text(value)}\n" for key, value in spec.items())
+    text = f"sources:\n  owner:\n{lines}rules:\n  - {{id: r, on: CallAccepted, do: {{TransferEXT: '{{owner}}'}}}}\n"
+    if problem is not None:
+        with pytest.raises(RulesError) as caught:
+            rules_of(tmp_path, text)
+        shown = str(caught.value)
+        assert problem in shown
+        assert "topsecret" not in shown and "tokentoken" not in shown and "keykey" not in shown
+        return
+    rules = rules_of(tmp_path, text)
+    source = rules.sources["owner"]
+    assert source.kind == spec["kind"]
+    built = source.build(accepted(), CallState.begin(1, accepted(), NOW))
+    assert built is not None
+    request, extract = built
+    assert request.url.startswith(spec.get("webhook", spec.get("url", "")).rstrip("/"))
+    if spec["kind"] == "amocrm":
+        assert extract(None) is None  # its 204: nobody
+    assert source.settings.rate is not None  # the CRM's documented limit unless the file says
+
+
+def json_text(value: str) -> str:
+    return orjson.dumps(value).decode()

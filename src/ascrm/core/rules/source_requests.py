@@ -11,6 +11,7 @@ from urllib.parse import quote
 import orjson
 
 from ascrm.core.calls.state import CallState
+from ascrm.core.lookups.presets import PRESETS
 from ascrm.core.lookups.request import Extract, LookupRequest
 from ascrm.core.protocol import CallEvent
 from ascrm.core.rules.actions import ActionError, Normalize, Template, parse_template
@@ -42,7 +43,7 @@ def compile_source(
     if kind not in KINDS:
         raise SourceError(("kind",), f"unknown kind {excerpt(kind)} (known: {', '.join(KINDS)})")
     if kind != "http":
-        raise SourceError(("kind",), f"kind {kind}: not available")
+        return _preset(name, kind, spec, env)
     for key, why in (("url", "the URL to ask"), ("value", "the dotted path of the value in the JSON answer")):
         if key not in spec:
             raise SourceError((), f"source {excerpt(name)} needs {key}: {why}")
@@ -71,6 +72,30 @@ def compile_source(
         return LookupRequest(method, rendered, headers, sent), extract
 
     return CompiledSource(name, "http", settings_of(name, spec), build)
+
+
+def _preset(name: str, kind: str, spec: Mapping[str, Any], env: Mapping[str, str]) -> CompiledSource:
+    """A source of a CRM preset: it knows the CRM's request and answer; the caller's number is asked."""
+    preset = PRESETS[kind]
+    ignored = sorted(set(spec) & {"url", "method", "body", "headers", "value", "webhook", "token", "api_key"})
+    ignored = [key for key in ignored if key not in preset.settings]
+    if ignored:
+        raise SourceError((ignored[0],), f"a {kind} source takes no {ignored[0]} (it knows the CRM's API)")
+    config = {key: expand(str(spec[key]), (key,), env) for key in preset.settings if key in spec}
+    problem = preset.check(config)
+    if problem is not None:
+        raise SourceError((), problem)
+
+    def build(event: CallEvent | None, call: CallState) -> tuple[LookupRequest, Extract] | None:
+        number = (event.an if event is not None else None) or call.an
+        if not number:
+            return None
+        try:
+            return preset.request(config, number), preset.extract(number)
+        except ValueError:  # not a phone number the CRM can be asked about
+            return None
+
+    return CompiledSource(name, kind, settings_of(name, spec, rate=preset.rate, burst=preset.burst), build)
 
 
 def _template(text: str, where: tuple[Any, ...], maps: Mapping[str, Mapping[str, str]], normalize: Any) -> Template:

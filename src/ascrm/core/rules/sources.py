@@ -24,7 +24,7 @@ from ascrm.core.rules.excerpt import excerpt
 
 __all__ = ["CompiledSource", "NeedsLookup", "SourceError", "source_getter"]
 
-KINDS: Final = ("http",)
+KINDS: Final = ("http", "bitrix24", "amocrm", "retailcrm")  # the generic form and the CRM presets
 MAX_VALUE_CHARS: Final = 1024  # a looked-up value is kept to this many characters
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -338,7 +338,7 @@ def test_a_preset_source_knows_its_crm(tmp_path: Path, spec: dict[str, str], pro
             rules_of(tmp_path, text)
         shown = str(caught.value)
         assert problem in shown
-        assert "topsecret" not in shown and "tokentoken" not in shown and "keykey" not in shown
+        assert all(secret not in shown for secret in ("topsecret", "tokentoken", "keykey"))
         return
     rules = rules_of(tmp_path, text)
     source = rules.sources["owner"]

@@ -128,3 +128,18 @@ async def test_a_paused_redis_costs_no_more_than_the_deadline(standin: CrmStandI
         finally:
             own_redis.resume()
         assert standin.requests == 1
+
+
+async def test_a_stopped_redis_leaves_the_local_cache_and_limits(standin: CrmStandIn, own_redis: RedisServer) -> None:
+    async for first, _, _ in _replicas(own_redis.url):
+        own_redis.stop()
+        source = SourceSettings("owner", rate=1, burst=1)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ask = LookupRequest("GET", standin.url + "/owner")
+        assert (await first.look_up(source, ask, value, deadline=deadline(0.3))).outcome == "fetched"
+        assert (await first.look_up(source, ask, value, deadline=deadline(0.3))).outcome == "hit"
+        other = LookupRequest("GET", standin.url + "/other")
+        assert (await first.look_up(source, other, value, deadline=deadline(0.3))).outcome == "rate_limited"
+        assert loop.time() - started < 0.9
+        assert standin.requests == 1

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from structlog.testing import capture_logs
 
 from ascrm.core.lookups.lookups import Lookups
@@ -275,3 +278,18 @@ async def test_the_latency_histogram_counts_each_look_up(
     assert buckets[0.005] == 1  # the hit
     assert buckets[0.025] == 1  # the fetch took at least 30 ms
     assert 0.03 <= histogram.sum < 1
+
+
+async def test_tls_is_checked_against_the_ca_file(ca: trustme.CA, tmp_path: Path) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    async with crm_standin(tls=context) as standin:
+        trusting, untrusting = Lookups(ca_file=tmp_path / "ca.pem"), Lookups()
+        try:
+            source = SourceSettings("owner")
+            assert (await trusting.look_up(source, request(standin), value, deadline=deadline())).outcome == "fetched"
+            assert (await untrusting.look_up(source, request(standin), value, deadline=deadline())).outcome == "error"
+        finally:
+            await trusting.close()
+            await untrusting.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ class CrmStandIn:
     body), redirect (302 to itself), null ({"value": null})."""
 
     port: int = field(default_factory=free_port)
+    tls: bool = False
     mode: str = "value"
     value: str = "ivanov"
     delay: float = 0.0
@@ -32,7 +34,7 @@ class CrmStandIn:
     @property
     def url(self) -> str:
         """Its base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
@@ -60,14 +62,14 @@ class CrmStandIn:
 
 
 @asynccontextmanager
-async def crm_standin() -> AsyncIterator[CrmStandIn]:
-    """A running stand-in, stopped (hanging requests released) on exit."""
-    standin = CrmStandIn()
+async def crm_standin(tls: ssl.SSLContext | None = None) -> AsyncIterator[CrmStandIn]:
+    """A running stand-in (HTTPS with tls), stopped (hanging requests released) on exit."""
+    standin = CrmStandIn(tls=tls is not None)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", standin._handle)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", standin.port)
+    site = web.TCPSite(runner, "127.0.0.1", standin.port, ssl_context=tls)
     await site.start()
     try:
         yield standin

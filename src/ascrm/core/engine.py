@@ -47,6 +47,8 @@ class RuleSet:
     files: tuple[Path, ...] = ()  # the rule files
     data_files: tuple[Path, ...] = ()  # the list and map files they name
     warnings: tuple[Any, ...] = ()
+    lists: tuple[str, ...] = ()  # the names of the lists the rule files define
+    editable_lists: tuple[str, ...] = ()  # those of them the admin API may change
 
 
 def decide(ruleset: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:

@@ -10,6 +10,7 @@ from starlette.types import Scope
 
 from ascrm.core.calls.store import CallStore
 from ascrm.service.auth.login import LoginGuard
+from ascrm.service.editable import ListKeeper
 from ascrm.service.logs import AnswerLog
 from ascrm.service.readiness import Readiness
 from ascrm.service.reload import ActiveRules, RuleReloader
@@ -26,7 +27,7 @@ def utc_now() -> datetime:
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """The call store, the rule set being served and its reloader, the store's readiness, the login
-    budgets, the counters, the decision log and the clock: one of each per running app."""
+    budgets, the counters, the decision log, the clock and the editable lists: one of each per running app."""
 
     store: CallStore
     rules: ActiveRules  # `rules.current` is swapped whole by a reload; a request reads it once
@@ -36,6 +37,7 @@ class Runtime:
     stats: Stats
     answers: AnswerLog
     clock: Clock
+    lists: ListKeeper  # the editable lists and where they are kept
 
 
 STATE_KEY = "runtime"  # the lifespan state's key: Starlette copies it into every request's scope["state"]

@@ -48,7 +48,7 @@ class RuleSet:
     data_files: tuple[Path, ...] = ()  # the list and map files they name
     warnings: tuple[Any, ...] = ()
     lists: tuple[str, ...] = ()  # the names of the lists the rule files define
-    editable_lists: tuple[str, ...] = ()  # those of them the admin API may change
+    editable_lists: tuple[Any, ...] = ()  # the EditableLists of them the admin API may change
 
 
 def decide(ruleset: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:

@@ -219,10 +219,11 @@ def _editable(request: Request, runtime: Runtime) -> EditableList:
     """The editable list the path names: 404 when the rules define no such list, 409 when it is not editable."""
     name: str = request.path_params["name"]
     rules = runtime.rules.current
+    holders = {holder.name: holder for holder in runtime.lists.holders(rules)}
     if name not in rules.lists:
-        known = ", ".join(rules.editable_lists) or "none"
+        known = ", ".join(holders) or "none"
         raise RefusedError(404, f"no list {name!r} in the rules (their editable lists: {known})")
-    holder = runtime.lists.registry.get(name) if name in rules.editable_lists else None
+    holder = holders.get(name)
     if holder is None:
         raise RefusedError(409, f"list {name!r} is not editable: its rule file declares it without `editable: true`")
     return holder

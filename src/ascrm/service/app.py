@@ -116,6 +116,7 @@ def create_app(
         on_sighup = _SighupReload(reloader)
         stopping = asyncio.Event()
         await readiness.check()  # /ready answers from the first request on
+        lists.registry.adopt(active.current.editable_lists)  # rules loaded by the caller: a reload keeps them
         await _first_sync(lists, active.current)
         background = {
             asyncio.create_task(readiness.run(stopping)),

@@ -306,8 +306,7 @@ class ListKeeper:
 
     def holders(self, rules: RuleSet) -> list[EditableList]:
         """The editable lists of rules."""
-        found = (self.registry.get(name) for name in rules.editable_lists)
-        return [holder for holder in found if holder is not None]
+        return [holder for holder in rules.editable_lists if isinstance(holder, EditableList)]
 
     async def sync(self, rules: RuleSet) -> None:
         """Attach rules' lists new to this process; take in changes made elsewhere."""

@@ -127,7 +127,7 @@ def load_rules(
         data_files=tuple(compiler.data_files),
         warnings=(*compiler.warnings, *lint(compiler.rules, compiler.raw_rules)),
         lists=tuple(compiler.lists),
-        editable_lists=tuple(name for name, value in compiler.lists.items() if isinstance(value, EditableList)),
+        editable_lists=tuple(value for value in compiler.lists.values() if isinstance(value, EditableList)),
     )
 
 

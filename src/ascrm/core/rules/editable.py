@@ -130,6 +130,12 @@ class EditableLists:
                 found.seed = seed
             return found
 
+    def adopt(self, holders: Iterable[EditableList]) -> None:
+        """Keep holders (of a rule set loaded before this registry was used) as the lists of their names."""
+        with self._lock:
+            for holder in holders:
+                self._lists.setdefault(holder.name, holder)
+
     def get(self, name: str) -> EditableList | None:
         """The list named name, if the rules ever declared it."""
         return self._lists.get(name)

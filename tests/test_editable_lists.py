@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.support.redis import RedisServer, needs_redis
 from tests.support.server import Server, ServerFactory, platform_config
@@ -179,3 +180,24 @@ def test_two_replicas_on_one_redis(serve: ServerFactory, redis_server: RedisServ
     assert blocked(three, "79167770000")
     assert not blocked(three, "79160000001")
     assert admin(three).get("/admin/lists/blocked").json()["entries"] == ["79167770000"]
+
+
+@needs_redis
+def test_redis_away_keeps_the_last_contents(serve: ServerFactory, own_redis: RedisServer, tmp_path: Path) -> None:
+    """While Redis is down the replica serves what it read last and refuses edits 503; then it catches up."""
+    rules = rules_folder(tmp_path)
+    settings = config(rules, backend="redis", redis_url=own_redis.url, key_prefix="away:", timeout_ms=200)
+    server = serve(settings, admin=ADMIN)
+    assert admin(server).put("/admin/lists/blocked/79168880000").status_code == 200
+    own_redis.stop()
+    assert blocked(server, "79168880000")
+    refused = admin(server).put("/admin/lists/blocked/79168880001")
+    assert refused.status_code == 503
+    assert refused.json()["error"]
+    server.logged("lists_sync_failed")
+    own_redis.start()
+    with redis.Redis.from_url(own_redis.url) as direct:  # an edit made elsewhere while this one looked away
+        direct.sadd("away:list:{blocked}", "79168880002")
+        direct.incr("away:list:{blocked}:version")
+    wait_until(lambda: blocked(server, "79168880002"), "the replica to read the list again", timeout=3)
+    assert len(server.logged("lists_sync_failed")) == 1

@@ -24,6 +24,9 @@ PREFIX = "/autosecretary"
 ADMIN = ("ops", "ops-pässword")
 JSON_TYPE = "application/json; charset=UTF-8"
 RULES = """
+lists:
+  vip: {editable: true}
+  fixed: ["79990000000"]
 rules:
   - id: sales
     on: CallAccepted
@@ -177,6 +180,18 @@ def exchanges(server: Server, rules_file: Path) -> list[httpx.Response]:
         admin.get("/admin/calls/501"),
         admin.get("/admin/rules"),
         admin.post("/admin/reload"),
+        admin.put("/admin/lists/vip/79161234567"),
+        admin.put("/admin/lists/vip/7916*"),
+        admin.put("/admin/lists/vip/79x"),
+        admin.put("/admin/lists/fixed/79161234567"),
+        admin.put("/admin/lists/nosuch/79161234567"),
+        admin.post("/admin/lists/vip", json={"entries": ["79161234568", 79161234569]}),
+        admin.post("/admin/lists/vip", json={"entries": ["x"]}),
+        admin.post("/admin/lists/vip", content=b"{bad"),
+        admin.get("/admin/lists/vip", params={"limit": "2"}),
+        admin.get("/admin/lists/vip", params={"limit": "x"}),
+        admin.delete("/admin/lists/vip/79161234567"),
+        admin.delete("/admin/lists/vip/79161234567"),
         anonymous.get("/admin/rules"),
         platform.get("/admin/calls"),  # platform credentials do not open the admin API
         admin.get("/metrics"),

@@ -1,4 +1,5 @@
-"""The admin API: list and inspect calls, push commands into live calls, cancel pending ones.
+"""The admin API: list and inspect calls, push commands into live calls, cancel pending ones, edit the
+editable lists of the rules.
 
 JSON in and out, under its own Basic-auth role (`auth.admin`); not a hot path, so plain Starlette
 request/response endpoints.
@@ -29,8 +30,10 @@ from ascrm.core.protocol import (
     parse_int64,
     poll_action_error,
 )
+from ascrm.core.rules.editable import EditableList, EntryError, parse_entry
 from ascrm.errors import AscrmError
 from ascrm.service.callview import call_summary, call_view
+from ascrm.service.editable import ListFullError
 from ascrm.service.responses import JSONAnswer, error_response
 from ascrm.service.runtime import Runtime, runtime_of
 
@@ -41,6 +44,10 @@ DEFAULT_LIMIT: Final = 50
 STATES: Final = ("live", "connected", "ended")
 _QUERY_KEYS: Final = ("an", "un", "state", "offset", "limit")
 _BODY_KEYS: Final = ("action", "param")
+_LIST_QUERY_KEYS: Final = ("offset", "limit")
+MAX_LIST_LIMIT: Final = 1000  # entries of an editable list per page
+DEFAULT_LIST_LIMIT: Final = 100
+MAX_BULK: Final = 10_000  # entries per bulk POST (the body limit, limits.max_body_bytes, comes first)
 _KNOWN_ACTIONS: Final = ", ".join(member.name for member in Action)
 
 Handler = Callable[[Request, Runtime, str], Awaitable[Response]]  # the request, the runtime, the admin's name
@@ -67,6 +74,7 @@ class AdminAPI:
         """The admin routes under prefix."""
         calls = f"{prefix}/admin/calls"
         commands = f"{calls}/{{call_id}}/commands"
+        lists = f"{prefix}/admin/lists/{{name}}"
         return [
             Route(calls, self._guarded(self.list_calls), methods=["GET"]),
             Route(f"{calls}/{{call_id}}", self._guarded(self.get_call), methods=["GET"]),
@@ -74,6 +82,10 @@ class AdminAPI:
             Route(f"{commands}/{{command_id}}", self._guarded(self.cancel_command), methods=["DELETE"]),
             Route(f"{prefix}/admin/rules", self._guarded(self.get_rules), methods=["GET"]),
             Route(f"{prefix}/admin/reload", self._guarded(self.reload_rules), methods=["POST"]),
+            Route(lists, self._guarded(self.get_list), methods=["GET"]),
+            Route(lists, self._guarded(self.add_entries), methods=["POST"]),
+            Route(f"{lists}/{{entry}}", self._guarded(self.put_entry), methods=["PUT"]),
+            Route(f"{lists}/{{entry}}", self._guarded(self.delete_entry), methods=["DELETE"]),
         ]
 
     async def get_rules(self, request: Request, runtime: Runtime, user: str) -> Response:
@@ -104,6 +116,8 @@ class AdminAPI:
                 return error_response(503, f"the call store is unavailable: {exc}")
             except UnreadableRecordError as exc:  # logged by the store (call_record_unreadable)
                 return error_response(500, str(exc))
+            except ListFullError as exc:
+                return error_response(422, str(exc))
 
         return endpoint
 
@@ -165,13 +179,106 @@ class AdminAPI:
         log.info("command_cancelled", user=user, call_id=call_id, command=command_id)
         return answer({"cancelled": True})
 
+    async def get_list(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """GET `/admin/lists/{name}[?offset=&limit=]`: an editable list's entries, sorted, a page at a time."""
+        holder = _editable(request, runtime)
+        query = _query(request.query_params.multi_items(), _LIST_QUERY_KEYS)
+        offset = _count(query, "offset", 0)
+        limit = min(_count(query, "limit", DEFAULT_LIST_LIMIT), MAX_LIST_LIMIT)
+        if not holder.attached:
+            await runtime.lists.backend.attach(holder)
+        entries, total = holder.page(offset, limit)
+        return answer({"list": holder.name, "entries": entries, "total": total, "offset": offset, "limit": limit})
 
-def _query(items: list[tuple[str, str]]) -> dict[str, str]:
+    async def put_entry(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """PUT `/admin/lists/{name}/{entry}`: add a number or a prefix (`7916*`)."""
+        holder = _editable(request, runtime)
+        entry = _entry(request.path_params["entry"], holder)
+        added = await runtime.lists.change(holder, [entry], add=True)
+        _changed(user, holder, "put", 1, added)
+        return answer({"list": holder.name, "entry": entry, "added": bool(added), "total": len(holder)})
+
+    async def delete_entry(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """DELETE `/admin/lists/{name}/{entry}`: remove a number or a prefix; removing one not there is no error."""
+        holder = _editable(request, runtime)
+        entry = _entry(request.path_params["entry"], holder)
+        removed = await runtime.lists.change(holder, [entry], add=False)
+        _changed(user, holder, "delete", 1, removed)
+        return answer({"list": holder.name, "entry": entry, "removed": bool(removed), "total": len(holder)})
+
+    async def add_entries(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """POST `/admin/lists/{name}` `{"entries": [...]}`: add many entries at once, all or none."""
+        holder = _editable(request, runtime)
+        entries = _bulk(await request.body(), holder)
+        added = await runtime.lists.change(holder, entries, add=True)
+        _changed(user, holder, "bulk", len(entries), added)
+        return answer({"list": holder.name, "added": added, "total": len(holder)})
+
+
+def _editable(request: Request, runtime: Runtime) -> EditableList:
+    """The editable list the path names: 404 when the rules define no such list, 409 when it is not editable."""
+    name: str = request.path_params["name"]
+    rules = runtime.rules.current
+    holders = {holder.name: holder for holder in runtime.lists.holders(rules)}
+    if name not in rules.lists:
+        known = ", ".join(holders) or "none"
+        raise RefusedError(404, f"no list {name!r} in the rules (their editable lists: {known})")
+    holder = holders.get(name)
+    if holder is None:
+        raise RefusedError(409, f"list {name!r} is not editable: its rule file declares it without `editable: true`")
+    return holder
+
+
+def _entry(value: object, holder: EditableList) -> str:
+    """An entry in its stored form; 422 naming it when it is not a number or a prefix."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise RefusedError(422, f"entry {value!r}: must be a string (a number, or a prefix ending in '*')")
+    try:
+        return parse_entry(value, holder.normalize)
+    except EntryError as exc:
+        raise RefusedError(422, str(exc)) from None
+
+
+def _bulk(body: bytes, holder: EditableList) -> list[str]:
+    """The distinct entries of a bulk body `{"entries": [...]}`, checked, in their stored form."""
+    try:
+        data = load_json(body)
+    except NestingError as exc:
+        raise RefusedError(400, f"body is refused: JSON {exc}") from None
+    except ValueError as exc:
+        raise RefusedError(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RefusedError(400, f'body must be a JSON object {{"entries": [...]}}, not {type(data).__name__}')
+    unknown = [key for key in data if key != "entries"]
+    if unknown:
+        raise RefusedError(422, f"{unknown[0]}: unknown key (known: entries)")
+    entries = data.get("entries")
+    if not isinstance(entries, list):
+        raise RefusedError(422, "entries: is required, a list of numbers and prefixes ('7916*')")
+    if len(entries) > MAX_BULK:
+        raise RefusedError(422, f"entries: {len(entries)} given, at most {MAX_BULK} per request")
+    found: dict[str, None] = {}
+    for index, item in enumerate(entries):
+        try:
+            found[_entry(item, holder)] = None
+        except RefusedError as exc:
+            raise RefusedError(422, f"entries[{index}]: {exc.message}") from None
+    return list(found)
+
+
+def _changed(user: str, holder: EditableList, action: str, given: int, changed: int) -> None:
+    fields = {"list": holder.name, "action": action, "entries": given, "changed": changed, "total": len(holder)}
+    log.info("list_changed", user=user, **fields)
+
+
+def _query(items: list[tuple[str, str]], known: tuple[str, ...] = _QUERY_KEYS) -> dict[str, str]:
     """The query's known parameters, each at most once; an empty value counts as absent."""
     query: dict[str, str] = {}
     for key, value in items:
-        if key not in _QUERY_KEYS:
-            raise RefusedError(400, f"{key}: unknown query parameter (known: {', '.join(_QUERY_KEYS)})")
+        if key not in known:
+            raise RefusedError(400, f"{key}: unknown query parameter (known: {', '.join(known)})")
         if key in query:
             raise RefusedError(400, f"{key}: given more than once")
         if value != "":

@@ -16,13 +16,18 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ascrm.core.calls import open_store
+from ascrm.core.calls.sticky import Sticky
+from ascrm.core.calls.store import CallStore, StoreUnavailableError
 from ascrm.core.calls.sweeper import sweep_periodically
 from ascrm.core.engine import RuleSet
+from ascrm.core.lookups.lookups import Lookups
+from ascrm.core.lookups.opened import OpenedLookups
 from ascrm.core.rules import load_rules, rules_source
 from ascrm.service import admin, health, metrics, openapi
 from ascrm.service.auth.login import LoginGuard
 from ascrm.service.collector import collect_periodically
 from ascrm.service.edge import Edge
+from ascrm.service.editable import ListKeeper
 from ascrm.service.guard import ADMIN, PLATFORM, Guard
 from ascrm.service.logs import AnswerLog
 from ascrm.service.platform import PlatformAPI
@@ -43,6 +48,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error")
+
+
+async def _first_sync(lists: ListKeeper, rules: RuleSet) -> None:
+    """The editable lists of rules loaded by the caller adopted (a reload keeps them), and their contents
+    before the first request (their seeds while the backend is away)."""
+    lists.registry.adopt(rules.editable_lists)
+    try:
+        await lists.sync(rules)
+    except (StoreUnavailableError, ValueError) as exc:
+        log.warning("lists_sync_failed", error=str(exc))
 
 
 class _SighupReload:
@@ -67,6 +82,12 @@ class _SighupReload:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
 
+def _routing_data(settings: Settings, store: CallStore, looked: OpenedLookups) -> tuple[Sticky | None, Lookups, float]:
+    """The runtime's last operators (None when sticky.days is 0), look-ups and their budget in seconds."""
+    sticky = store.sticky(settings.sticky) if settings.sticky.days else None
+    return sticky, looked.lookups, settings.lookups.budget_ms / 1000
+
+
 def create_app(
     settings: Settings,
     *,
@@ -86,7 +107,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         source = rules_source(settings.rules)
-        active = ActiveRules(rules or load_rules(source, settings.timezone, limits=settings.limits.rules))
+        lists = ListKeeper(settings.state)
+        limits = settings.limits.rules
+        active = ActiveRules(rules or load_rules(source, settings.timezone, limits=limits, editable=lists.registry))
         stats = Stats(connections=connections or ConnectionStats())
         store = open_store(settings.state, observe=stats.observe_store)
         reloader = RuleReloader(
@@ -97,23 +120,28 @@ def create_app(
             stats=stats.reloads,
             settle_seconds=settings.reload.settle_ms / 1000,
             limits=settings.limits.rules,
+            editable=lists.registry,
         )
         readiness = Readiness(store, settings.health.check_interval_ms / 1000, settings.state.timeout_ms / 1000)
-        sticky = store.sticky(settings.sticky) if settings.sticky.days else None
-        budget = settings.lookups.budget_ms / 1000
-        answer_log = answers or AnswerLog()
-        runtime = Runtime(store, active, reloader, readiness, logins, stats, answer_log, clock, sticky, None, budget)
+        looked = OpenedLookups(settings.state, settings.lookups.ca_file)
+        parts = (store, active, reloader, readiness, logins, stats, answers or AnswerLog(), clock, lists)
+        runtime = Runtime(*parts, *_routing_data(settings, store, looked))
         on_sighup = _SighupReload(reloader)
         stopping = asyncio.Event()
         await readiness.check()  # /ready answers from the first request on
+        await _first_sync(lists, active.current)
         background = {
             asyncio.create_task(readiness.run(stopping)),
             asyncio.create_task(logins.run(stopping)),
             asyncio.create_task(sweep_periodically(store, clock, settings.state.sweep_interval_ms / 1000, stopping)),
             asyncio.create_task(collect_periodically(stopping)),
+            asyncio.create_task(lists.run(active, stopping)),
+            *(
+                (asyncio.create_task(watch(reloader, stopping, settings.reload.debounce_ms)),)
+                if settings.reload.watch
+                else ()
+            ),
         }
-        if settings.reload.watch:
-            background.add(asyncio.create_task(watch(reloader, stopping, settings.reload.debounce_ms)))
         log.info(
             "service_started",
             root_path=settings.root_path or "/",
@@ -131,6 +159,8 @@ def create_app(
             for task in background:  # still running after the grace (a store check that hangs): stop it
                 task.cancel()
             logins.close()
+            await lists.close()
+            await looked.close()
             await store.close()
         log.info("service_stopped")
 

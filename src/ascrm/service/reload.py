@@ -16,6 +16,7 @@ import watchfiles
 
 from ascrm.core.engine import RuleSet
 from ascrm.core.rules import Location, Problem, RulesError, load_rules
+from ascrm.core.rules.editable import EditableLists
 from ascrm.core.rules.limits import RuleLimits
 from ascrm.core.rules.load import rule_files
 from ascrm.service.settle import Snapshot, settle, snapshot
@@ -71,6 +72,7 @@ class RuleReloader:
         stats: ReloadStats | None = None,
         settle_seconds: float = 1.0,
         limits: RuleLimits | None = None,
+        editable: EditableLists | None = None,
     ) -> None:
         self._active = active
         self._stats = stats or ReloadStats()
@@ -82,6 +84,7 @@ class RuleReloader:
         self.last_failure: Failure | None = None
         self.settle_seconds = settle_seconds
         self._limits = limits or RuleLimits()
+        self._editable = editable  # the server's editable lists: a reload keeps what was edited
         self._settled: Snapshot | None = None  # the files as the last watched reload loaded them
 
     @property
@@ -131,7 +134,7 @@ class RuleReloader:
 
     def _load_now(self) -> RuleSet:
         with sharing_the_gil():
-            return load_rules(self.source, self._timezone, limits=self._limits)
+            return load_rules(self.source, self._timezone, limits=self._limits, editable=self._editable)
 
     async def _reload(self, trigger: str, force: bool, settled: Snapshot | None) -> ReloadOutcome | None:
         """The outcome; None when the files changed again while they were loading (settle anew)."""

@@ -10,8 +10,9 @@ from starlette.types import Scope
 
 from ascrm.core.calls.sticky import Sticky
 from ascrm.core.calls.store import CallStore
-from ascrm.core.lookups.deciding import Resolver
+from ascrm.core.lookups.lookups import Lookups
 from ascrm.service.auth.login import LoginGuard
+from ascrm.service.editable import ListKeeper
 from ascrm.service.logs import AnswerLog
 from ascrm.service.readiness import Readiness
 from ascrm.service.reload import ActiveRules, RuleReloader
@@ -28,7 +29,7 @@ def utc_now() -> datetime:
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """The call store, the rule set being served and its reloader, the store's readiness, the login
-    budgets, the counters, the decision log and the clock: one of each per running app."""
+    budgets, the counters, the decision log, the clock and the editable lists: one of each per running app."""
 
     store: CallStore
     rules: ActiveRules  # `rules.current` is swapped whole by a reload; a request reads it once
@@ -38,8 +39,9 @@ class Runtime:
     stats: Stats
     answers: AnswerLog
     clock: Clock
+    lists: ListKeeper  # the editable lists and where they are kept
     sticky: Sticky | None = None  # the last operators (None: not kept)
-    lookups: Resolver | None = None  # the rule files' sources are looked up here
+    lookups: Lookups | None = None  # the rule files' sources are looked up here
     lookup_budget: float = 0.5  # lookups.budget_ms, in seconds
 
 

@@ -318,6 +318,8 @@ SCHEMA: dict[str, Any] = {
             },
             "sentinel_master": {"type": "string", "empty": False},
             "sentinel_password": {"type": "string"},
+            "data_dir": {"type": "string", "empty": False},
+            "max_list_entries": {"type": "integer", "min": 1, "max": 100_000_000},
         },
     },
     "reload": {
@@ -485,6 +487,8 @@ def _state(values: dict[str, Any], base: Path, source: str | None) -> StateSetti
         raise refuse("tls_cert_file", message, values["tls_cert_file"]) from None
     if "sentinels" in state:
         state["sentinels"] = tuple(state["sentinels"])
+    if "data_dir" in state:
+        state["data_dir"] = _resolve(base, state["data_dir"])
     return StateSettings(**state)
 
 

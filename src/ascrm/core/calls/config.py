@@ -28,6 +28,8 @@ class StateSettings:
     sentinels: tuple[str, ...] = ()  # "host:port" of Redis Sentinels; then they name the master
     sentinel_master: str = ""  # the master's name in the sentinels' configuration
     sentinel_password: str | None = field(default=None, repr=False)  # the sentinels' own password
+    data_dir: Path | None = None  # memory backend: where edited lists are kept across restarts
+    max_list_entries: int = 1_000_000  # entries of one editable list; an edit past it is refused
 
 
 def sentinel_address(entry: str) -> tuple[str, int]:

@@ -72,7 +72,8 @@ async def fetch(session: aiohttp.ClientSession, request: LookupRequest, extract:
                 if not 200 <= status < 300:
                     return Fetched("error", status=status)
                 body = await _read_capped(response)
-        return _found(extract(orjson.loads(body)), status)
+        # 204 No Content (amoCRM's "nothing found"): the extract reads None, which is no value
+        return _found(extract(None if status == 204 and not body else orjson.loads(body)), status)
     except TimeoutError as error:  # asyncio's and aiohttp's (ServerTimeoutError is one)
         return Fetched("timeout", status=status, error=type(error).__name__)
     except Exception as error:  # refused, reset, garbage, too long, the extract failing: never its message

@@ -22,6 +22,7 @@ from ascrm.core.rules.conditions import (
     compile_conditions,
     schedule_path,
 )
+from ascrm.core.rules.editable import EditableList, EditableLists, seed_of
 from ascrm.core.rules.excerpt import excerpt
 from ascrm.core.rules.explain import Check, build_checks
 from ascrm.core.rules.index import Hint, build_index
@@ -94,12 +95,14 @@ def load_rules(
     explain: bool = False,
     overrides: Overrides | None = None,
     limits: RuleLimits | None = None,
+    editable: EditableLists | None = None,
 ) -> RuleSet:
     """Read, check and compile a rules file or folder; RulesError lists every problem found.
 
     explain: also compile each rule's conditions one by one, for `rules.explain` (tools; the server
     never does). overrides: lists and maps replacing the defined ones of the same names. limits: the
-    bounds on file sizes and YAML documents (RuleLimits() when not given).
+    bounds on file sizes and YAML documents (RuleLimits() when not given). editable: the server's
+    editable lists, kept from one load to the next (without it, each starts from its file).
     """
     files = rule_files(source)
     if not files:
@@ -107,6 +110,7 @@ def load_rules(
     compiler = _Compiler(
         default_timezone, explain=explain, overrides=overrides or Overrides(), limits=limits or RuleLimits()
     )
+    compiler.editable = editable or EditableLists()
     for file in files:
         compiler.read(file)
     compiler.check()
@@ -131,6 +135,8 @@ def load_rules(
         warnings=(*compiler.warnings, *lint(compiler.rules, compiler.raw_rules)),
         sources=dict(compiler.sources),
         sticky=compiler.sticky,
+        lists=tuple(compiler.lists),
+        editable_lists=tuple(value for value in compiler.lists.values() if isinstance(value, EditableList)),
     )
 
 
@@ -146,7 +152,8 @@ class _Compiler:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.schedules: dict[str, Schedule] = {}
-        self.lists: dict[str, NumberList] = {}
+        self.lists: dict[str, NumberList | EditableList] = {}
+        self.editable = EditableLists()
         self.maps: dict[str, Mapping[str, str]] = {}
         self.sources: dict[str, CompiledSource] = {}
         self.live_maps = {name: LiveMap(name) for name in STICKY_MAPS}  # the last operator's
@@ -249,6 +256,8 @@ class _Compiler:
         try:
             if name in self.overrides.lists:
                 self.lists[name] = number_list(self.overrides.lists[name], normalize)
+            elif isinstance(spec, dict) and spec.get("editable"):
+                self.lists[name] = self.editable.holder(name, normalize, seed_of(self.list_file(file, spec, normalize)))
             elif isinstance(spec, dict):
                 path = file.parent / spec["file"]
                 self.data_files.append(path)
@@ -258,6 +267,16 @@ class _Compiler:
                 self.lists[name] = number_list(spec, normalize)
         except ListError as exc:
             self.list_problem(file, doc, ("lists", name), exc)
+
+    def list_file(self, file: Path, spec: dict[str, Any], normalize: Any) -> NumberList | None:
+        """The entries of an editable list's seed file, if it names one (read as a list's `file:` is)."""
+        if "file" not in spec:
+            return None
+        path = file.parent / spec["file"]
+        self.data_files.append(path)
+        numbers = load_list_file(path, normalize, limits=self.limits)
+        self.digest.update(path.read_bytes())
+        return numbers
 
     def map_of(self, file: Path, doc: MarkedMap, name: str, spec: Any, normalize: Any) -> None:
         if set(spec) == {"file"} and (not isinstance(spec["file"], str) or not spec["file"]):

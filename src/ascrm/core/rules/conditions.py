@@ -19,6 +19,7 @@ from ascrm.core.protocol import (
     ServiceType,
     parse_code,
 )
+from ascrm.core.rules.editable import EditableList
 from ascrm.core.rules.excerpt import excerpt
 from ascrm.core.rules.lists import NumberList, number_list
 from ascrm.core.rules.regex import PatternError, compile_pattern
@@ -68,7 +69,7 @@ class Definitions:
     """Named schedules, lists and maps a condition may refer to, and the file's settings."""
 
     schedules: Mapping[str, Schedule]
-    lists: Mapping[str, NumberList]
+    lists: Mapping[str, NumberList | EditableList]  # an editable one's contents change at run time
     maps: Mapping[str, Mapping[str, str]]
     timezone: str
     normalize: Callable[[str], str] | None = None
@@ -230,8 +231,8 @@ def string_matcher(
     if kind == "in":
         name = argument
         if isinstance(name, str) and name in defs.lists:
-            numbers = defs.lists[name]
-            return (lambda value: value is not None and value in numbers), None
+            members = defs.lists[name]  # an editable list: read at each call, so edits count at once
+            return (lambda value: value is not None and value in members), None
         if isinstance(name, str) and name in defs.maps:
             table = defs.maps[name]
             return (lambda value: value is not None and value in table), None

@@ -12,6 +12,10 @@ NAME = r"[A-Za-z_][A-Za-z0-9_.-]*"
 _SCALAR = ["string", "integer"]
 
 _FILE_REF = {"file": {"type": "string", "required": True, "empty": False}}
+_EDITABLE = {  # a list the admin API changes; file: only seeds it
+    "editable": {"type": "boolean", "required": True, "allowed": [True]},
+    "file": {"type": "string", "empty": False},
+}
 RULE: dict[str, Any] = {
     "id": {"type": "string", "required": True, "regex": NAME},
     "description": {"type": "string"},
@@ -69,6 +73,7 @@ FILE: dict[str, Any] = {
             "anyof": [
                 {"type": "list", "schema": {"type": _SCALAR}},
                 {"type": "dict", "schema": _FILE_REF},
+                {"type": "dict", "schema": _EDITABLE},
             ]
         },
     },
@@ -187,7 +192,8 @@ def _message(error: Any, items: dict[tuple[Any, ...], str], path: tuple[Any, ...
     if rule == "anyof" and key == "on":
         return f"'on' takes an event name, a code, 'poll', or a list of them, not {shown}"
     if rule == "anyof":
-        return f'{excerpt(key)}: a list of numbers ("7916*" for a prefix) or {{file: path}}, not {shown}'
+        lists = '("7916*" for a prefix), {file: path} or {editable: true}'
+        return f"{excerpt(key)}: a list of numbers {lists}, not {shown}"
     return f"{excerpt(key)}: {rule} {excerpt(error.constraint)} (got {shown})"
 
 

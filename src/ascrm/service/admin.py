@@ -20,6 +20,8 @@ from starlette.routing import Route
 from ascrm.core.calls.state import CallState, command_json
 from ascrm.core.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError, UnreadableRecordError
 from ascrm.core.jsonbody import NestingError, load_json
+from ascrm.core.lookups.looked_up import CompiledSource
+from ascrm.core.lookups.lookups import Lookups
 from ascrm.core.protocol import (
     OUTGOING_POLL_ACTIONS,
     OUTGOING_POLL_LIMIT,
@@ -89,8 +91,13 @@ class AdminAPI:
         ]
 
     async def get_rules(self, request: Request, runtime: Runtime, user: str) -> Response:
-        """GET `/admin/rules`: the live revision, its files, load time, and the last rejected reload."""
-        return answer(runtime.reloader.describe())
+        """GET `/admin/rules`: the live revision, its files, load time, the last rejected reload, and its
+        sources with their circuit breakers (never a URL, header, body or token)."""
+        described = runtime.reloader.describe()
+        described["sources"] = [
+            _source_view(source, runtime.lookups) for source in runtime.rules.current.sources.values()
+        ]
+        return answer(described)
 
     async def reload_rules(self, request: Request, runtime: Runtime, user: str) -> Response:
         """POST `/admin/reload[?force=true]`: reload now; 422 with the problems when rejected."""
@@ -357,3 +364,19 @@ def _command(body: bytes) -> tuple[Action, str]:
     if not isinstance(param, str):
         raise RefusedError(422, f"param: must be a string (got {param!r})")
     return action, param
+
+
+def _source_view(source: CompiledSource, lookups: Lookups | None) -> dict[str, Any]:
+    """A source as GET /admin/rules shows it: how it is asked, and its breaker's state."""
+    settings = source.settings
+    return {
+        "name": source.name,
+        "kind": source.kind,
+        "timeout_ms": round(settings.timeout * 1000, 3),
+        "ttl_s": settings.ttl,
+        "miss_ttl_s": settings.miss_ttl,
+        "stale_s": settings.stale,
+        "rate_per_s": settings.rate,
+        "burst": settings.burst,
+        "breaker": "closed" if lookups is None else lookups.breaker(source.name),
+    }

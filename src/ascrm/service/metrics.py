@@ -116,6 +116,7 @@ class ServiceCollector(Collector):
         yield from self._connections(stats.connections)
         yield from self._rules()
         yield from self._store()
+        yield from self._lookups()
         from ascrm import __version__
 
         yield InfoMetricFamily("ascrm_build", "The running version.", value={"version": __version__})
@@ -181,6 +182,38 @@ class ServiceCollector(Collector):
             value=self._runtime.reloader.loaded_at.timestamp(),
         )
 
+    def _lookups(self) -> Iterator[Metric]:
+        """Look-ups of the active rule set's sources (label values: its source names, bounded as rules are)."""
+        lookups = self._runtime.lookups
+        sources = self._runtime.rules.current.sources
+        counts = {} if lookups is None else lookups.counts
+        yield _counter(
+            "ascrm_lookup",
+            "Look-ups of the rules' sources, by source and how the value was found (hit, miss, fetched, error,"
+            " timeout, rate_limited, circuit_open, stale).",
+            ("source", "outcome"),
+            {key: n for key, n in counts.items() if key[0] in sources},
+        )
+        seconds = HistogramMetricFamily(
+            "ascrm_lookup_seconds", "Time of one look-up for the answer that asked it, by source.", labels=("source",)
+        )
+        for name, histogram in sorted((lookups.seconds if lookups is not None else {}).items()):
+            if name in sources:
+                buckets = [
+                    ("+Inf" if bound == float("inf") else repr(bound), float(n)) for bound, n in histogram.cumulative()
+                ]
+                seconds.add_metric((name,), buckets, histogram.sum)
+        yield seconds
+        breaker = GaugeMetricFamily(
+            "ascrm_lookup_circuit_open",
+            "1 while a source's circuit breaker skips it (open or half-open).",
+            labels=("source",),
+        )
+        for name in sorted(sources):
+            state = "closed" if lookups is None else lookups.breaker(name)
+            breaker.add_metric((name,), float(state != "closed"))
+        yield breaker
+
     def _store(self) -> Iterator[Metric]:
         store = self._runtime.store
         yield CounterMetricFamily(
@@ -220,6 +253,10 @@ def _counter(name: str, documentation: str, labels: tuple[str, ...], values: dic
     for label_values, value in sorted(values.items()):
         family.add_metric(label_values, value)
     return family
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:

@@ -50,7 +50,7 @@ RULE = """
 rules:
   - id: personal-manager
     on: CallAccepted
-    if: {{{field}: {{regex: "^1\\\\d{{3}}$"}}}}
+    if: {condition}
     do: {{TransferEXT: "{template}"}}
 """
 
@@ -96,7 +96,8 @@ def rules_of(kind: str, folder: Path, crm_port: int, callers: int) -> Path:
     path = folder / f"{kind}.yaml"
     if kind == "map":
         rows = "\n".join(f'    "7916{n:07d}": "{extension(f"7916{n:07d}")}"' for n in range(callers))
-        path.write_text("maps:\n  managers:\n" + rows + "\n" + RULE.format(field="AN", template="{managers[AN]}"))
+        rule = RULE.format(condition="{AN: {in: managers}}", template="{managers[AN]}")
+        path.write_text("maps:\n  managers:\n" + rows + "\n" + rule)
         return path
     ttl = "10m" if kind == "cached" else "0s"
     source = f"""
@@ -107,7 +108,7 @@ sources:
     timeout: 300ms
     cache: {{ttl: {ttl}, miss_ttl: {ttl}}}
 """
-    path.write_text(source + RULE.format(field="owner", template="{owner}"))
+    path.write_text(source + RULE.format(condition='{owner: {regex: "^1\\\\d{3}$"}}', template="{owner}"))
     return path
 
 

@@ -199,19 +199,11 @@ class AdminAPI:
 
     async def put_entry(self, request: Request, runtime: Runtime, user: str) -> Response:
         """PUT `/admin/lists/{name}/{entry}`: add a number or a prefix (`7916*`)."""
-        holder = _editable(request, runtime)
-        entry = _entry(request.path_params["entry"], holder)
-        added = await runtime.lists.change(holder, [entry], add=True)
-        _changed(user, holder, "put", 1, added)
-        return answer({"list": holder.name, "entry": entry, "added": bool(added), "total": len(holder)})
+        return await _change_one(request, runtime, user, add=True)
 
     async def delete_entry(self, request: Request, runtime: Runtime, user: str) -> Response:
         """DELETE `/admin/lists/{name}/{entry}`: remove a number or a prefix; removing one not there is no error."""
-        holder = _editable(request, runtime)
-        entry = _entry(request.path_params["entry"], holder)
-        removed = await runtime.lists.change(holder, [entry], add=False)
-        _changed(user, holder, "delete", 1, removed)
-        return answer({"list": holder.name, "entry": entry, "removed": bool(removed), "total": len(holder)})
+        return await _change_one(request, runtime, user, add=False)
 
     async def add_entries(self, request: Request, runtime: Runtime, user: str) -> Response:
         """POST `/admin/lists/{name}` `{"entries": [...]}`: add many entries at once, all or none."""
@@ -220,6 +212,16 @@ class AdminAPI:
         added = await runtime.lists.change(holder, entries, add=True)
         _changed(user, holder, "bulk", len(entries), added)
         return answer({"list": holder.name, "added": added, "total": len(holder)})
+
+
+async def _change_one(request: Request, runtime: Runtime, user: str, *, add: bool) -> Response:
+    """Add (PUT) or remove (DELETE) the entry of the path; the answer says whether it changed the list."""
+    holder = _editable(request, runtime)
+    entry = _entry(request.path_params["entry"], holder)
+    changed = await runtime.lists.change(holder, [entry], add=add)
+    _changed(user, holder, "put" if add else "delete", 1, changed)
+    done = "added" if add else "removed"
+    return answer({"list": holder.name, "entry": entry, done: bool(changed), "total": len(holder)})
 
 
 def _editable(request: Request, runtime: Runtime) -> EditableList:

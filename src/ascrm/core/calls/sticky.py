@@ -31,7 +31,7 @@ class StickySettings:
     """The `sticky` section: how long a caller's last operator is remembered, and how many at most."""
 
     days: int = 30  # 0: nothing is remembered
-    max_entries: int = 1_000_000  # per map; the oldest go first
+    max_entries: int = 100_000  # per map; the oldest go first (about 22 MiB a map at most)
 
 
 class Sticky(Protocol):

@@ -149,7 +149,10 @@ def test_many_addresses_and_user_names_flooding_wrong_passwords(hashed_server: S
     # most auth.limits.kdf_queue of them), or a 503 at once
     assert max(durations[3:]) < QUEUE_DRAIN, durations
     assert (peak - rss_before) / 1024 < RSS_GROWTH_MIB, (rss_before, peak)
-    assert len(responses) > 200  # the flood was big enough to mean something (a loaded machine sends fewer)
+    # a flood that saturated the server: far past its 16 queued KDF checks, and refused unchecked (how
+    # many requests the client sends in FLOOD_SECONDS depends on the machine: 160 to 300+ seen)
+    assert len(responses) > 100
+    assert statuses & {429, 503}
     assert statuses <= {401, 429, 503}
     assert sum(response.status_code == 401 for response in responses) <= 10 * len(sources)
     hashed_server.stop()

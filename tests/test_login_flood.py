@@ -98,7 +98,9 @@ def test_one_address_flooding_wrong_passwords(hashed_server: Server) -> None:
     statuses = [response.status_code for response in responses]
     assert max(durations) < PROMPT, durations  # the platform never waits for the attacker's KDF runs
     assert (peak - rss_before) / 1024 < RSS_GROWTH_MIB, (rss_before, peak)
-    assert len(statuses) > 200  # a real flood, answered at once (how many the client sends depends on the machine)
+    # a real flood, far past the 10 checks it may cause, answered at once (how many requests the client
+    # sends depends on the machine: 173 to 300+ seen)
+    assert len(statuses) > 100
     assert statuses.count(401) <= 10  # the budget: at most 10 checked (one KDF run each) ...
     assert statuses.count(429) >= len(statuses) - 10  # ... the rest refused unchecked
     refused = next(response for response in responses if response.status_code == 429)

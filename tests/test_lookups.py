@@ -293,3 +293,21 @@ async def test_tls_is_checked_against_the_ca_file(ca: trustme.CA, tmp_path: Path
         finally:
             await trusting.close()
             await untrusting.close()
+
+
+async def test_a_fresh_answer_is_known_at_once_a_stale_one_is_looked_up(
+    standin: CrmStandIn, lookups_and_clock: tuple[Lookups, Clock]
+) -> None:
+    """cached() answers from the cache alone, fresh entries only (a stale one is looked up, to be refreshed)."""
+    lookups, clock = lookups_and_clock
+    source = SourceSettings("owner", ttl=10, stale=60)
+    assert lookups.cached(source, request(standin)) is None  # never asked
+    await lookups.look_up(source, request(standin), value, deadline=deadline())
+    hit = lookups.cached(source, request(standin))
+    assert hit is not None
+    assert (hit.value, hit.outcome) == ("ivanov", "hit")
+    assert lookups.cached(source, request(standin, "/owner?phone=2")) is None  # another request
+    clock.now += 10
+    assert lookups.cached(source, request(standin)) is None  # stale: only a failure may be answered by it
+    assert lookups.counts == {("owner", "fetched"): 1, ("owner", "hit"): 1}
+    assert lookups.seconds["owner"].count == 2

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ascrm.core import engine
 from ascrm.core.answering import answer_event, answer_poll
 from ascrm.core.calls import MemoryCallStore
 from ascrm.core.calls.state import CallState
@@ -48,7 +49,12 @@ class Answers:
     def __init__(self, answers: dict[str, Any], delay: float = 0.0) -> None:
         self.answers, self.delay = answers, delay
         self.asked: list[LookupRequest] = []
+        self.cache: dict[str, str | None] = {}  # URL -> a value known at once (cached())
         self.settings: list[SourceSettings] = []
+
+    def cached(self, source: SourceSettings, request: LookupRequest) -> Outcome | None:
+        value = self.cache.get(request.url, ...)
+        return None if value is ... else Outcome(value, "hit", 0.0)
 
     async def look_up(
         self, source: SourceSettings, request: LookupRequest, extract: Extract, *, deadline: float
@@ -147,6 +153,29 @@ async def test_a_missing_or_unmatched_value_lets_the_next_rule_decide(
     assert answered.decision.rule_id == "fallback"
     assert answered.decision.param == "1001"
     assert [used.outcome for used in answered.lookups] == [outcome]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("cached", "rule", "param"), [("1234", "personal-manager", "1234"), (None, "fallback", "1001")]
+)
+async def test_a_value_known_at_once_is_read_in_one_pass_of_the_rules(
+    tmp_path: Path, cached: str | None, rule: str, param: str
+) -> None:
+    """A value (or a miss) the resolver knows at once is not looked up: the rules are asked once."""
+    rules = rules_of(tmp_path, PERSONAL)
+    resolver = Answers({})
+    resolver.cache[owner_url()] = cached
+    passes = 0
+
+    def counting(*args: Any) -> Any:
+        nonlocal passes
+        passes += 1
+        return engine.decide(*args)
+
+    answered = await answer_event(MemoryCallStore(), rules, accepted(), NOW, resolver=resolver, decide=counting)
+    assert (answered.decision.rule_id, answered.decision.param, passes, resolver.asked) == (rule, param, 1, [])
+    assert [(used.source, used.outcome) for used in answered.lookups] == [("owner", "hit")]
 
 
 @pytest.mark.anyio

@@ -158,7 +158,7 @@ class _PollAsking:
         self.needed: tuple[str, CallState] | None = None
 
     def decide(self, rules: engine.RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:
-        answer = self._looking.ask(partial(self._decide, rules, event, call, now))
+        answer = self._looking.ask(partial(self._decide, rules, event, call, now), event, call)
         if isinstance(answer, Decision):
             return answer
         self.needed = (answer.name, call)

@@ -53,9 +53,9 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
     parse_url,
 )
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ascrm.core.calls.config import StateSettings, sentinel_address
 
@@ -125,7 +125,7 @@ def _sentinel_pool(
         sentinel_options["ssl"] = True
     if settings.sentinel_password is not None:
         sentinel_options["password"] = settings.sentinel_password
-    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+    sentinels = Sentinel(
         [sentinel_address(entry) for entry in settings.sentinels],
         sentinel_kwargs=sentinel_options,
     )

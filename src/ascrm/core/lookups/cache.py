@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-CacheKey = tuple[str, str]  # (source, LookupRequest.key())
+from ascrm.core.lookups.request import LookupRequest
+
+CacheKey = tuple[str, LookupRequest]  # (source, the request: equal requests are one entry)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,17 @@
 """Deciding with look-ups: the rules are asked, and asked again once each source they need is looked up.
 
-The engine does no I/O: a rule that reads a source not looked up yet raises NeedsLookup. Here the
-source is looked up (within what is left of the decision's budget) and the rules are asked again with
-its value, at most once per source; rules before the one that needed it do not read it, so they give
-the same answer again. Past the budget a pending look-up counts as failed (its value is missing) and
-the answer goes out. A rule set without sources is asked once, as before, and pays nothing more.
+The engine does no I/O: a rule reads a source's value through LOOKED_UP, here a Looking. A value this
+process's cache holds fresh is read on the spot; any other raises NeedsLookup, the source is looked up
+(within what is left of the decision's budget) and the rules are asked again with its value, at most
+once per source; rules before the one that needed it do not read it, so they give the same answer
+again. Past the budget a pending look-up counts as failed (its value is missing) and the answer goes
+out. A rule set without sources is asked once, as before, and pays nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from ascrm.core.calls.state import CallState
@@ -31,6 +32,10 @@ class Resolver(Protocol):
         """The value of one look-up, within deadline (the running loop's clock)."""
         ...
 
+    def cached(self, source: SourceSettings, request: LookupRequest) -> Outcome | None:
+        """The value of one look-up when it is known at once (a fresh cached answer), else None."""
+        ...
+
 
 class Used(NamedTuple):
     """A look-up a decision used: the source, how its value was found (an Outcome's outcome)."""
@@ -44,8 +49,9 @@ StickyReader = Callable[[str, str], Awaitable["str | None"]]  # (map, caller) ->
 _STICKY_LOOKUPS = 20  # a decision's look-ups of the last operator at most (a map and a field each)
 
 
-class Looking:
-    """The look-ups of one decision: values found so far, within one budget."""
+class Looking(Mapping[str, "str | None"]):
+    """The look-ups of one decision: values found so far, within one budget. As the rules' LOOKED_UP, it
+    holds a source whose answer is cached fresh (read on the spot) or that has been looked up."""
 
     def __init__(
         self, sources: Mapping[str, Any], resolver: Resolver | None, budget: float, sticky: StickyReader | None = None
@@ -54,18 +60,47 @@ class Looking:
         self._resolver = resolver
         self._sticky = sticky
         self._deadline = asyncio.get_running_loop().time() + budget
-        self.values: dict[str, str | None] = {}
+        self._asked: tuple[CallEvent | None, CallState] | None = None  # the call the rules are deciding
+        self._built: dict[str, tuple[LookupRequest, Extract] | None] = {}  # requests made, not yet sent
+        self.found: dict[str, str | None] = {}
         self.used: list[Used] = []
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in self.found or self._peek(name))
+
+    def __getitem__(self, name: str) -> str | None:
+        return self.found[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.found)
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+    def _peek(self, name: str) -> bool:
+        """Whether source name's value is known without waiting (then it is in found)."""
+        source: CompiledSource | None = self._sources.get(name)
+        if source is None or self._asked is None or self._resolver is None:
+            return False
+        built = self._built[name] = source.build(*self._asked)
+        if built is None:
+            return False
+        outcome = self._resolver.cached(source.settings, built[0])
+        if outcome is None:
+            return False
+        self.found[name] = outcome.value
+        self.used.append(Used(name, outcome.outcome))
+        return True
 
     async def find(self, name: str, event: CallEvent | None, call: CallState) -> None:
         """Look source name up for this call (missing when it cannot be)."""
         loop = asyncio.get_running_loop()
         live = sticky_lookup(name)
         if live is not None:
-            self.values[name] = await self._last_operator(*live)
+            self.found[name] = await self._last_operator(*live)
             return
         source: CompiledSource = self._sources[name]
-        built = source.build(event, call)
+        built = self._built.pop(name) if name in self._built else source.build(event, call)
         if built is None:  # a placeholder of its request has no value: nothing to ask
             outcome = Outcome(None, "miss", 0.0)
         elif self._resolver is None or loop.time() >= self._deadline:
@@ -73,7 +108,7 @@ class Looking:
         else:
             request, extract = built
             outcome = await self._resolver.look_up(source.settings, request, extract, deadline=self._deadline)
-        self.values[name] = outcome.value
+        self.found[name] = outcome.value
         self.used.append(Used(name, outcome.outcome))
 
     async def _last_operator(self, kind: str, number: str) -> str | None:
@@ -95,18 +130,20 @@ class Looking:
         self.used.append(Used(kind, outcome))
         return value
 
-    def ask(self, decide: DecideOnce) -> Decision | NeedsLookup:
-        """The rules' decision with the values found so far, or the look-up they need next."""
-        token = LOOKED_UP.set(self.values)
+    def ask(self, decide: DecideOnce, event: CallEvent | None, call: CallState) -> Decision | NeedsLookup:
+        """The rules' decision for call with the values found so far, or the look-up they need next."""
+        self._asked = (event, call)
+        token = LOOKED_UP.set(self)
         try:
             return decide()
         except NeedsLookup as need:
             known = need.name in self._sources or sticky_lookup(need.name) is not None
-            if need.name in self.values or not known:  # cannot happen: never loop
+            if need.name in self.found or not known:  # cannot happen: never loop
                 return NO_ACTION
             return need
         finally:
             LOOKED_UP.reset(token)
+            self._asked = None
 
 
 async def decide_looking_up(
@@ -122,7 +159,7 @@ async def decide_looking_up(
     """The decision, with each source the rules need looked up on the way, and the look-ups used."""
     looking = Looking(sources, resolver, budget, sticky)
     for _ in range(rounds(sources)):
-        answer = looking.ask(decide)
+        answer = looking.ask(decide, event, call)
         if not isinstance(answer, NeedsLookup):
             return answer, tuple(looking.used)
         await looking.find(answer.name, event, call)

@@ -104,6 +104,17 @@ class Lookups:
         self.seconds.setdefault(source.name, Histogram()).observe(seconds)
         return Outcome(result.value, result.outcome, seconds)
 
+    def cached(self, source: SourceSettings, request: LookupRequest) -> Outcome | None:
+        """The value of request at source when this process's cache holds a fresh answer ("hit"), at once;
+        None when it must be looked up (then look_up() is asked)."""
+        now = self._clock()
+        entry = self._cache.get((source.name, request), now)
+        if entry is None or not entry.fresh(now):
+            return None
+        self.counts[source.name, "hit"] = self.counts.get((source.name, "hit"), 0) + 1
+        self.seconds.setdefault(source.name, Histogram()).observe(0.0)
+        return Outcome(entry.value, "hit", 0.0)
+
     def breaker(self, name: str) -> str:
         """The circuit breaker of a source: "closed", "open" or "half_open"."""
         state = self._sources.get(name)
@@ -128,7 +139,7 @@ class Lookups:
         deadline: float,
         loop: asyncio.AbstractEventLoop,
     ) -> _Result:
-        key = (source.name, request.key())
+        key = (source.name, request)
         now = self._clock()
         entry = self._cache.get(key, now)
         if entry is not None and entry.fresh(now):
@@ -183,7 +194,7 @@ class Lookups:
             expires_in = source.ttl if result.outcome == "fetched" else source.miss_ttl
             loop = asyncio.get_running_loop()
             await self._shared_call(
-                lambda: shared.set(source.name, key[1], result.value, expires_in), loop.time() + _SHARED_MOST
+                lambda: shared.set(source.name, request.key(), result.value, expires_in), loop.time() + _SHARED_MOST
             )
 
     async def _obtain(
@@ -191,7 +202,7 @@ class Lookups:
     ) -> _Result:
         shared = self._shared
         if shared is not None:
-            found = await self._shared_call(lambda: shared.get(source.name, key[1]), deadline)
+            found = await self._shared_call(lambda: shared.get(source.name, request.key()), deadline)
             if isinstance(found, SharedEntry):
                 self._cache.put(key, self._from_shared(source, found))
                 return _Result("hit", found.value)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 Extract = Callable[[Any], "str | None"]
 """The value in a parsed JSON answer (None: the answer holds none, a miss)."""
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class LookupRequest:
-    """One HTTP request of a look-up, rendered for a call: what is sent, and what the cache keys on."""
+class LookupRequest(NamedTuple):
+    """One HTTP request of a look-up, rendered for a call: what is sent, and what the cache keys on.
+
+    A named tuple rather than a frozen dataclass: one is made, hashed and compared per look-up, on the
+    answer's path, and a tuple's hash and equality are the interpreter's own (a dataclass's are Python)."""
 
     method: str  # GET or POST
     url: str
@@ -29,7 +30,7 @@ class LookupRequest:
         return f"LookupRequest({self.method} {parts.scheme}://{parts.netloc}/…, headers: {names or 'none'})"
 
     def key(self) -> str:
-        """A digest of everything sent (the cache's and the coalescing's key; secrets never appear in it)."""
+        """A digest of everything sent: the shared store's key (secrets never appear in it)."""
         digest = hashlib.sha256()
         for part in (self.method, self.url, *(f"{name}\0{value}" for name, value in self.headers)):
             digest.update(part.encode())

@@ -53,6 +53,10 @@ class Given:
             return LookedUp(None, "not given", 0.0)
         return LookedUp(self._values[source.name], "given", 0.0)
 
+    def cached(self, source: SourceSettings, request: LookupRequest) -> LookedUp | None:
+        """None: every value is answered by look_up (so explain shows the same steps as the server's)."""
+        return None
+
 
 def replay(case: Case, rules: engine.RuleSet, zone: tzinfo, *, explain: bool = False) -> list[Outcome]:
     """Each step of case, answered as `ascrm serve` answers it at the case's clock (explained on request)."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ascrm.core.lookups.request import LookupRequest
+from ascrm.core.lookups.source import Outcome
 
 CacheKey = tuple[str, LookupRequest]  # (source, the request: equal requests are one entry)
 
@@ -17,6 +18,10 @@ class Entry:
     value: str | None
     fresh_until: float
     stale_until: float
+    hit: Outcome = field(init=False, repr=False, compare=False)  # the outcome of a look-up it answers
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hit", Outcome(self.value, "hit", 0.0))  # made once, not per answer
 
     def fresh(self, now: float) -> bool:
         """Whether it answers a look-up now."""
@@ -44,6 +49,14 @@ class LocalCache:
             return None
         if not entry.fresh(now) and entry.stale_value(now) is None:
             del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def fresh(self, key: CacheKey, now: float) -> Entry | None:
+        """The entry of key when it is fresh (now the most recently used), else None (nothing let go)."""
+        entry = self._entries.get(key)
+        if entry is None or now >= entry.fresh_until:
             return None
         self._entries.move_to_end(key)
         return entry

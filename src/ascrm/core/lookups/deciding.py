@@ -11,7 +11,7 @@ out. A rule set without sources is asked once, as before, and pays nothing more.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from ascrm.core.calls.state import CallState
@@ -49,9 +49,11 @@ StickyReader = Callable[[str, str], Awaitable["str | None"]]  # (map, caller) ->
 _STICKY_LOOKUPS = 20  # a decision's look-ups of the last operator at most (a map and a field each)
 
 
-class Looking(Mapping[str, "str | None"]):
-    """The look-ups of one decision: values found so far, within one budget. As the rules' LOOKED_UP, it
-    holds a source whose answer is cached fresh (read on the spot) or that has been looked up."""
+class Looking:
+    """The look-ups of one decision: values found so far, within one budget; the rules' LOOKED_UP while
+    they are asked (a source whose answer is cached fresh is read on the spot)."""
+
+    __slots__ = ("_asked", "_built", "_deadline", "_resolver", "_sources", "_sticky", "found", "used")
 
     def __init__(
         self, sources: Mapping[str, Any], resolver: Resolver | None, budget: float, sticky: StickyReader | None = None
@@ -65,17 +67,12 @@ class Looking(Mapping[str, "str | None"]):
         self.found: dict[str, str | None] = {}
         self.used: list[Used] = []
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and (name in self.found or self._peek(name))
-
-    def __getitem__(self, name: str) -> str | None:
-        return self.found[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.found)
-
-    def __len__(self) -> int:
-        return len(self.found)
+    def value(self, name: str) -> str | None:
+        """Source name's value (None: missing), known or cached fresh; else NeedsLookup."""
+        found = self.found
+        if name in found or self._peek(name):
+            return found[name]
+        raise NeedsLookup(name)
 
     def _peek(self, name: str) -> bool:
         """Whether source name's value is known without waiting (then it is in found)."""

@@ -6,14 +6,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Protocol
 
 from ascrm.core.calls.state import CallState
 from ascrm.core.lookups.request import Extract, LookupRequest
 from ascrm.core.lookups.source import SourceSettings
 from ascrm.core.protocol import CallEvent
 
-LOOKED_UP: ContextVar[Mapping[str, str | None]] = ContextVar("looked_up")
-"""The sources looked up for the decision being made (set by whoever asks the rules)."""
+
+class LookedUpValues(Protocol):
+    """The sources' values of the decision being made."""
+
+    def value(self, name: str) -> str | None:
+        """Source (or `<map>:<key>`) name's value, None when missing; NeedsLookup when not looked up yet."""
+        ...
+
+
+LOOKED_UP: ContextVar[LookedUpValues] = ContextVar("looked_up")
+"""The sources' values for the decision being made (set by whoever asks the rules)."""
 
 Build = Callable[[CallEvent | None, CallState], "tuple[LookupRequest, Extract] | None"]
 
@@ -41,9 +51,9 @@ def source_getter(name: str) -> Callable[[CallEvent | None, CallState], str | No
 
     def read(event: CallEvent | None, call: CallState) -> str | None:
         values = LOOKED_UP.get(None)
-        if values is None or name not in values:
+        if values is None:
             raise NeedsLookup(name)
-        return values[name]
+        return values.value(name)
 
     return read
 
@@ -62,9 +72,9 @@ class LiveMap(Mapping[str, str]):
         """The value looked up for key (None: none)."""
         values = LOOKED_UP.get(None)
         wanted = f"{self.name}:{key}"
-        if values is None or wanted not in values:
+        if values is None:
             raise NeedsLookup(wanted)
-        return values[wanted]
+        return values.value(wanted)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key) is not None

@@ -101,19 +101,25 @@ class Lookups:
         result = await self._answer(source, request, extract, deadline, loop)
         seconds = loop.time() - started
         self.counts[source.name, result.outcome] = self.counts.get((source.name, result.outcome), 0) + 1
-        self.seconds.setdefault(source.name, Histogram()).observe(seconds)
+        self._histogram(source.name).observe(seconds)
         return Outcome(result.value, result.outcome, seconds)
+
+    def _histogram(self, name: str) -> Histogram:
+        histogram = self.seconds.get(name)
+        if histogram is None:
+            histogram = self.seconds[name] = Histogram()
+        return histogram
 
     def cached(self, source: SourceSettings, request: LookupRequest) -> Outcome | None:
         """The value of request at source when this process's cache holds a fresh answer ("hit"), at once;
         None when it must be looked up (then look_up() is asked)."""
-        now = self._clock()
-        entry = self._cache.get((source.name, request), now)
-        if entry is None or not entry.fresh(now):
+        entry = self._cache.fresh((source.name, request), self._clock())
+        if entry is None:
             return None
-        self.counts[source.name, "hit"] = self.counts.get((source.name, "hit"), 0) + 1
-        self.seconds.setdefault(source.name, Histogram()).observe(0.0)
-        return Outcome(entry.value, "hit", 0.0)
+        counted = (source.name, "hit")
+        self.counts[counted] = self.counts.get(counted, 0) + 1
+        self._histogram(source.name).observe(0.0)
+        return entry.hit
 
     def breaker(self, name: str) -> str:
         """The circuit breaker of a source: "closed", "open" or "half_open"."""

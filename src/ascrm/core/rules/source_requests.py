@@ -158,5 +158,8 @@ def _body(spec: Any, where: tuple[Any, ...], context: _BodyContext) -> Body:
 
 
 def _quoted(value: str) -> str:
+    """value percent-encoded for a URL (a number of digits alone, the usual value, is itself)."""
+    if value.isdigit() and value.isascii():
+        return value
     quoted: str = quote(value, safe="")
     return quoted

@@ -311,3 +311,38 @@ async def test_a_fresh_answer_is_known_at_once_a_stale_one_is_looked_up(
     assert lookups.cached(source, request(standin)) is None  # stale: only a failure may be answered by it
     assert lookups.counts == {("owner", "fetched"): 1, ("owner", "hit"): 1}
     assert lookups.seconds["owner"].count == 2
+
+
+async def test_timeouts_count_toward_the_circuit_breaker(
+    standin: CrmStandIn, lookups_and_clock: tuple[Lookups, Clock]
+) -> None:
+    """A CRM that hangs opens the circuit as one that fails does: then callers stop waiting for it at all."""
+    lookups, _ = lookups_and_clock
+    source = SourceSettings("owner", failures=2, cooldown=30, ttl=0, timeout=0.05)
+    standin.mode = "hang"
+    for _ in range(2):
+        assert (await lookups.look_up(source, request(standin), value, deadline=deadline())).outcome == "timeout"
+    assert lookups.breaker("owner") == "open"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert (await lookups.look_up(source, request(standin), value, deadline=deadline())).outcome == "circuit_open"
+    assert loop.time() - started < 0.05  # answered at once, not after another timeout
+    assert standin.requests == 2
+
+
+async def test_a_miss_replaces_the_last_good_value(
+    standin: CrmStandIn, lookups_and_clock: tuple[Lookups, Clock]
+) -> None:
+    """Once the CRM says nobody owns a number, a later failure does not bring the former owner back."""
+    lookups, clock = lookups_and_clock
+    source = SourceSettings("owner", ttl=10, miss_ttl=5, stale=3600)
+    assert (await lookups.look_up(source, request(standin), value, deadline=deadline())).value == "ivanov"
+    clock.now += 10
+    standin.mode = "404"
+    missed = await lookups.look_up(source, request(standin), value, deadline=deadline())
+    assert (missed.value, missed.outcome) == (None, "miss")
+    clock.now += 5
+    standin.mode = "500"
+    failed = await lookups.look_up(source, request(standin), value, deadline=deadline())
+    assert (failed.value, failed.outcome) == (None, "error")  # not "stale" with ivanov
+    assert standin.requests == 3

@@ -159,6 +159,33 @@ def test_a_reply_of_what_came_since_needs_the_fold_it_follows() -> None:
     assert (folded.last, folded.incarnation, folded.call.connected_at) == (2, b"i1", T0)
 
 
+_SMALL = [b"+", b"i1", b"v", b"2", b"n", b"2", b"k", b"0", b"cn", b"3"]
+_UPDATED = [b"u", b"2027-03-01T09:00:05+00:00"]
+
+
+@pytest.mark.parametrize(
+    ("flat", "last", "expected"),
+    [
+        (_SMALL, 2, stored.Quiet(0, None, 3)),
+        ([*_SMALL, *_UPDATED], 2, stored.Quiet(0, T0 + timedelta(seconds=5), 3)),
+        (_SMALL, 1, None),  # an entry came since the fold held (n moved on)
+        ([*_SMALL, b"2", b'["P","2027-03-01T09:00:00+00:00"]'], 1, None),  # …with the entry
+        ([*_SMALL, b"c:2", b'[2,3,"p","2027-03-01T09:00:00+00:00"]'], 2, None),  # a pending command
+        ([b"i", b"i1", *_SMALL[2:]], 2, None),  # the whole hash, not what came since
+        ([b"+", b"i1", b"v", b"3", *_SMALL[4:]], 2, None),  # another layout
+        (_SMALL[:-2], 2, None),  # no cn
+        ([*_SMALL[:-1], b"x"], 2, None),  # a cn that is no number
+        ([*_SMALL, b"u", b"yesterday"], 2, None),  # a time that is none
+        ([*_SMALL, b"u"], 2, None),  # odd
+    ],
+)
+def test_a_reply_that_brought_nothing_is_told_apart(
+    flat: list[bytes], last: int, expected: stored.Quiet | None
+) -> None:
+    """Only a reply of the small fields alone, up to the entry held, leaves the fold held as it is."""
+    assert stored.quiet(flat, last) == expected
+
+
 # ----------------------------------------------------------------------------------------------------
 # Against Redis
 
@@ -218,6 +245,46 @@ async def test_what_came_since_is_folded_as_the_whole_hash_would_be(
     assert holding.folds.hits > 30
     assert bare.folds.hits == 0
     assert len(bare.folds) == 0
+
+
+@needs_redis
+@pytest.mark.anyio
+async def test_polls_that_bring_nothing_keep_the_fold_held_up_to_date(
+    replicas: tuple[RedisCallStore, RedisCallStore, str],
+) -> None:
+    """Polls of a talking call bring only the small fields: the replica holding the fold brings it up to
+    date in place, hands out copies, and its calls equal the whole hash's after each poll, a command
+    pushed by the other replica and a later event included."""
+    holding, bare, _ = replicas
+    rules = RuleSet(revision="r")
+    now = T0
+    await holding.update(CallEvent(6, now, EventType.CallAccepted, an="79161234567"), now)
+    for step in range(1, 12):
+        now += timedelta(seconds=3)
+        if step == 6:
+            await bare.push(6, Action.PlayPrompt, "hold-music", now)
+        answered, decision = await holding.answer_poll(6, now, rules, no_rules)
+        assert answered is not None
+        assert answered == await bare.get(6), f"poll {step}"
+        assert answered.updated_at == now
+        assert (decision.action, decision.param) == ((Action.PlayPrompt, "hold-music") if step == 6 else (None, ""))
+        answered.events.clear()  # an answer's copy is its own
+    held = holding.folds.get(6)
+    assert held is not None
+    assert held.state == await bare.get(6)
+    now += timedelta(seconds=1)
+    command, _ = await bare.push(6, Action.PlayPrompt, "survey", now)
+    got = await holding.update(CallEvent(6, now, EventType.DTMF, dtmf="5"), now)
+    assert got == await bare.get(6)
+    assert [pending.id for pending in got.commands] == [command.id]  # held with its pending command…
+    assert await bare.cancel(6, command.id)
+    now += timedelta(seconds=3)
+    answered, decision = await holding.answer_poll(6, now, rules, no_rules)
+    assert decision.action is None
+    assert answered == await bare.get(6)
+    assert answered is not None
+    assert answered.commands == ()  # …which a poll that brought nothing else no longer shows
+    assert holding.folds.hits >= 12
 
 
 @needs_redis

@@ -450,22 +450,38 @@ class RedisCallStore:
         key = self._key(call_id)
         limits = {"max_call_bytes": self._max_call_bytes, "limit": self._record_limit}
         since = held is not None and flat[:1] == [b"+"]
-        start = held.state.copy() if since and held is not None else None
-        try:
-            folded = stored.fold(call_id, flat, key, **limits, taken=taken, own=own, start=start)
-        except UnreadableRecordError as exc:
-            self.folds.drop(call_id)
-            self._unreadable(call_id, exc)
-            raise
-        if remember:
-            if since:
-                self.folds.hits += 1
-            else:
-                self.folds.misses += 1
-            self.folds.put(call_id, folded.incarnation, folded.last, folded.call)
+        nothing = stored.quiet(flat, held.last) if since and held is not None and remember and not taken else None
+        if nothing is not None and held is not None:  # nothing came since the fold held
+            folded = self._unchanged(held, nothing)
+        else:
+            start = held.state.copy() if since and held is not None else None
+            try:
+                folded = stored.fold(call_id, flat, key, **limits, taken=taken, own=own, start=start)
+            except UnreadableRecordError as exc:
+                self.folds.drop(call_id)
+                self._unreadable(call_id, exc)
+                raise
+            if remember:
+                if since:
+                    self.folds.hits += 1
+                else:
+                    self.folds.misses += 1
+                self.folds.put(call_id, folded.incarnation, folded.last, folded.call)
         if folded.last - folded.snapshot >= stored.SNAPSHOT_EVERY and call_id not in self._snapshotting:
             self._snapshot(call_id, stored.snapshot(folded.call), folded.last)
         return folded
+
+    def _unchanged(self, held: Held, nothing: stored.Quiet) -> stored.Folded:
+        """The fold held, brought up to date in place with the small fields of a reply that brought
+        nothing else (no entry, no command: a poll of a call that is only talking); a copy is returned.
+        The state held is never handed out, so changing it changes no one's call."""
+        state = held.state
+        if nothing.updated_at is not None:
+            state.updated_at = nothing.updated_at
+        state.commands = ()
+        state.next_command_id = nothing.next_command_id
+        self.folds.hits += 1
+        return stored.Folded(state.copy(), held.last, nothing.snapshot, None, held.incarnation)
 
     def _snapshot(self, call_id: int, raw: bytes, upto: int) -> None:
         """Queue a snapshot of a call as of entry upto (off the answer's path; a failure only delays it)."""

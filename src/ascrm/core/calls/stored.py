@@ -56,6 +56,7 @@ from ascrm.core.protocol import (
 LAYOUT: Final = 2  # the layout version of the hash, in its `v` (redis_scripts.py writes and checks it)
 _LAYOUT_FIELD: Final = str(LAYOUT).encode()
 SNAPSHOT_EVERY: Final = 16  # entries past the snapshot before a new one is written
+_QUIET_MOST: Final = 12  # items of a reply of only the small fields: +, v, n, k, cn and u, with their values
 MAX_ENTRIES: Final = 1024  # entries past the snapshot Redis keeps at most (the oldest go)
 
 _EVENT_TYPES: Final[dict[int, EventType]] = {member.value: member for member in EventType}
@@ -163,6 +164,30 @@ def fold(
         raise
     except (KeyError, IndexError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
         raise UnreadableRecordError(key, f"{type(exc).__name__}: {exc}"[:_REASON]) from None
+
+
+class Quiet(NamedTuple):
+    """What a script's reply of what came since a fold says when nothing came: the small fields alone."""
+
+    snapshot: int
+    updated_at: datetime | None
+    next_command_id: int
+
+
+def quiet(flat: list[bytes], last: int) -> Quiet | None:
+    """The small fields of a script's reply of what came since entry last when it holds no entry and no
+    pending command (a poll of a call that is only talking: the fold held stands, nothing is read into
+    it); None for any other reply, which fold() reads (and refuses, when it cannot)."""
+    if len(flat) > _QUIET_MOST or flat[:1] != [b"+"]:
+        return None
+    try:
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        if fields.get(b"v") != _LAYOUT_FIELD or int(fields[b"n"]) != last or len(fields) != 5 + (b"u" in fields):
+            return None
+        updated = fields.get(b"u")
+        return Quiet(int(fields[b"k"]), None if updated is None else _time(updated.decode()), int(fields[b"cn"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _fold(

@@ -8,7 +8,7 @@ request/response endpoints.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -250,8 +250,9 @@ def _entry(value: object, holder: EditableList) -> str:
         raise RefusedError(422, str(exc)) from None
 
 
-def _bulk(body: bytes, holder: EditableList) -> list[str]:
-    """The distinct entries of a bulk body `{"entries": [...]}`, checked, in their stored form."""
+def _json_object(body: bytes, shape: str, known: Sequence[str]) -> dict[str, Any]:
+    """A request body that must be a JSON object of the keys known (shape: how one looks, for the error);
+    400 for a body that is not one, 422 naming the first unknown key."""
     try:
         data = load_json(body)
     except NestingError as exc:
@@ -259,10 +260,16 @@ def _bulk(body: bytes, holder: EditableList) -> list[str]:
     except ValueError as exc:
         raise RefusedError(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise RefusedError(400, f'body must be a JSON object {{"entries": [...]}}, not {type(data).__name__}')
-    unknown = [key for key in data if key != "entries"]
+        raise RefusedError(400, f"body must be a JSON object {shape}, not {type(data).__name__}")
+    unknown = [key for key in data if key not in known]
     if unknown:
-        raise RefusedError(422, f"{unknown[0]}: unknown key (known: entries)")
+        raise RefusedError(422, f"{unknown[0]}: unknown key (known: {', '.join(known)})")
+    return data
+
+
+def _bulk(body: bytes, holder: EditableList) -> list[str]:
+    """The distinct entries of a bulk body `{"entries": [...]}`, checked, in their stored form."""
+    data = _json_object(body, '{"entries": [...]}', ("entries",))
     entries = data.get("entries")
     if not isinstance(entries, list):
         raise RefusedError(422, "entries: is required, a list of numbers and prefixes ('7916*')")
@@ -343,17 +350,7 @@ async def _not_pending(runtime: Runtime, call_id: int, command_id: int) -> str:
 
 def _command(body: bytes) -> tuple[Action, str]:
     """The action and param of a push body, checked as rule actions are (except the param's format)."""
-    try:
-        data = load_json(body)
-    except NestingError as exc:
-        raise RefusedError(400, f"body is refused: JSON {exc}") from None
-    except ValueError as exc:
-        raise RefusedError(400, f"body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise RefusedError(400, f'body must be a JSON object {{"action": …, "param": …}}, not {type(data).__name__}')
-    unknown = [key for key in data if key not in _BODY_KEYS]
-    if unknown:
-        raise RefusedError(422, f"{unknown[0]}: unknown key (known: {', '.join(_BODY_KEYS)})")
+    data = _json_object(body, '{"action": …, "param": …}', _BODY_KEYS)
     name = data.get("action")
     if name is None:
         raise RefusedError(422, "action: is required (an action name such as TransferPBX, or its code)")

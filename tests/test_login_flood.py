@@ -98,9 +98,10 @@ def test_one_address_flooding_wrong_passwords(hashed_server: Server) -> None:
     statuses = [response.status_code for response in responses]
     assert max(durations) < PROMPT, durations  # the platform never waits for the attacker's KDF runs
     assert (peak - rss_before) / 1024 < RSS_GROWTH_MIB, (rss_before, peak)
-    # a real flood, far past the 10 checks it may cause, answered at once (how many requests the client
-    # sends depends on the machine: 173 to 300+ seen)
-    assert len(statuses) > 100
+    # a real flood: every connection answered, 64 wrong passwords at once or more, far past the 10 checks
+    # it may cause (how many more the client sends in FLOOD_SECONDS depends on the machine: 1,157 alone,
+    # 173 to 300+ in a busy suite, one per connection once in CI)
+    assert len(statuses) >= FLOOD_CONNECTIONS
     assert statuses.count(401) <= 10  # the budget: at most 10 checked (one KDF run each) ...
     assert statuses.count(429) >= len(statuses) - 10  # ... the rest refused unchecked
     refused = next(response for response in responses if response.status_code == 429)
@@ -151,9 +152,10 @@ def test_many_addresses_and_user_names_flooding_wrong_passwords(hashed_server: S
     # most auth.limits.kdf_queue of them), or a 503 at once
     assert max(durations[3:]) < QUEUE_DRAIN, durations
     assert (peak - rss_before) / 1024 < RSS_GROWTH_MIB, (rss_before, peak)
-    # a flood that saturated the server: far past its 16 queued KDF checks, and refused unchecked (how
-    # many requests the client sends in FLOOD_SECONDS depends on the machine: 160 to 300+ seen)
-    assert len(responses) > 100
+    # a flood that saturated the server: every connection answered, 64 at once or more, far past its 16
+    # queued KDF checks, and refused unchecked (how many more the client sends in FLOOD_SECONDS depends on
+    # the machine: 160 to 300+ seen, one per connection once in CI)
+    assert len(responses) >= FLOOD_CONNECTIONS
     assert statuses & {429, 503}
     assert statuses <= {401, 429, 503}
     assert sum(response.status_code == 401 for response in responses) <= 10 * len(sources)

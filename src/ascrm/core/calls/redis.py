@@ -450,7 +450,8 @@ class RedisCallStore:
         key = self._key(call_id)
         limits = {"max_call_bytes": self._max_call_bytes, "limit": self._record_limit}
         since = held is not None and flat[:1] == [b"+"]
-        nothing = stored.quiet(flat, held.last) if since and held is not None and remember and not taken else None
+        quiet = since and held is not None and remember and not taken and own is None
+        nothing = stored.quiet(flat, held.last) if quiet and held is not None else None
         if nothing is not None and held is not None:  # nothing came since the fold held
             folded = self._unchanged(held, nothing)
         else:

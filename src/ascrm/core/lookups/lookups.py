@@ -100,15 +100,8 @@ class Lookups:
         started = loop.time()
         result = await self._answer(source, request, extract, deadline, loop)
         seconds = loop.time() - started
-        self.counts[source.name, result.outcome] = self.counts.get((source.name, result.outcome), 0) + 1
-        self._histogram(source.name).observe(seconds)
+        self._count(source.name, result.outcome, seconds)
         return Outcome(result.value, result.outcome, seconds)
-
-    def _histogram(self, name: str) -> Histogram:
-        histogram = self.seconds.get(name)
-        if histogram is None:
-            histogram = self.seconds[name] = Histogram()
-        return histogram
 
     def cached(self, source: SourceSettings, request: LookupRequest) -> Outcome | None:
         """The value of request at source when this process's cache holds a fresh answer ("hit"), at once;
@@ -116,9 +109,7 @@ class Lookups:
         entry = self._cache.fresh((source.name, request), self._clock())
         if entry is None:
             return None
-        counted = (source.name, "hit")
-        self.counts[counted] = self.counts.get(counted, 0) + 1
-        self._histogram(source.name).observe(0.0)
+        self._count(source.name, "hit", 0.0)
         return entry.hit
 
     def breaker(self, name: str) -> str:
@@ -137,6 +128,14 @@ class Lookups:
             await self._session.close()
             self._session = None
 
+    def _count(self, name: str, outcome: str, seconds: float) -> None:
+        """One look-up of source name in counts and in its latency histogram."""
+        self.counts[name, outcome] = self.counts.get((name, outcome), 0) + 1
+        histogram = self.seconds.get(name)
+        if histogram is None:
+            histogram = self.seconds[name] = Histogram()
+        histogram.observe(seconds)
+
     async def _answer(
         self,
         source: SourceSettings,
@@ -146,9 +145,8 @@ class Lookups:
         loop: asyncio.AbstractEventLoop,
     ) -> _Result:
         key = (source.name, request)
-        now = self._clock()
-        entry = self._cache.get(key, now)
-        if entry is not None and entry.fresh(now):
+        entry = self._cache.fresh(key, self._clock())
+        if entry is not None:
             return _Result("hit", entry.value)
         flight = self._flights.get(key)
         if flight is None:

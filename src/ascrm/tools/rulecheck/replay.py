@@ -54,7 +54,7 @@ class Given:
         return LookedUp(self._values[source.name], "given", 0.0)
 
     def cached(self, source: SourceSettings, request: LookupRequest) -> LookedUp | None:
-        """None: every value is answered by look_up (so explain shows the same steps as the server's)."""
+        """None: a case's values are answered by look_up, with their own outcomes (given, not given)."""
         return None
 
 

@@ -21,7 +21,8 @@ from ascrm.core import engine
 from ascrm.core.calls.state import CallState, DecisionRecord
 from ascrm.core.calls.sticky import Sticky, caller_key, connected_to
 from ascrm.core.calls.store import CallStore, StoreUnavailableError, UnreadableRecordError
-from ascrm.core.lookups.deciding import Looking, Resolver, Used, decide_looking_up, rounds
+from ascrm.core.lookups.deciding import Looking, Resolver, Used, rounds
+from ascrm.core.lookups.looked_up import NeedsLookup
 from ascrm.core.protocol import NO_ACTION, CallEvent, Decision, code_name
 
 log = structlog.get_logger("ascrm.api")
@@ -81,15 +82,12 @@ async def answer_event(
         decider = decide or engine.decide
         used: tuple[Used, ...] = ()
         if rules.sources or rules.sticky:
-            decision, used = await decide_looking_up(
-                partial(decider, rules, event, call, now),
-                event,
-                call,
-                sources=rules.sources,
-                resolver=resolver,
-                budget=budget,
-                sticky=None if sticky is None else sticky.get,
-            )
+            looking = Looking(rules.sources, resolver, budget, None if sticky is None else sticky.get)
+            decide_once = partial(decider, rules, event, call, now)
+            answer = looking.ask(decide_once, event, call)  # a cached value is read on the spot: no await
+            if isinstance(answer, NeedsLookup):
+                answer = await looking.finish(answer, decide_once, event, call)
+            decision, used = answer, tuple(looking.used)
         else:
             decision = decider(rules, event, call, now)
         if stored and decision.action is not None and event.call_id:

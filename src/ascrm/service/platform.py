@@ -249,7 +249,7 @@ class PlatformAPI:
         if decision.action is not None:
             source = decision.rule_id or (ADMIN_COMMAND if decision.command_id is not None else "")
             stats.decisions[source, action_label(decision.action)] += 1
-        looked_up = {"lookups": {used.source: used.outcome for used in answered.lookups}} if answered.lookups else {}
+        looked_up = {"lookups": dict(answered.lookups)} if answered.lookups else {}  # Used: (source, outcome)
         runtime.answers.write(
             name,
             call_id=call_id,

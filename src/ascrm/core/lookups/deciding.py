@@ -79,11 +79,10 @@ class Looking:
         source: CompiledSource | None = self._sources.get(name)
         if source is None or self._asked is None or self._resolver is None:
             return False
-        built = self._built[name] = source.build(*self._asked)
-        if built is None:
-            return False
-        outcome = self._resolver.cached(source.settings, built[0])
+        built = source.build(*self._asked)
+        outcome = None if built is None else self._resolver.cached(source.settings, built[0])
         if outcome is None:
+            self._built[name] = built  # find() sends it (or, None, knows there is nothing to ask)
             return False
         self.found[name] = outcome.value
         self.used.append(Used(name, outcome.outcome))
@@ -142,25 +141,16 @@ class Looking:
             LOOKED_UP.reset(token)
             self._asked = None
 
-
-async def decide_looking_up(
-    decide: DecideOnce,
-    event: CallEvent | None,
-    call: CallState,
-    *,
-    sources: Mapping[str, Any],
-    resolver: Resolver | None,
-    budget: float,
-    sticky: StickyReader | None = None,
-) -> tuple[Decision, tuple[Used, ...]]:
-    """The decision, with each source the rules need looked up on the way, and the look-ups used."""
-    looking = Looking(sources, resolver, budget, sticky)
-    for _ in range(rounds(sources)):
-        answer = looking.ask(decide, event, call)
-        if not isinstance(answer, NeedsLookup):
-            return answer, tuple(looking.used)
-        await looking.find(answer.name, event, call)
-    return NO_ACTION, tuple(looking.used)
+    async def finish(self, need: NeedsLookup, decide: DecideOnce, event: CallEvent | None, call: CallState) -> Decision:
+        """The decision when ask() needed a look-up: need, and each one the rules need next, are looked up
+        and the rules asked again (ask() and finish() together ask them rounds() times at most)."""
+        for _ in range(rounds(self._sources) - 1):
+            await self.find(need.name, event, call)
+            answer = self.ask(decide, event, call)
+            if not isinstance(answer, NeedsLookup):
+                return answer
+            need = answer
+        return NO_ACTION
 
 
 def rounds(sources: Mapping[str, Any]) -> int:

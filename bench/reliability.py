@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import base64
 import json
-import math
 import os
 import signal
 import statistics
@@ -37,6 +36,8 @@ from pathlib import Path
 
 import httpx
 from throughput import free_port, start, wait_ready
+
+from ascrm.tools.platform.tally import nearest_rank
 
 USER, PASSWORD, ADMIN = "autosecretary", "reliability-pw", ("ops", "reliability-admin")
 TIMEOUT = 10.0  # seconds a good save may take to show in the answers before it counts as lost
@@ -156,7 +157,7 @@ async def run(url: str, rules: Path, args: argparse.Namespace) -> dict[str, obje
         "good_saves_never_seen": lost,
         "reload_latency_ms": {
             "median": round(statistics.median(latencies) * 1000, 1) if latencies else None,
-            "p90": round(latencies[math.ceil(len(latencies) * 0.9) - 1] * 1000, 1) if latencies else None,
+            "p90": round(nearest_rank(latencies, 90) * 1000, 1) if latencies else None,
             "max": round(latencies[-1] * 1000, 1) if latencies else None,
         },
     }

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import base64
 import json
-import math
 import os
 import shutil
 import signal
@@ -29,6 +28,8 @@ from pathlib import Path
 import httpx
 from hostile_rules import GOOD, HOSTILE, write
 from throughput import free_port, start, wait_ready
+
+from ascrm.tools.platform.tally import nearest_rank
 
 USER, PASSWORD, ADMIN = "autosecretary", "latency-pw", ("ops", "latency-admin")
 SMALL = "rules:\n  - id: answer\n    on: CallAccepted\n    do: {PlayPrompt: prompt_small}\n"
@@ -64,10 +65,10 @@ def percentiles(latencies: list[float]) -> dict[str, float | int | None]:
         return {"count": 0, "p50": None, "p99": None, "max": None}
     ordered = sorted(latencies)
 
-    def rank(q: float) -> float:
-        return round(ordered[max(math.ceil(len(ordered) * q) - 1, 0)] * 1000, 1)
+    def rank(percent: float) -> float:
+        return round(nearest_rank(ordered, percent) * 1000, 1)
 
-    return {"count": len(ordered), "p50": rank(0.5), "p99": rank(0.99), "max": round(ordered[-1] * 1000, 1)}
+    return {"count": len(ordered), "p50": rank(50), "p99": rank(99), "max": round(ordered[-1] * 1000, 1)}
 
 
 def reset_peak(pid: int) -> None:

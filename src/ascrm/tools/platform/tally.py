@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,12 +29,14 @@ class Latency:
         if not seconds:
             return cls(0, 0.0, 0.0, 0.0, 0.0)
         ordered = sorted(seconds)
-        p50, p90, p99 = (_nearest_rank(ordered, p) * 1000 for p in PERCENTILES)
+        p50, p90, p99 = (nearest_rank(ordered, p) * 1000 for p in PERCENTILES)
         return cls(len(ordered), round(p50, 2), round(p90, 2), round(p99, 2), round(ordered[-1] * 1000, 2))
 
 
-def _nearest_rank(ordered: list[float], percent: float) -> float:
-    return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
+def nearest_rank(ordered: Sequence[float], percent: float) -> float:
+    """The percent-th percentile of ordered (sorted, not empty) by the nearest-rank method: the smallest
+    value with at least percent % of them at or below it."""
+    return ordered[max(0, math.ceil(percent * len(ordered) / 100) - 1)]
 
 
 @dataclass(slots=True)

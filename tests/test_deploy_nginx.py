@@ -23,6 +23,7 @@ import yaml
 
 from ascrm.service.server import UVICORN_OPTIONS
 from ascrm.service.settings import Limits
+from tests.support.needs import needs
 from tests.support.net import free_port
 from tests.support.server import PASSWORD, USER, Server, ServerFactory
 from tests.support.tls import client_context, handshake_to, handshake_with_permissive_server, write_server_certificate
@@ -49,7 +50,7 @@ def _nginx() -> str | None:
 
 
 NGINX = _nginx()
-needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx)")
+needs_nginx = needs(NGINX, "nginx is not installed (apt-get install nginx)")
 
 
 def directive(name: str) -> list[str]:

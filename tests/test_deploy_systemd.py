@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.needs import needs
+
 UNIT = Path(__file__).parent.parent / "deploy" / "systemd" / "ascrm.service"
 INSTALLED = "/opt/ascrm/bin/ascrm serve"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (Debian: systemd)"
-)
+needs_analyze = needs(shutil.which("systemd-analyze"), "systemd-analyze is not installed (Debian: systemd)")
 
 
 def analyze(tmp_path: Path, text: str, *command: str) -> subprocess.CompletedProcess[str]:
@@ -36,11 +36,13 @@ def runnable(text: str) -> str:
     return text.replace(INSTALLED, f"{sys.executable} -m ascrm serve")
 
 
+@needs_analyze
 def test_unit_verifies_without_a_word(tmp_path: Path) -> None:
     result = analyze(tmp_path, runnable(UNIT.read_text()), "verify")
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
+@needs_analyze
 @pytest.mark.parametrize(
     ("old", "new", "complaint"),
     [
@@ -61,6 +63,7 @@ def exposure(tmp_path: Path, text: str) -> float:
     return float(match.group(1))
 
 
+@needs_analyze
 def test_unit_is_hardened(tmp_path: Path) -> None:
     text = runnable(UNIT.read_text())
     assert exposure(tmp_path, text) <= 2.0  # systemd rates 0-10; <= 2.0 is "OK"

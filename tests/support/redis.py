@@ -11,15 +11,15 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import trustme
 
+from tests.support.needs import missing, needs
 from tests.support.net import free_port
 from tests.support.waiting import poll_until
 
 REDIS_SERVER = shutil.which("redis-server", path=os.pathsep.join((os.environ.get("PATH", ""), "/usr/bin")))
 NOT_INSTALLED = "redis-server is not installed (Debian: apt-get install redis-server)"
-needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason=NOT_INSTALLED)
+needs_redis = needs(REDIS_SERVER, NOT_INSTALLED)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class RedisServer:
     def start(self, timeout: float = 10) -> None:
         """Start redis-server and wait up to timeout seconds until it answers PING."""
         if REDIS_SERVER is None:
-            pytest.skip(NOT_INSTALLED)
+            missing(NOT_INSTALLED)
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         command += ["--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir)]

@@ -14,13 +14,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests.support.needs import missing, needs
 from tests.support.net import free_port
 from tests.support.redis import RedisTLS
 from tests.support.waiting import poll_until
 
 REDIS_SENTINEL = shutil.which("redis-sentinel", path=os.pathsep.join((os.environ.get("PATH", ""), "/usr/bin")))
 NOT_INSTALLED = "redis-sentinel is not installed (Debian: apt-get install redis-sentinel)"
-needs_sentinel = pytest.mark.skipif(REDIS_SENTINEL is None, reason=NOT_INSTALLED)
+needs_sentinel = needs(REDIS_SENTINEL, NOT_INSTALLED)
 
 DOWN_AFTER_MS = 1000  # a master that does not answer this long is down (Sentinel's default: 30 s)
 FAILOVER_TIMEOUT_MS = 3000  # Sentinel's default: 3 minutes
@@ -57,7 +58,7 @@ class Sentinels:
     def start(self, timeout: float = 10) -> None:
         """Start them and wait up to timeout seconds until each answers and knows a replica to promote."""
         if REDIS_SENTINEL is None:
-            pytest.skip(NOT_INSTALLED)
+            missing(NOT_INSTALLED)
         self.workdir.mkdir(parents=True, exist_ok=True)
         for index in range(self.count):
             port = free_port()

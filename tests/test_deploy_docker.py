@@ -1,11 +1,13 @@
 """The container image's files: the Dockerfile lints clean, its health check works, its config loads.
 
-No Docker engine runs here, so the image itself is not built in these tests.
+No Docker engine runs here, so the image itself is not built in these tests; its build stage is replayed
+instead (COPY, ENV, RUN in a folder holding only what the COPY lines bring).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -118,3 +120,55 @@ def test_container_config_takes_credentials_from_the_environment() -> None:
     assert [c.user for c in settings.platform_credentials] == ["autosecretary"]
     assert settings.listen.forwarded_allow_ips == ()
     assert "/etc/ascrm/ascrm.yaml" in dict(instructions())["CMD"]
+
+
+def build_stage() -> list[tuple[str, str]]:
+    """The instructions of the first (build) stage, after its FROM."""
+    steps = instructions()
+    starts = [i for i, (keyword, _) in enumerate(steps) if keyword == "FROM"]
+    return steps[starts[0] + 1 : starts[1]]
+
+
+def copy_in(source: Path, target: Path) -> None:
+    """COPY source target, as the build stage has them: a folder's contents into the folder target, a file into it."""
+    if source.is_dir():
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+    else:
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target / source.name)
+
+
+def test_build_stage_runs_on_the_copied_files_alone(tmp_path: Path) -> None:
+    """No Docker engine runs here, so the build stage is replayed as Docker would run it: a folder holding only
+    what its COPY lines bring, its ENV, its RUN lines with /opt/ascrm moved under tmp_path (and the base
+    image's `python`: this one). A RUN that fails, or a file the install needs and no COPY brings, fails it."""
+    prefix = tmp_path / "opt-ascrm"
+    workdir, env = tmp_path / "context", {**os.environ}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    ran = []
+    for keyword, args in build_stage():
+        if keyword == "ENV":
+            env.update(pair.split("=", 1) for pair in args.split())
+        elif keyword == "WORKDIR":
+            workdir = tmp_path / "context" / args.lstrip("/")
+            workdir.mkdir(parents=True)
+        elif keyword == "COPY":
+            *sources, target = args.split()
+            for source in sources:
+                copy_in(ROOT / source, workdir / target)
+        elif keyword == "RUN":
+            command = args.replace("/opt/ascrm", str(prefix)).replace("python -m venv", f"{sys.executable} -m venv")
+            done = subprocess.run(
+                ["sh", "-ec", command], cwd=workdir, env=env, capture_output=True, text=True, timeout=600, check=False
+            )
+            assert done.returncode == 0, f"RUN {args}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            ran.append(args)
+    assert ran, "the build stage runs nothing"
+    checked = subprocess.run(
+        [str(prefix / "bin" / "ascrm"), "check", str(ROOT / "rules")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # the installed ascrm runs

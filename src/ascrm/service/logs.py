@@ -161,8 +161,9 @@ class RotatingFile:
     """A binary sink for a LineWriter that keeps the decision log in its own file, rotated by size.
 
     Lines gather in memory and each flush hands them to the standard library's RotatingFileHandler
-    as one record, so it rolls `path` over to `path.1` … `path.<backups>` when the next chunk would
-    pass max_bytes (a file may exceed it by at most one flush, 64 KiB).
+    in records of whole lines smaller than max_bytes, so it rolls `path` over to `path.1` …
+    `path.<backups>` before a record would take the file to max_bytes: no file grows past it (but by
+    a single line longer than max_bytes, which gets a file of its own).
     """
 
     def __init__(self, settings: DecisionLogFile) -> None:
@@ -173,6 +174,7 @@ class RotatingFile:
         except OSError as exc:
             raise ConfigError("log.decisions.file", f"cannot open it: {exc.strerror}", str(settings.path)) from None
         self._buffer = bytearray()
+        self._chunk = settings.max_bytes - 1  # the handler rolls over when a record takes the file to max_bytes
 
     def write(self, data: bytes) -> int:
         """Append data (whole lines); written out at the next flush, or now if 64 KiB are waiting."""
@@ -185,9 +187,15 @@ class RotatingFile:
         """Write out what is buffered, rolling the file over first if it would grow past max_bytes."""
         if not self._buffer:
             return
-        text = self._buffer[:-1].decode("utf-8", "replace")  # the handler adds the last newline back
+        data, start = bytes(self._buffer), 0
         self._buffer.clear()
-        self._handler.emit(logging.makeLogRecord({"msg": text, "levelno": logging.INFO}))
+        while start < len(data):
+            end = len(data) if len(data) - start <= self._chunk else data.rfind(b"\n", start, start + self._chunk) + 1
+            if end <= start:  # one line longer than a file may be: written whole
+                end = data.find(b"\n", start) + 1 or len(data)
+            text = data[start : end - 1].decode("utf-8", "replace")  # the handler adds the last newline back
+            self._handler.emit(logging.makeLogRecord({"msg": text, "levelno": logging.INFO}))
+            start = end
 
     def close(self) -> None:
         """Flush and close the file."""

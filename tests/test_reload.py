@@ -246,20 +246,27 @@ def test_a_list_file_outside_the_rules_folder_is_watched_too(tmp_path: Path, ser
 
 
 def test_requests_are_answered_while_a_big_rule_set_loads(server: Server, tmp_path: Path) -> None:
-    """The load and compile run off the event loop: the platform is answered meanwhile, from the old set."""
+    """The load and compile run off the event loop: the platform is answered meanwhile, from the old set.
+    Judged by time, not by count: had the loop been blocked, a request sent at the start would have waited
+    for about the whole reload; each one is answered in a small part of it."""
     (tmp_path / "rules.yaml").write_text(rule_set("big", fillers=5000))
     outcome: list[httpx.Response] = []
     with server.client() as http, server.client(auth=ADMIN, timeout=60) as admin:
         reloading = threading.Thread(target=lambda: outcome.append(admin.post("/admin/reload")))
+        began = time.monotonic()
         reloading.start()
-        during: list[str] = []
+        during: list[tuple[str, float]] = []
         while reloading.is_alive():
-            during.append(prompt(http, 100 + len(during)))
+            sent = time.monotonic()
+            during.append((prompt(http, 100 + len(during)), time.monotonic() - sent))
         reloading.join()
+        took = time.monotonic() - began
         assert outcome[0].json()["status"] == "reloaded"
         assert prompt(http, 99) == "prompt_big"
-    assert len(during) >= 5, during  # answered while the new set was being built
-    assert set(during[:5]) == {"hello_v1"}
+    assert len(during) >= 2, during
+    assert during[0][0] == "hello_v1"  # the old set answered while the new one was built
+    slowest = max(seconds for _, seconds in during)
+    assert slowest < took / 2, f"a request waited {slowest:.2f} s of a {took:.2f} s reload"
 
 
 def test_a_save_caught_half_written_is_never_served(tmp_path: Path, serve: ServerFactory) -> None:

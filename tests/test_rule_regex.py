@@ -35,6 +35,11 @@ RULES = textwrap.dedent(
 ).lstrip()
 
 
+# Seconds a request may take: generous for a busy machine, far below what a backtracking engine spends on
+# these inputs (Python's `re` here: 0.5 s for 22 digits and a letter, doubling with each digit more).
+PROMPTLY = 5.0
+
+
 @pytest.fixture(scope="module")
 def regex_server(tmp_path_factory: pytest.TempPathFactory, serve_module: ServerFactory) -> Server:
     tmp = tmp_path_factory.mktemp("regex")
@@ -56,10 +61,10 @@ def test_nested_quantifier_on_a_long_number_is_answered_at_once(regex_server: Se
     with regex_server.client() as client:
         answer, took = accepted(client, 9001, "74950000001", "7" * 27 + "x")
         assert answer == {"CallID": 9001, "EventType": 0, "Param": ""}
-        assert took < 1.0, f"the request took {took:.2f} s"
+        assert took < PROMPTLY, f"the request took {took:.2f} s"
         answer, took = accepted(client, 9002, "74950000001", "7" * 27)
         assert answer == {"CallID": 9002, "EventType": 3, "Param": "nested"}
-        assert took < 1.0
+        assert took < PROMPTLY
 
 
 def test_other_calls_are_not_stalled_meanwhile(regex_server: Server) -> None:
@@ -76,10 +81,10 @@ def test_other_calls_are_not_stalled_meanwhile(regex_server: Server) -> None:
         answer, took = accepted(client, 9012, "74950000002", "79161234567")
     worker.join(60)
     assert answer == {"CallID": 9012, "EventType": 3, "Param": "other"}
-    assert took < 1.0, f"another call waited {took:.2f} s"
+    assert took < PROMPTLY, f"another call waited {took:.2f} s"
     [(slow_answer, slow_took)] = answers
     assert slow_answer["EventType"] == 0
-    assert slow_took < 1.0
+    assert slow_took < PROMPTLY
 
 
 REFUSED = [

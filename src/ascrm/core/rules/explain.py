@@ -232,7 +232,7 @@ def _day(schedule: Schedule, local: datetime) -> str:
     plain = f"{local:%a} hours: {_hours(schedule.week[today.weekday()])}"
     calendar = schedule.calendar
     if calendar is not None and today.year not in calendar.years:
-        return f"{plain} (calendar {calendar.name} does not cover {today.year}: the plain week)"
+        return f"{plain}; calendar {calendar.name} does not cover {today.year}: the plain week"
     return plain
 
 

@@ -330,6 +330,15 @@ def test_calendar_errors_in_rule_files(tmp_path: Path, text: str, line: int, mat
         assert re.search(match, problem.message), problem.message
 
 
+def test_an_inline_schedule_takes_no_calendar(tmp_path: Path) -> None:
+    text = "rules:\n  - id: r\n    on: CallAccepted\n    if: {time: {calendar: ru, mon: 09:00-18:00}}\n    do: Hangup\n"
+    with pytest.raises(RulesError) as caught:
+        load_rules(rules(tmp_path, text), MOSCOW)
+    [problem] = caught.value.problems
+    assert problem.location.line == 4
+    assert "only a named schedule (under schedules:) takes a calendar" in problem.message
+
+
 def test_a_bad_calendar_leaves_no_half_applied_rule_set(tmp_path: Path) -> None:
     shutil.copy(SHIPPED / "2026.xml", tmp_path / "ok.xml")
     (tmp_path / "bad.xml").write_text("<calendar year='2027'><days><day d='01.01' t='x'/></days></calendar>")

@@ -133,6 +133,8 @@ def parse_schedule(
             given_by[weekday] = name
             week[weekday] = day
     weekly = tuple(day or CLOSED for day in week)
+    if calendars is None and "calendar" in spec:
+        raise ScheduleError("calendar", "only a named schedule (under schedules:) takes a calendar")
     calendar, dates, notes = _calendar(spec, weekly, calendars or {})
     include = spec.get("include", {})
     if isinstance(include, Mapping):

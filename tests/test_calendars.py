@@ -240,6 +240,9 @@ def test_a_folder_of_years(tmp_path: Path) -> None:
     assert calendar.years == (2027, 2028)
     assert len(read) == 2
     assert calendar.days[date(2028, 3, 2)].holiday == "Company day"
+    (tmp_path / "again.xml").write_text(YEAR.format(year=2028))
+    with pytest.raises(CalendarError, match=r"again\.xml: the year 2028 is given twice \(also in .*2028\.xml\)"):
+        load_calendar("company", tmp_path)
 
 
 # --- in rule files --------------------------------------------------------------------------------

@@ -112,15 +112,16 @@ def load_calendar(name: str, path: Path) -> tuple[Calendar, list[Path]]:
 
 
 def merge(name: str, parts: Iterable[Calendar]) -> Calendar:
-    """One calendar of several; a year given twice is an error."""
+    """One calendar of several (each named by its source); a year given twice is an error naming both."""
     days: dict[date, CalendarDay] = {}
-    years: list[int] = []
+    given: dict[int, str] = {}
     for part in parts:
         for year in part.years:
-            if year in years:
-                raise CalendarError(name, None, f"the year {year} is given twice")
-            years.append(year)
+            if year in given:
+                raise CalendarError(part.name, None, f"the year {year} is given twice (also in {given[year]})")
+            given[year] = part.name
         days.update(part.days)
+    years = list(given)
     if len(years) > MAX_YEARS:
         raise CalendarError(name, None, f"{len(years)} years: at most {MAX_YEARS}")
     return Calendar(name, tuple(sorted(years)), dict(sorted(days.items())))

@@ -33,7 +33,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ascrm.core.rules.calendar import Calendar
+from ascrm.core.rules.calendar import BUILT_IN, Calendar
 from ascrm.core.rules.excerpt import excerpt
 from ascrm.core.rules.workdays import calendar_dates, shorten
 
@@ -176,7 +176,7 @@ def _calendar(
         return None, {}, {}
     name = spec["calendar"]
     if not isinstance(name, str) or name not in calendars:
-        known = ", ".join(sorted(calendars)) or "none"
+        known = ", ".join(sorted({*calendars, *BUILT_IN}))
         raise ScheduleError("calendar", f"no calendar named {excerpt(name)} (known: {known})")
     cut = _minutes("shortened", spec.get("shortened", "1h"))
     source = spec.get("working_weekend", "mon")

@@ -108,3 +108,23 @@ def test_the_check_warns_of_a_calendar_ending_this_year(tmp_path: Path) -> None:
     (tmp_path / "rules.yaml").write_text(RULES)
     warnings = [str(w) for w in load_rules(tmp_path / "rules.yaml", "Europe/Moscow").warnings]
     assert any(f"calendar 'company' ends on {this_year}-12-31" in w for w in warnings), warnings
+
+
+def test_an_edited_calendar_file_is_reloaded_and_a_bad_one_refused(tmp_path: Path, serve: ServerFactory) -> None:
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "company.xml").write_text(COMPANY)
+    config = platform_config(rules=str(tmp_path / "rules.yaml"), reload={"watch": False})
+    server = serve(config, folder=tmp_path / "ascrm", admin=ADMIN)
+    try:
+        with server.client(auth=ADMIN) as admin:
+            assert accepted(server, "74950000002", "2030-06-04T12:00:00+03:00")["Param"] == "2001"
+            (tmp_path / "company.xml").write_text(COMPANY.replace('d="06.03"', 'd="06.04"'))
+            assert admin.post("/admin/reload").json()["status"] == "reloaded"
+            assert accepted(server, "74950000002", "2030-06-04T12:00:00+03:00")["Param"] == "closed"
+            (tmp_path / "company.xml").write_text(COMPANY.replace('t="1"', 't="9"'))
+            rejected = admin.post("/admin/reload")
+            assert rejected.status_code == 422
+            assert f"{tmp_path / 'company.xml'}:4:" in rejected.json()["problems"][0]
+            assert accepted(server, "74950000002", "2030-06-04T12:00:00+03:00")["Param"] == "closed"  # the last good
+    finally:
+        server.stop()

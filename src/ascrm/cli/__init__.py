@@ -23,6 +23,7 @@ COMMANDS: Final = {
     "simulate": "ascrm.cli.simulate",
     "probe": "ascrm.cli.probe",
     "emulate": "ascrm.cli.emulate",
+    "calendar": "ascrm.cli.calendar",
 }
 
 

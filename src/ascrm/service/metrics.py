@@ -7,7 +7,8 @@ and its active rule set, so two apps in one process (tests) never share a number
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import UTC, date, datetime
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -181,6 +182,7 @@ class ServiceCollector(Collector):
             "Unix time the active rule set was loaded.",
             value=self._runtime.reloader.loaded_at.timestamp(),
         )
+        yield _calendars(rules.calendars)
 
     def _lookups(self) -> Iterator[Metric]:
         """Look-ups of the active rule set's sources (label values: its source names, bounded as rules are)."""
@@ -246,6 +248,19 @@ class ServiceCollector(Collector):
             yield GaugeMetricFamily(
                 "ascrm_calls_tracked", "Calls held in the call store, recently ended ones included.", value=tracked
             )
+
+
+def _calendars(calendars: Mapping[str, date | None]) -> Metric:
+    """The last day each production calendar of the rule set covers (00:00 UTC of it; 0: none)."""
+    gauge = GaugeMetricFamily(
+        "ascrm_calendar_last_day_timestamp_seconds",
+        "Unix time (00:00 UTC) of the last date each production calendar of the active rules covers.",
+        labels=("calendar",),
+    )
+    for name, last in sorted(calendars.items()):
+        moment = 0.0 if last is None else datetime(last.year, last.month, last.day, tzinfo=UTC).timestamp()
+        gauge.add_metric((name,), moment)
+    return gauge
 
 
 def _counter(name: str, documentation: str, labels: tuple[str, ...], values: dict[Any, int]) -> Metric:

@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,6 +15,7 @@ from ascrm.core.engine import RuleSet
 from ascrm.core.lookups.looked_up import STICKY_MAPS, LiveMap
 from ascrm.core.protocol import FULL_NUMBER_ACTIONS, Action, EventType, ServiceType, param_error, parse_code
 from ascrm.core.rules.actions import ActionError, parse_action
+from ascrm.core.rules.calendar import BUILT_IN, Calendar, CalendarError, built_in, load_calendar
 from ascrm.core.rules.conditions import (
     CONDITIONS,
     NUMBER_FIELDS,
@@ -115,6 +117,8 @@ def load_rules(
         compiler.read(file)
     compiler.check()
     for file, document in compiler.documents:
+        compiler.calendars_of(file, document)
+    for file, document in compiler.documents:
         compiler.definitions(file, document)
     compiler.unknown_overrides(source)
     compiler.check()
@@ -137,6 +141,7 @@ def load_rules(
         sticky=compiler.sticky,
         lists=tuple(compiler.lists),
         editable_lists=tuple(value for value in compiler.lists.values() if isinstance(value, EditableList)),
+        calendars={name: calendar.last_day for name, calendar in compiler.calendars.items()},
     )
 
 
@@ -152,6 +157,8 @@ class _Compiler:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.schedules: dict[str, Schedule] = {}
+        self.calendars: dict[str, Calendar] = {}
+        self.used_calendars: dict[str, date | None] = {}  # name -> its last covered day
         self.lists: dict[str, NumberList | EditableList] = {}
         self.editable = EditableLists()
         self.maps: dict[str, Mapping[str, str]] = {}
@@ -206,16 +213,40 @@ class _Compiler:
         self.defined_at[(kind, name)] = where
         return True
 
+    def calendars_of(self, file: Path, document: MarkedMap) -> None:
+        """The file's `calendars:` (before any file's schedules: a schedule may name one from another file)."""
+        for name, spec in (document.get("calendars") or {}).items():
+            if not self.define("calendars", name, file, document):
+                continue
+            try:
+                calendar, read = load_calendar(name, file.parent / spec["file"])
+            except CalendarError as exc:
+                if isinstance(exc.path, Path) and exc.line:  # a bad line in the calendar file
+                    message = f"calendar {excerpt(name)}: {exc.message}"
+                    self.problems.append(Problem(Location(exc.path, exc.line), message))
+                else:
+                    self.problem(file, document, ("calendars", name, "file"), f"calendar {excerpt(name)}: {exc}")
+                continue
+            self.data_files += read
+            for path in read:
+                self.digest.update(path.read_bytes())
+            self.calendars[name] = calendar
+
     def definitions(self, file: Path, document: MarkedMap) -> None:
         zone, normalize = self.settings(file, document)
         for name, spec in (document.get("schedules") or {}).items():
             if not self.define("schedules", name, file, document):
                 continue
+            wanted = spec.get("calendar")
+            if wanted in BUILT_IN and wanted not in self.calendars:
+                self.calendars[wanted] = built_in(wanted)
             try:
-                self.schedules[name] = parse_schedule(spec, zone)
+                self.schedules[name] = parse_schedule(spec, zone, self.calendars)
             except ScheduleError as exc:
                 at = ("schedules", name, *schedule_path(spec, exc.key))
                 self.problem(file, document, at, f"schedule {excerpt(name)}: {exc}")
+                continue
+            self.calendar_ends(file, document, name, self.schedules[name].calendar)
         for kind in ("lists", "maps"):
             for name in set(document.get(kind) or {}) & set(STICKY_MAPS):
                 message = f"{kind[:-1]} {excerpt(name)}: a built-in map has this name (the last operator's)"
@@ -251,6 +282,20 @@ class _Compiler:
                     names = ", ".join(defined) or "none"
                     message = f"no {kind[:-1]} named {excerpt(name)} to replace (the rules define: {names})"
                     self.problems.append(Problem(Location(source), message))
+
+    def calendar_ends(self, file: Path, document: MarkedMap, schedule: str, calendar: Calendar | None) -> None:
+        """Note the calendar a schedule uses; warn (once per calendar) when it ends before next year."""
+        if calendar is None or calendar.name in self.used_calendars:
+            return
+        last = self.used_calendars[calendar.name] = calendar.last_day
+        next_year = datetime.now(UTC).year + 1
+        if last is not None and last.year >= next_year:
+            return
+        where = locate(document, ("schedules", schedule, "calendar"), Location(file))
+        ends = f"ends on {last}" if last is not None else "covers no year"
+        message = f"schedule {excerpt(schedule)}: calendar {excerpt(calendar.name)} {ends}, before {next_year}:"
+        message += " a year it does not cover follows the plain week (add it: ascrm calendar import)"
+        self.warnings.append(Problem(where, message, "warning"))
 
     def list_of(self, file: Path, doc: MarkedMap, name: str, spec: Any, normalize: Any) -> None:
         try:

@@ -224,9 +224,16 @@ def _day(schedule: Schedule, local: datetime) -> str:
     """The hours that apply on local's date: a holiday, special hours, or the weekday's."""
     today = local.date()
     special = schedule.dates.get(today)
+    note = schedule.notes.get(today)
+    if special is not None and note is not None:  # a date the production calendar changes
+        return f"{note}; hours: {_hours(special)}"
     if special is not None:
         return f"holiday {today}" if special == CLOSED else f"special hours on {today}: {_hours(special)}"
-    return f"{local:%a} hours: {_hours(schedule.week[today.weekday()])}"
+    plain = f"{local:%a} hours: {_hours(schedule.week[today.weekday()])}"
+    calendar = schedule.calendar
+    if calendar is not None and today.year not in calendar.years:
+        return f"{plain}; calendar {calendar.name} does not cover {today.year}: the plain week"
+    return plain
 
 
 def _hours(day: Day) -> str:

@@ -17,6 +17,11 @@ Every interval belongs to the local date it starts on: ``except`` closes the int
 that date (an interval from the day before still runs into it until its end), and ``include`` replaces
 the hours that start on that date (spill into the next date included). ``except`` wins over
 ``include``; a date given twice in ``include`` is an error, while ``except`` entries may overlap.
+
+With ``calendar: NAME`` (a production calendar, see calendar.py and workdays.py) the calendar's dates
+come first: days off closed, working weekend days with the hours of ``working_weekend`` (default mon),
+shortened days ``shortened`` (default 1h) shorter; ``include`` and ``except`` then apply on top. A year
+the calendar does not cover follows the plain week.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ascrm.core.rules.calendar import BUILT_IN, Calendar
 from ascrm.core.rules.excerpt import excerpt
+from ascrm.core.rules.workdays import calendar_dates, shorten
 
 __all__ = ["Day", "Schedule", "ScheduleError", "parse_schedule"]
 
@@ -37,6 +44,9 @@ MAX_RANGE_DAYS = 366
 _INTERVAL = re.compile(r"\s*([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})\s*")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _ONE_DAY = timedelta(days=1)
+_DURATION = re.compile(r"\s*(?:([0-9]{1,2})\s*h)?\s*(?:([0-9]{1,3})\s*m(?:in)?)?\s*")
+MAX_SHORTENED = 12 * 60  # minutes
+_CALENDAR_KEYS = ("calendar", "shortened", "working_weekend")
 
 Intervals = tuple[tuple[int, int], ...]
 
@@ -67,7 +77,9 @@ class Schedule:
 
     timezone: str
     week: tuple[Day, ...] = (CLOSED,) * 7  # Monday first
-    dates: Mapping[date, Day] = field(default_factory=dict, hash=False)  # except/include overrides
+    dates: Mapping[date, Day] = field(default_factory=dict, hash=False)  # calendar, except/include overrides
+    notes: Mapping[date, str] = field(default_factory=dict, hash=False, compare=False)  # why a calendar date differs
+    calendar: Calendar | None = field(default=None, compare=False)
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
     spills: bool = field(init=False, repr=False, compare=False)
 
@@ -100,8 +112,10 @@ class Schedule:
         return False
 
 
-def parse_schedule(spec: Mapping[str, Any], default_timezone: str) -> Schedule:
-    """The Schedule a spec describes; raises ScheduleError naming the first bad key."""
+def parse_schedule(
+    spec: Mapping[str, Any], default_timezone: str, calendars: Mapping[str, Calendar] | None = None
+) -> Schedule:
+    """The Schedule a spec describes (calendars: those `calendar:` may name); ScheduleError names the first bad key."""
     if not isinstance(spec, Mapping):
         raise ScheduleError("schedule", f"must be a mapping of day keys to hours, got {excerpt(spec)}")
     timezone = spec.get("timezone", default_timezone)
@@ -109,7 +123,7 @@ def parse_schedule(spec: Mapping[str, Any], default_timezone: str) -> Schedule:
     week: list[Day | None] = [None] * 7
     given_by: dict[int, str] = {}
     for key, value in spec.items():
-        if key in ("timezone", "except", "include"):
+        if key in ("timezone", "except", "include", *_CALENDAR_KEYS):
             continue
         name = str(key)
         weekdays, day = _day_key(name), _hours(name, value)
@@ -119,7 +133,9 @@ def parse_schedule(spec: Mapping[str, Any], default_timezone: str) -> Schedule:
             given_by[weekday] = name
             week[weekday] = day
     weekly = tuple(day or CLOSED for day in week)
-    dates: dict[date, Day] = {}
+    if calendars is None and "calendar" in spec:
+        raise ScheduleError("calendar", "only a named schedule (under schedules:) takes a calendar")
+    calendar, dates, notes = _calendar(spec, weekly, calendars or {})
     include = spec.get("include", {})
     if isinstance(include, Mapping):
         entries = [(f"include[{k}]", k, _hours(f"include[{k}]", v)) for k, v in include.items()]
@@ -129,19 +145,62 @@ def parse_schedule(spec: Mapping[str, Any], default_timezone: str) -> Schedule:
         entries = [(f"include[{i}]", item, weekly[0]) for i, item in enumerate(include)]
     else:
         raise ScheduleError("include", f"expected a mapping of dates to hours or a list, got {excerpt(include)}")
+    included: set[date] = set()
     for name, when, day in entries:
         for each in _dates(name, when):
-            if each in dates:
+            if each in included:
                 raise ScheduleError(name, f"{each} is already included")
+            included.add(each)
             dates[each] = day
+            notes.pop(each, None)
     closed = spec.get("except", [])
     if isinstance(closed, list | tuple):
         named = [(f"except[{i}]", when) for i, when in enumerate(closed)]
     else:
         named = [("except", closed)]
     for name, when in named:
-        dates.update(dict.fromkeys(_dates(name, when), CLOSED))
-    return Schedule(timezone, weekly, dates)
+        for each in _dates(name, when):
+            dates[each] = CLOSED
+            notes.pop(each, None)
+    return Schedule(timezone, weekly, dates, notes, calendar)
+
+
+def _calendar(
+    spec: Mapping[str, Any], weekly: tuple[Day, ...], calendars: Mapping[str, Calendar]
+) -> tuple[Calendar | None, dict[date, Day], dict[date, str]]:
+    """The calendar a spec names, with the hours and notes of the dates it changes."""
+    if "calendar" not in spec:
+        for key in _CALENDAR_KEYS[1:]:
+            if key in spec:
+                raise ScheduleError(key, "takes effect with a production calendar: add calendar: NAME")
+        return None, {}, {}
+    name = spec["calendar"]
+    if not isinstance(name, str) or name not in calendars:
+        known = ", ".join(sorted({*calendars, *BUILT_IN}))
+        raise ScheduleError("calendar", f"no calendar named {excerpt(name)} (known: {known})")
+    cut = _minutes("shortened", spec.get("shortened", "1h"))
+    source = spec.get("working_weekend", "mon")
+    if not isinstance(source, str) or source.strip().lower() not in DAY_NAMES:
+        raise ScheduleError("working_weekend", f"expected a day mon..sun, got {excerpt(source)}")
+    plan, notes = calendar_dates(calendars[name], cut, DAY_NAMES.index(source.strip().lower()))
+    dates: dict[date, Day] = {}
+    for when, (weekday, minutes) in plan.items():
+        day = CLOSED if weekday < 0 else weekly[weekday]
+        dates[when] = Day(*shorten(day.own, day.spill, minutes)) if minutes and day != CLOSED else day
+    return calendars[name], dates, notes
+
+
+def _minutes(key: str, value: object) -> int:
+    """Minutes of a duration: '1h', '30m', '1h30m', or 0."""
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
+    if value == 0 or (isinstance(value, str) and value.strip() == "0"):
+        return 0
+    if match is None or not any(match.groups()):
+        raise ScheduleError(key, f"expected a duration such as 1h, 30m or 0, got {excerpt(value)}")
+    minutes = int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+    if minutes > MAX_SHORTENED:
+        raise ScheduleError(key, f"{excerpt(value)} is longer than {MAX_SHORTENED // 60}h")
+    return minutes
 
 
 def _zone(name: object) -> ZoneInfo:

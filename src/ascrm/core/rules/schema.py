@@ -65,6 +65,12 @@ FILE: dict[str, Any] = {
         "keysrules": {"type": "string", "regex": NAME},
         "valuesrules": {"type": "dict"},
     },
+    "calendars": {
+        "type": "dict",
+        "nullable": True,
+        "keysrules": {"type": "string", "regex": NAME},
+        "valuesrules": {"type": "dict", "schema": _FILE_REF},
+    },
     "lists": {
         "type": "dict",
         "nullable": True,
@@ -97,7 +103,7 @@ _FILE_ONLY = {**FILE, "rules": {"type": "list", "nullable": True}}  # its rules 
 def shape_errors(document: Any) -> list[tuple[tuple[Any, ...], str, bool]]:
     """(path, message, about_the_key) for each way document departs from FILE."""
     if not isinstance(document, dict):  # not a rule file at all: say what it is, quote none of it
-        message = "a rule file is a mapping with keys such as timezone, schedules, lists, maps, rules"
+        message = "a rule file is a mapping with keys such as timezone, calendars, schedules, lists, maps, rules"
         return [((), f"{message}; this file is {_kind(document)}", False)]
     found = schema_errors(document, _FILE_ONLY, {})
     rules = document.get("rules")

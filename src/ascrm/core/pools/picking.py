@@ -11,7 +11,7 @@ import structlog
 
 from ascrm.core.calls.state import CallState
 from ascrm.core.calls.sticky import transfer_destination
-from ascrm.core.protocol import RESULT_BUSY, RESULT_CONNECTED, RESULT_NO_ANSWER, CallEvent
+from ascrm.core.protocol import RESULT_BUSY, RESULT_CONNECTED, RESULT_NO_ANSWER, Action, CallEvent
 
 if TYPE_CHECKING:
     from ascrm.core.pools.keeper import PoolKeeper
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("ascrm.pools")
 
 PREFIX: Final = "pool:"  # a pool's name as the rules read it through LOOKED_UP: "pool:sales"
+_TRANSFERS: Final = frozenset({Action.TransferEXT, Action.TransferDN, Action.TransferDNRec})
 _RESTING_RESULTS: Final = frozenset({RESULT_BUSY, RESULT_NO_ANSWER})
 
 
@@ -67,15 +68,23 @@ class Picker:
         return member, ("picked " + member if member is not None else "all resting")
 
 
+def _last_offered(call: CallState) -> str | None:
+    """The destination of the call's latest transfer answer, when the result event does not name it."""
+    for record in reversed(call.decisions):
+        if record.action in _TRANSFERS:
+            return record.param
+    return None
+
+
 def note_transfer(pools: Mapping[str, Pool], keeper: PoolKeeper, event: CallEvent, call: CallState) -> None:
     """A transfer's result: busy or no answer rests its destination in every pool it is a member of;
     connected counts as answered in the pools that offered it to this call."""
     if event.result not in _RESTING_RESULTS and event.result != RESULT_CONNECTED:
         return
     found = transfer_destination(event, call)
-    if found is None:
+    destination = found[1] if found is not None else _last_offered(call)
+    if destination is None:
         return
-    destination = found[1]
     for pool in pools.values():
         if not pool.has(destination):
             continue

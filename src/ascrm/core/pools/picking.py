@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
-import structlog
-
 from ascrm.core.calls.state import CallState
 from ascrm.core.calls.sticky import transfer_destination
 from ascrm.core.protocol import RESULT_BUSY, RESULT_CONNECTED, RESULT_NO_ANSWER, Action, CallEvent
@@ -17,7 +15,6 @@ if TYPE_CHECKING:
     from ascrm.core.pools.keeper import PoolKeeper
     from ascrm.core.pools.pool import Pool
 
-log = structlog.get_logger("ascrm.pools")
 
 PREFIX: Final = "pool:"  # a pool's name as the rules read it through LOOKED_UP: "pool:sales"
 _TRANSFERS: Final = frozenset({Action.TransferEXT, Action.TransferDN, Action.TransferDNRec})
@@ -93,4 +90,3 @@ def note_transfer(pools: Mapping[str, Pool], keeper: PoolKeeper, event: CallEven
                 keeper.answered(pool, destination)
         else:
             keeper.rest(pool, destination)
-            log.info("pool_member_resting", pool=pool.name, member=destination, seconds=pool.rest_after_busy)

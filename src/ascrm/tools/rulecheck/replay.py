@@ -98,9 +98,16 @@ async def _replay(case: Case, rules: engine.RuleSet, zone: tzinfo, explaining: b
             answered = await answer_event(store, rules, event, clock, decide=decide, resolver=given, pools=pools)
         decision = answered.decision
         answer = orjson.loads(render_answer(CALL_ID, decision, NoopAnswer()))
-        values = tuple((used.source, case.sources.get(used.source)) for used in answered.lookups)
+        values = tuple((used.source, _value(case, used)) for used in answered.lookups)
         outcomes.append(Outcome(step, clock, request, decision, answer, tuple(trials), answered.lookups, values))
     return outcomes
+
+
+def _value(case: Case, used: Used) -> str | None:
+    """A look-up's value in a case: a source's as the case gives it, a pool's the member picked."""
+    if used.source.startswith("pool.") and used.outcome.startswith("picked "):
+        return used.outcome[len("picked ") :]
+    return case.sources.get(used.source)
 
 
 def _explaining(trials: list[Trial]) -> engine.Decider:

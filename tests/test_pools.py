@@ -4,6 +4,7 @@ bad `pools:` entry is refused with its file and line."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -13,9 +14,13 @@ import pytest
 
 from ascrm.core.answering import answer_event
 from ascrm.core.calls import MemoryCallStore
+from ascrm.core.calls.config import StateSettings
+from ascrm.core.calls.redis import RedisCallStore
 from ascrm.core.pools.keeper import MemoryPools
+from ascrm.core.pools.redis_pools import RedisPools
 from ascrm.core.protocol import Action, CallEvent, EventType, ServiceType
 from ascrm.core.rules import RulesError, load_rules
+from tests.support.redis import RedisServer, needs_redis
 
 NOW = datetime(2027, 3, 16, 7, 30, tzinfo=UTC)  # a Tuesday, 10:30 in Moscow
 BUSY, NO_ANSWER, CONNECTED = "1289", "1284", "1280"
@@ -203,3 +208,38 @@ def test_a_rule_naming_an_unknown_pool_is_refused(tmp_path: Path) -> None:
         rules_of(tmp_path, '  sales: {members: ["1001"]}', extra)
     assert "rules.yaml:" in str(caught.value)
     assert "no pool named 'support'" in str(caught.value)
+
+
+@needs_redis
+@pytest.mark.anyio
+@pytest.mark.parametrize("strategy", ["round_robin", "weighted", "least_recent", "random", "in_order"])
+async def test_the_redis_script_picks_as_this_process_does(
+    tmp_path: Path, redis_server: RedisServer, strategy: str
+) -> None:
+    """The same picks, member for member, from Redis's script and from the in-process keeper, with
+    candidates and rests drawn at random (the script is what replicas share)."""
+    members = '["1001", {to: "1002", weight: 2}, {to: "1003", weight: 3}, "1004", {to: "1005", weight: 5}]'
+    pool = rules_of(tmp_path, f"  sales: {{strategy: {strategy}, members: {members}, rest_after_busy: 1h}}")
+    sales = pool.pools["sales"]  # type: ignore[attr-defined]
+    draws = random.Random(11)
+    draw_values = [draws.random() for _ in range(400)]
+    settings = StateSettings(backend="redis", redis_url=redis_server.url, key_prefix=f"p-{strategy}:")
+    store = RedisCallStore(settings)
+    try:
+        shared = RedisPools(store, draw=iter(draw_values).__next__)
+        local = MemoryPools(draw=iter(draw_values).__next__)
+        chooser = random.Random(5)
+        for step in range(400):
+            candidates = [member for member in sales.members if chooser.random() < 0.8]
+            if step % 50 == 7:
+                resting = chooser.choice(sales.members).to
+                shared.rest(sales, resting)
+                local.rest(sales, resting)
+            deadline = asyncio.get_running_loop().time() + 1
+            assert await shared.pick(sales, candidates, deadline) == local.pick_now(sales, candidates), step
+        shown = {state.to: (state.offered, state.resting_until is not None) for state in await shared.states(sales)}
+        assert shown == {
+            state.to: (state.offered, state.resting_until is not None) for state in await local.states(sales)
+        }
+    finally:
+        await store.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ascrm.core.answering import answer_event
+from ascrm.core.answering import answer_event, answer_poll
 from ascrm.core.calls import MemoryCallStore
 from ascrm.core.calls.config import StateSettings
 from ascrm.core.calls.redis import RedisCallStore
@@ -20,6 +20,7 @@ from ascrm.core.pools.keeper import MemoryPools
 from ascrm.core.pools.redis_pools import RedisPools
 from ascrm.core.protocol import Action, CallEvent, EventType, ServiceType
 from ascrm.core.rules import RulesError, load_rules
+from ascrm.service.poolview import pools_view
 from tests.support.redis import RedisServer, needs_redis
 
 NOW = datetime(2027, 3, 16, 7, 30, tzinfo=UTC)  # a Tuesday, 10:30 in Moscow
@@ -243,3 +244,60 @@ async def test_the_redis_script_picks_as_this_process_does(
         }
     finally:
         await store.close()
+
+
+@needs_redis
+@pytest.mark.anyio
+async def test_a_hung_redis_costs_a_pick_no_more_than_the_budget(tmp_path: Path, own_redis: RedisServer) -> None:
+    """Redis paused: the pick is made from this process's state once the decision's budget is spent."""
+    rules = rules_of(tmp_path, '  sales: {strategy: round_robin, members: ["1001", "1002", "1003"]}')
+    store = RedisCallStore(StateSettings(backend="redis", redis_url=own_redis.url, key_prefix="hung:"))
+    try:
+        pools = RedisPools(store)
+        sales = rules.pools["sales"]  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        assert await pools.pick(sales, sales.members, loop.time() + 1) == "1001"  # from Redis
+        own_redis.pause()
+        try:
+            began = loop.time()
+            answered = await answer_event(MemoryCallStore(), rules, accepted(1), NOW, pools=pools, budget=0.2)  # type: ignore[arg-type]
+            took = loop.time() - began
+        finally:
+            own_redis.resume()
+        assert answered.decision.param == "1001"  # this process's own turn: its first pick
+        assert took < 0.5, took
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_poll_rule_picks_from_a_pool(tmp_path: Path) -> None:
+    extra = '  - {id: escalate, on: poll, if: {talk_seconds: {gt: 60}}, do: {TransferPBX: "{pool.groups}"}}'
+    path = tmp_path / "poll.yaml"
+    path.write_text(f"""
+pools:
+  groups: {{strategy: round_robin, members: [PBX4951001, PBX4951002]}}
+rules:
+{extra}
+""")
+    rules = load_rules(path, "Europe/Moscow")
+    pools, store = MemoryPools(), MemoryCallStore()
+    for call_id in (1, 2):
+        await answer_event(store, rules, accepted(call_id), NOW, pools=pools)
+        await answer_event(store, rules, result(call_id, "1050", CONNECTED), NOW, pools=pools)
+    later = NOW + timedelta(seconds=120)
+    first = await answer_poll(store, rules, 1, later, pools=pools)
+    second = await answer_poll(store, rules, 2, later, pools=pools)
+    assert (first.decision.param, second.decision.param) == ("PBX4951001", "PBX4951002")
+
+
+@pytest.mark.anyio
+async def test_the_admin_view_says_which_members_are_resting_or_off_schedule(tmp_path: Path) -> None:
+    members = '[{to: "1001", time: night}, {to: "1002", time: day}, "1003"]'
+    rules = rules_of(tmp_path, f"  sales: {{strategy: weighted, members: {members}}}")
+    pools = MemoryPools()
+    pools.rest(rules.pools["sales"], "1003")  # type: ignore[attr-defined]
+    [view] = await pools_view(rules.pools, pools, NOW)  # type: ignore[attr-defined]
+    states = {member["to"]: member["state"] for member in view["members"]}
+    assert states == {"1001": "off_schedule", "1002": "available", "1003": "resting"}
+    assert view["members"][2]["resting_until"] is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
@@ -47,7 +46,8 @@ class Picker:
 
     async def pick(self, name: str, call: CallState, deadline: float) -> tuple[str | None, str]:
         """(member, outcome): a member not offered to call yet, on schedule and not resting; None with the
-        reason when there is none (`none left`, `all resting`, `unavailable`)."""
+        reason when there is none (`none left`, `all resting`, `unavailable`). Past deadline the keeper
+        picks from this process's state (no waiting)."""
         pool = self._pools.get(name)
         if pool is None or self._keeper is None:
             return None, "unavailable"
@@ -59,8 +59,6 @@ class Picker:
         ]
         if not candidates:
             return None, "none left"
-        if asyncio.get_running_loop().time() >= deadline:
-            return None, "timeout"
         member = await self._keeper.pick(pool, candidates, deadline)
         return member, ("picked " + member if member is not None else "all resting")
 

@@ -51,7 +51,7 @@ class RuleSet:
     sticky: bool = False  # its rules read the last operator (last_ext, last_dn)
     lists: tuple[str, ...] = ()  # the names of the lists the rule files define
     editable_lists: tuple[Any, ...] = ()  # the EditableLists of them the admin API may change
-    pools: Mapping[str, Any] = field(default_factory=dict)  # name -> pools.pool.Pool
+    pools: Mapping[str, Any] = field(default_factory=dict)  # name -> rules.pools.Pool
 
 
 def decide(ruleset: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:

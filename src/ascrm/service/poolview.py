@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ascrm.core.pools.keeper import MemberState, PoolKeeper
-from ascrm.core.pools.pool import Pool
+from ascrm.core.rules.pools import Pool
 
 
 async def pools_view(pools: dict[str, Pool] | Any, keeper: PoolKeeper | None, now: datetime) -> list[dict[str, Any]]:

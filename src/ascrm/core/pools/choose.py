@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ascrm.core.pools.pool import Member, Pool
+    from ascrm.core.rules.pools import Member, Pool
 
 
 @dataclass(slots=True)

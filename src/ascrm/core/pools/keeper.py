@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from ascrm.core.pools.choose import Counters, choose
 
 if TYPE_CHECKING:
-    from ascrm.core.pools.pool import Member, Pool
+    from ascrm.core.rules.pools import Member, Pool
 
 MAX_KEPT = 1000  # pools' states kept in a process (a reload that changes a pool's members makes a new one)
 

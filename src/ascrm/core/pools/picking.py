@@ -12,7 +12,7 @@ from ascrm.core.protocol import RESULT_BUSY, RESULT_CONNECTED, RESULT_NO_ANSWER,
 
 if TYPE_CHECKING:
     from ascrm.core.pools.keeper import PoolKeeper
-    from ascrm.core.pools.pool import Pool
+    from ascrm.core.rules.pools import Pool
 
 
 PREFIX: Final = "pool:"  # a pool's name as the rules read it through LOOKED_UP: "pool:sales"

@@ -21,7 +21,7 @@ from ascrm.core.pools.keeper import MemberState, MemoryPools
 
 if TYPE_CHECKING:
     from ascrm.core.calls.redis import RedisCallStore
-    from ascrm.core.pools.pool import Member, Pool
+    from ascrm.core.rules.pools import Member, Pool
 
 log = structlog.get_logger("ascrm.pools")
 

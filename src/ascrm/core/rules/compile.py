@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ascrm.core.engine import RuleSet
 from ascrm.core.lookups.looked_up import STICKY_MAPS, LiveMap
-from ascrm.core.pools.pool import MAX_POOLS, Pool, PoolError, parse_pool
 from ascrm.core.protocol import FULL_NUMBER_ACTIONS, Action, EventType, ServiceType, param_error, parse_code
 from ascrm.core.rules.actions import ActionError, parse_action
 from ascrm.core.rules.conditions import (
@@ -47,6 +46,7 @@ from ascrm.core.rules.load import (
     read_yaml,
     rule_files,
 )
+from ascrm.core.rules.pools import MAX_POOLS, Pool, PoolError, parse_pool
 from ascrm.core.rules.rule import POLL, CompiledRule
 from ascrm.core.rules.schedule import Schedule, ScheduleError, parse_schedule
 from ascrm.core.rules.schema import shape_errors

@@ -89,7 +89,7 @@ FILE: dict[str, Any] = {
         "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
         "valuesrules": {"type": "dict", "schema": SOURCE},
     },
-    "pools": {  # each pool's keys: pools/pool.py
+    "pools": {  # each pool's keys: pools.py
         "type": "dict",
         "nullable": True,
         "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_-]*"},

@@ -1,4 +1,5 @@
-"""A rule file's `pools:`: each pool compiled into an immutable Pool, every mistake naming its key."""
+"""A rule file's `pools:`: each pool compiled into an immutable Pool, every mistake naming its key (the
+state a pool keeps, and how it picks: core/pools/)."""
 
 from __future__ import annotations
 

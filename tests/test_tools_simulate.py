@@ -50,7 +50,7 @@ def test_a_timeline_of_events_and_answers() -> None:
     result = run("--rules", "rules", *CALLER, *HOLIDAY, "--events", "CallAccepted,+5s,DTMF:1,+20s,Transfer:1289")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        f"rules: rules (11 rules, revision {result.stdout.split('revision ')[1].split(')')[0]})",
+        f"rules: rules (13 rules, revision {result.stdout.split('revision ')[1].split(')')[0]})",
         "call 1: AN=79161234567 UN=74951234567 ServiceType=MTSSecretary, from 2027-01-01 19:05:00+03:00",
         "2027-01-01 19:05:00+03:00  CallAccepted          -> PlayPrompt after_hours"
         f" (after-hours, rules/10-inbound.yaml:{line('id: after-hours')})",
@@ -160,6 +160,7 @@ def test_json_for_machines() -> None:
     dtmf = steps[1]["explain"]
     assert [(item["rule"], item["reason"]) for item in dtmf] == [
         ("menu-sales", 'DTMF "1": got "7"'),
+        ("menu-support", 'digits "3": got "7"'),
         ("extension-dialled", "digits matches regex '^\\d{4}$': got \"7\""),
     ]
     whisper = steps[4]["explain"]

@@ -23,6 +23,8 @@ from ascrm.core.calls.sticky import Sticky, caller_key, connected_to
 from ascrm.core.calls.store import CallStore, StoreUnavailableError, UnreadableRecordError
 from ascrm.core.lookups.deciding import Looking, Resolver, Used, rounds
 from ascrm.core.lookups.looked_up import NeedsLookup
+from ascrm.core.pools.keeper import PoolKeeper
+from ascrm.core.pools.picking import Picker, note_transfer
 from ascrm.core.protocol import NO_ACTION, CallEvent, Decision, code_name
 
 log = structlog.get_logger("ascrm.api")
@@ -55,6 +57,7 @@ async def answer_event(
     resolver: Resolver | None = None,
     budget: float = 0.5,
     sticky: Sticky | None = None,
+    pools: PoolKeeper | None = None,
 ) -> Answered:
     """Apply a call event to its call, decide, and remember an answer that carries an action (the record
     is queued in the store and written just after the answer leaves, in this process's order).
@@ -62,7 +65,8 @@ async def answer_event(
     Sources the rules read are looked up through resolver within budget seconds in all (past it, or
     without a resolver, their values are missing: lookups/deciding.py). sticky keeps the last operator
     of each caller (calls/sticky.py): told of a connected transfer, and read by the rules' last_ext and
-    last_dn.
+    last_dn. pools keeps the pools' state (pools/keeper.py): a `{pool.NAME}` picks through it, and a
+    transfer's result rests its member or counts it answered (without it, pools have no member).
 
     decide is engine.decide unless told (looked up per call, so it can be replaced). When the store does
     not answer, the call is decided from this event alone (call-state conditions then fail), a
@@ -79,10 +83,13 @@ async def answer_event(
             call, stored = _this_event_alone(event, now), False
         if sticky is not None and stored:
             _remember_operator(sticky, event, call)
+        if pools is not None and stored and rules.pools:
+            note_transfer(rules.pools, pools, event, call)
         decider = decide or engine.decide
         used: tuple[Used, ...] = ()
-        if rules.sources or rules.sticky:
-            looking = Looking(rules.sources, resolver, budget, None if sticky is None else sticky.get)
+        if rules.sources or rules.sticky or rules.pools:
+            picker = Picker(rules.pools, pools, now) if rules.pools else None
+            looking = Looking(rules.sources, resolver, budget, None if sticky is None else sticky.get, picker)
             decide_once = partial(decider, rules, event, call, now)
             answer = looking.ask(decide_once, event, call)  # a cached value is read on the spot: no await
             if isinstance(answer, NeedsLookup):
@@ -114,6 +121,7 @@ async def answer_poll(
     resolver: Resolver | None = None,
     budget: float = 0.5,
     sticky: Sticky | None = None,
+    pools: PoolKeeper | None = None,
 ) -> Answered:
     """A GET poll: a pushed command first, else the poll rules; decided and recorded in one atomic change
     of the call (so two simultaneous polls deliver a command, or fire a once-only rule, once).
@@ -126,11 +134,12 @@ async def answer_poll(
     """
     try:
         decider = decide or engine.decide
-        if not rules.sources and not rules.sticky:
+        if not rules.sources and not rules.sticky and not rules.pools:
             call, decision = await store.answer_poll(call_id, now, rules, decider)
             return Answered(decision, call, rules.revision)
-        looking = Looking(rules.sources, resolver, budget, None if sticky is None else sticky.get)
-        for _ in range(rounds(rules.sources)):
+        picker = Picker(rules.pools, pools, now) if rules.pools else None
+        looking = Looking(rules.sources, resolver, budget, None if sticky is None else sticky.get, picker)
+        for _ in range(rounds(rules.sources, picker)):
             asking = _PollAsking(looking, decider)
             call, decision = await store.answer_poll(call_id, now, rules, asking.decide)
             if asking.needed is None:

@@ -52,6 +52,7 @@ class RuleSet:
     lists: tuple[str, ...] = ()  # the names of the lists the rule files define
     editable_lists: tuple[Any, ...] = ()  # the EditableLists of them the admin API may change
     calendars: Mapping[str, Any] = field(default_factory=dict)  # production calendar name -> its last day (a date)
+    pools: Mapping[str, Any] = field(default_factory=dict)  # name -> rules.pools.Pool
 
 
 def decide(ruleset: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:

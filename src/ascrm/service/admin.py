@@ -18,7 +18,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ascrm.core.calls.state import CallState, command_json
-from ascrm.core.calls.store import CallEndedError, StoreUnavailableError, UnknownCallError, UnreadableRecordError
+from ascrm.core.calls.store import (
+    CallEndedError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownCallError,
+    UnreadableRecordError,
+)
 from ascrm.core.jsonbody import NestingError, load_json
 from ascrm.core.lookups.looked_up import CompiledSource
 from ascrm.core.lookups.lookups import Lookups
@@ -36,6 +42,7 @@ from ascrm.core.rules.editable import EditableList, EntryError, parse_entry
 from ascrm.errors import AscrmError
 from ascrm.service.callview import call_summary, call_view
 from ascrm.service.editable import ListFullError
+from ascrm.service.poolview import pools_view
 from ascrm.service.responses import JSONAnswer, error_response
 from ascrm.service.runtime import Runtime, runtime_of
 
@@ -84,6 +91,7 @@ class AdminAPI:
             Route(f"{commands}/{{command_id}}", self._guarded(self.cancel_command), methods=["DELETE"]),
             Route(f"{prefix}/admin/rules", self._guarded(self.get_rules), methods=["GET"]),
             Route(f"{prefix}/admin/reload", self._guarded(self.reload_rules), methods=["POST"]),
+            Route(f"{prefix}/admin/pools", self._guarded(self.get_pools), methods=["GET"]),
             Route(lists, self._guarded(self.get_list), methods=["GET"]),
             Route(lists, self._guarded(self.add_entries), methods=["POST"]),
             Route(f"{lists}/{{entry}}", self._guarded(self.put_entry), methods=["PUT"]),
@@ -98,6 +106,14 @@ class AdminAPI:
             _source_view(source, runtime.lookups) for source in runtime.rules.current.sources.values()
         ]
         return answer(described)
+
+    async def get_pools(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """GET `/admin/pools`: the served rules' pools, each member's state and offered/answered counts."""
+        try:
+            pools = await pools_view(runtime.rules.current.pools, runtime.pools, runtime.clock())
+        except StoreError as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return answer({"revision": runtime.rules.current.revision, "pools": pools})
 
     async def reload_rules(self, request: Request, runtime: Runtime, user: str) -> Response:
         """POST `/admin/reload[?force=true]`: reload now; 422 with the problems when rejected."""

@@ -16,12 +16,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ascrm.core.calls import open_store
+from ascrm.core.calls.redis import RedisCallStore
 from ascrm.core.calls.sticky import Sticky
 from ascrm.core.calls.store import CallStore, StoreUnavailableError
 from ascrm.core.calls.sweeper import sweep_periodically
 from ascrm.core.engine import RuleSet
 from ascrm.core.lookups.lookups import Lookups
 from ascrm.core.lookups.opened import OpenedLookups
+from ascrm.core.pools.keeper import MemoryPools, PoolKeeper
+from ascrm.core.pools.redis_pools import RedisPools
 from ascrm.core.rules import load_rules, rules_source
 from ascrm.service import admin, health, metrics, openapi
 from ascrm.service.auth.login import LoginGuard
@@ -88,6 +91,13 @@ def _routing_data(settings: Settings, store: CallStore, looked: OpenedLookups) -
     return sticky, looked.lookups, settings.lookups.budget_ms / 1000
 
 
+def _pools(store: CallStore) -> PoolKeeper:
+    """The pools' state: in Redis for every replica with the Redis store, else in this process."""
+    if isinstance(store, RedisCallStore):
+        return RedisPools(store)
+    return MemoryPools()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -125,7 +135,7 @@ def create_app(
         readiness = Readiness(store, settings.health.check_interval_ms / 1000, settings.state.timeout_ms / 1000)
         looked = OpenedLookups(settings.state, settings.lookups.ca_file)
         parts = (store, active, reloader, readiness, logins, stats, answers or AnswerLog(), clock, lists)
-        runtime = Runtime(*parts, *_routing_data(settings, store, looked))
+        runtime = Runtime(*parts, *_routing_data(settings, store, looked), pools=_pools(store))
         on_sighup = _SighupReload(reloader)
         stopping = asyncio.Event()
         await readiness.check()  # /ready answers from the first request on

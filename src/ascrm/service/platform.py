@@ -137,6 +137,7 @@ class PlatformAPI:
             resolver=runtime.lookups,
             budget=runtime.lookup_budget,
             sticky=runtime.sticky,
+            pools=runtime.pools,
         )
         if answered.failed:
             stats.decision_failures += 1
@@ -188,6 +189,7 @@ class PlatformAPI:
             resolver=runtime.lookups,
             budget=runtime.lookup_budget,
             sticky=runtime.sticky,
+            pools=runtime.pools,
         )
         call = answered.call
         if answered.failed:

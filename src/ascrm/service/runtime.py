@@ -11,6 +11,7 @@ from starlette.types import Scope
 from ascrm.core.calls.sticky import Sticky
 from ascrm.core.calls.store import CallStore
 from ascrm.core.lookups.lookups import Lookups
+from ascrm.core.pools.keeper import PoolKeeper
 from ascrm.service.auth.login import LoginGuard
 from ascrm.service.editable import ListKeeper
 from ascrm.service.logs import AnswerLog
@@ -43,6 +44,7 @@ class Runtime:
     sticky: Sticky | None = None  # the last operators (None: not kept)
     lookups: Lookups | None = None  # the rule files' sources are looked up here
     lookup_budget: float = 0.5  # lookups.budget_ms, in seconds
+    pools: PoolKeeper | None = None  # the pools' state (in Redis with the Redis store)
 
 
 STATE_KEY = "runtime"  # the lifespan state's key: Starlette copies it into every request's scope["state"]

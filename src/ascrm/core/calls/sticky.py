@@ -58,6 +58,11 @@ def connected_to(event: CallEvent, call: CallState) -> tuple[str, str] | None:
     """(map, destination) when event says the call was connected to an operator, else None."""
     if event.result != RESULT_CONNECTED:
         return None
+    return transfer_destination(event, call)
+
+
+def transfer_destination(event: CallEvent, call: CallState) -> tuple[str, str] | None:
+    """(map, destination) of a transfer's result event (ShortTransfer, Transfer) whatever its result."""
     if event.event_type == EventType.ShortTransfer:
         kind, own = "last_ext", event.ext1 or event.ext2
     elif event.event_type == EventType.Transfer:

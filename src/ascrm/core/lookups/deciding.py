@@ -20,6 +20,7 @@ from ascrm.core.calls.store import StoreError
 from ascrm.core.lookups.looked_up import LOOKED_UP, CompiledSource, NeedsLookup, sticky_lookup
 from ascrm.core.lookups.request import Extract, LookupRequest
 from ascrm.core.lookups.source import Outcome, SourceSettings
+from ascrm.core.pools.picking import Picker, pool_lookup
 from ascrm.core.protocol import NO_ACTION, CallEvent, Decision
 
 
@@ -53,12 +54,18 @@ class Looking:
     """The look-ups of one decision: values found so far, within one budget; the rules' LOOKED_UP while
     they are asked (a source whose answer is cached fresh is read on the spot)."""
 
-    __slots__ = ("_asked", "_built", "_deadline", "_resolver", "_sources", "_sticky", "found", "used")
+    __slots__ = ("_asked", "_built", "_deadline", "_picker", "_resolver", "_sources", "_sticky", "found", "used")
 
     def __init__(
-        self, sources: Mapping[str, Any], resolver: Resolver | None, budget: float, sticky: StickyReader | None = None
+        self,
+        sources: Mapping[str, Any],
+        resolver: Resolver | None,
+        budget: float,
+        sticky: StickyReader | None = None,
+        picker: Picker | None = None,
     ) -> None:
         self._sources = sources
+        self._picker = picker
         self._resolver = resolver
         self._sticky = sticky
         self._deadline = asyncio.get_running_loop().time() + budget
@@ -95,6 +102,10 @@ class Looking:
         if live is not None:
             self.found[name] = await self._last_operator(*live)
             return
+        pool = pool_lookup(name)
+        if pool is not None:
+            self.found[name] = await self._pick(pool, call)
+            return
         source: CompiledSource = self._sources[name]
         built = self._built.pop(name) if name in self._built else source.build(event, call)
         if built is None:  # a placeholder of its request has no value: nothing to ask
@@ -106,6 +117,14 @@ class Looking:
             outcome = await self._resolver.look_up(source.settings, request, extract, deadline=self._deadline)
         self.found[name] = outcome.value
         self.used.append(Used(name, outcome.outcome))
+
+    async def _pick(self, pool: str, call: CallState) -> str | None:
+        """A member of the pool for this call (pools/picking.py), its outcome noted as `pool.NAME`."""
+        value, outcome = None, "unavailable"
+        if self._picker is not None:
+            value, outcome = await self._picker.pick(pool, call, self._deadline)
+        self.used.append(Used(f"pool.{pool}", outcome))
+        return value
 
     async def _last_operator(self, kind: str, number: str) -> str | None:
         caller = caller_key(number)
@@ -134,6 +153,7 @@ class Looking:
             return decide()
         except NeedsLookup as need:
             known = need.name in self._sources or sticky_lookup(need.name) is not None
+            known = known or (pool_lookup(need.name) is not None and self._picker is not None)
             if need.name in self.found or not known:  # cannot happen: never loop
                 return NO_ACTION
             return need
@@ -144,7 +164,7 @@ class Looking:
     async def finish(self, need: NeedsLookup, decide: DecideOnce, event: CallEvent | None, call: CallState) -> Decision:
         """The decision when ask() needed a look-up: need, and each one the rules need next, are looked up
         and the rules asked again (ask() and finish() together ask them rounds() times at most)."""
-        for _ in range(rounds(self._sources) - 1):
+        for _ in range(rounds(self._sources, self._picker) - 1):
             await self.find(need.name, event, call)
             answer = self.ask(decide, event, call)
             if not isinstance(answer, NeedsLookup):
@@ -153,6 +173,6 @@ class Looking:
         return NO_ACTION
 
 
-def rounds(sources: Mapping[str, Any]) -> int:
-    """How many times a decision asks the rules at most: once, and once more per look-up."""
-    return len(sources) + _STICKY_LOOKUPS + 1
+def rounds(sources: Mapping[str, Any], picker: Picker | None = None) -> int:
+    """How many times a decision asks the rules at most: once, and once more per look-up and pool."""
+    return len(sources) + _STICKY_LOOKUPS + 1 + (0 if picker is None else picker.count)

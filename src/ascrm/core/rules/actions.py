@@ -15,7 +15,10 @@ from ascrm.core.rules.sources import source_getter
 
 Normalize = Callable[[str], str]
 
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?:\[([A-Za-z0-9_]+)\])?\}|[{}]")
+_PLACEHOLDER = re.compile(
+    r"\{\{|\}\}|\{pool\.(?P<pool>[A-Za-z_][A-Za-z0-9_-]*)\}"
+    r"|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<key>[A-Za-z0-9_]+)\])?\}|[{}]"
+)
 _FIELDS = ", ".join(STRING_FIELDS)
 _NO_PARAM = frozenset({Action.Hangup, Action.IgnorePromptToOperator, Action.BackFromConsultCall})
 
@@ -74,6 +77,8 @@ class Template:
             (read, table, normalize), (name, table_name) = part, next(names)
             value = read(event, call)
             shown = name if table_name is None else f"{table_name}[{name}]"
+            if value is None and name.startswith("pool."):
+                return f"{{{shown}}}: no member of pool {name[5:]} is available for this call"
             if value is None:
                 return f"{{{shown}}}: {name} has no value"
             if table is not None and table.get(normalize(value) if normalize is not None else value) is None:
@@ -86,11 +91,13 @@ def parse_template(
     maps: Mapping[str, Mapping[str, str]],
     normalize: Normalize | None = None,
     sources: frozenset[str] = frozenset(),
+    pools: frozenset[str] = frozenset(),
 ) -> Template:
-    """Compile a param; ActionError names an unknown field, map or source, or a stray brace.
+    """Compile a param; ActionError names an unknown field, map, source or pool, or a stray brace.
 
     normalize is the file's number normalisation: a map is looked up with the normalised number.
-    sources: the names of `sources:`, read like fields ({owner}, {managers[owner]}).
+    sources: the names of `sources:`, read like fields ({owner}, {managers[owner]}). pools: the names
+    of `pools:`, each read as {pool.NAME}: a member picked for the call (missing when none is left).
     """
     parts: list[str | tuple[Getter, Mapping[str, str] | None, Normalize | None]] = []
     names: list[tuple[str, str | None]] = []
@@ -103,7 +110,17 @@ def parse_template(
         if token in ("{{", "}}"):
             literal += token[0]
             continue
-        name, key = match.group(1), match.group(2)
+        pool, name, key = match.group("pool"), match.group("name"), match.group("key")
+        if pool is not None:
+            if pool not in pools:
+                known = ", ".join(sorted(pools)) or "none"
+                raise ActionError((), f"no pool named {excerpt(pool)} in {excerpt(text)} (defined: {known})")
+            if literal:
+                parts.append(literal)
+                literal = ""
+            parts.append((source_getter(f"pool:{pool}"), None, None))
+            names.append((f"pool.{pool}", None))
+            continue
         if name is None:
             raise ActionError((), f"stray {excerpt(token)} in {excerpt(text)} (write {{{{ or }}}} for a literal brace)")
         if literal:
@@ -142,6 +159,7 @@ def parse_action(
     maps: Mapping[str, Mapping[str, str]],
     normalize: Normalize | None = None,
     sources: frozenset[str] = frozenset(),
+    pools: frozenset[str] = frozenset(),
 ) -> tuple[Action, Template]:
     """`Hangup`, or `{TransferDN: "7495…"}`: the action and its param template.
 
@@ -163,7 +181,7 @@ def parse_action(
     if isinstance(param, bool) or not isinstance(param, (str, int)):
         raise ActionError((name,), f"{action.name}'s param is text, not {excerpt(param)}")
     try:
-        template = parse_template(str(param), maps, normalize, sources)
+        template = parse_template(str(param), maps, normalize, sources, pools)
     except ActionError as exc:
         raise ActionError((name,), exc.message) from None
     if normalize is not None and action in FULL_NUMBER_ACTIONS:

@@ -48,6 +48,7 @@ from ascrm.core.rules.load import (
     read_yaml,
     rule_files,
 )
+from ascrm.core.rules.pools import MAX_POOLS, Pool, PoolError, parse_pool
 from ascrm.core.rules.rule import POLL, CompiledRule
 from ascrm.core.rules.schedule import Schedule, ScheduleError, parse_schedule
 from ascrm.core.rules.schema import shape_errors
@@ -124,6 +125,7 @@ def load_rules(
     compiler.check()
     for file, document in compiler.documents:
         compiler.sources_of(file, document)
+        compiler.pools_of(file, document)
     compiler.check()
     for file, document in compiler.documents:
         compiler.rules_of(file, document)
@@ -139,6 +141,7 @@ def load_rules(
         warnings=(*compiler.warnings, *lint(compiler.rules, compiler.raw_rules)),
         sources=dict(compiler.sources),
         sticky=compiler.sticky,
+        pools=dict(compiler.pools),
         lists=tuple(compiler.lists),
         editable_lists=tuple(value for value in compiler.lists.values() if isinstance(value, EditableList)),
         calendars={name: calendar.last_day for name, calendar in compiler.calendars.items()},
@@ -163,6 +166,7 @@ class _Compiler:
         self.editable = EditableLists()
         self.maps: dict[str, Mapping[str, str]] = {}
         self.sources: dict[str, CompiledSource] = {}
+        self.pools: dict[str, Pool] = {}
         self.live_maps = {name: LiveMap(name) for name in STICKY_MAPS}  # the last operator's
         self.sticky = False  # a rule reads them
         self.defined_at: dict[tuple[str, str], Location] = {}
@@ -274,6 +278,24 @@ class _Compiler:
             except SourceError as exc:
                 self.problem(file, document, ("sources", name, *exc.path), f"source {excerpt(name)}: {exc.message}")
 
+    def names(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The sources' and pools' names, as a `do:` reads them."""
+        return frozenset(self.sources), frozenset(self.pools)
+
+    def pools_of(self, file: Path, document: MarkedMap) -> None:
+        """The file's `pools:` (after every file's schedules: a member's time: names one)."""
+        for name, spec in (document.get("pools") or {}).items():
+            if not self.define("pools", name, file, document):
+                continue
+            if len(self.pools) >= MAX_POOLS:
+                message = f"pool {excerpt(name)}: more than {MAX_POOLS} pools"
+                self.problem(file, document, ("pools", name), message, key=True)
+                return
+            try:
+                self.pools[name] = parse_pool(name, spec, self.schedules)
+            except PoolError as exc:
+                self.problem(file, document, ("pools", name, *exc.path), f"pool {excerpt(name)}: {exc.message}")
+
     def unknown_overrides(self, source: Path) -> None:
         for kind, given in (("lists", self.overrides.lists), ("maps", self.overrides.maps)):
             defined = sorted(name for (what, name) in self.defined_at if what == kind)
@@ -375,7 +397,7 @@ class _Compiler:
                     self.problem(file, document, (*at, "if", *exc.path), message, key=exc.about_key)
                     continue
             try:
-                action, template = parse_action(raw["do"], maps, normalize, frozenset(self.sources))
+                action, template = parse_action(raw["do"], maps, normalize, *self.names())
             except ActionError as exc:
                 self.problem(file, document, (*at, "do", *exc.path), f"rule {excerpt(rule_id)}: {exc.message}")
                 continue

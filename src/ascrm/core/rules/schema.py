@@ -95,6 +95,12 @@ FILE: dict[str, Any] = {
         "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_]*"},
         "valuesrules": {"type": "dict", "schema": SOURCE},
     },
+    "pools": {  # each pool's keys: pools.py
+        "type": "dict",
+        "nullable": True,
+        "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_-]*"},
+        "valuesrules": {"type": "dict"},
+    },
     "rules": {"type": "list", "nullable": True, "schema": {"type": "dict", "schema": RULE}},  # `rules:` alone: none
 }
 _FILE_ONLY = {**FILE, "rules": {"type": "list", "nullable": True}}  # its rules are checked one by one

@@ -27,6 +27,7 @@ class Case:
     maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     location: Location | None = None
     sources: Mapping[str, str | None] = field(default_factory=dict)  # look-ups' values (None: failed)
+    resting: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # pool -> members resting all along
 
     def overrides(self) -> Overrides | None:
         """The lists and maps this call replaces in the rules, or None."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -18,6 +19,7 @@ from ascrm.core.lookups.deciding import Used
 from ascrm.core.lookups.request import Extract, LookupRequest
 from ascrm.core.lookups.source import Outcome as LookedUp
 from ascrm.core.lookups.source import SourceSettings
+from ascrm.core.pools.keeper import MemoryPools
 from ascrm.core.protocol import CallEvent, Decision, NoopAnswer, parse_call_event, render_answer
 from ascrm.core.rules.explain import Trial, explain
 from ascrm.tools.rulecheck.case import CALL_ID, Case
@@ -78,6 +80,10 @@ async def _replay(case: Case, rules: engine.RuleSet, zone: tzinfo, explaining: b
     store = MemoryCallStore()  # each call alone, as the server holds it
     clock = case.at
     given = Given(case.sources)
+    pools = MemoryPools(clock=lambda: clock.timestamp(), draw=lambda: 0.0)  # noqa: PLW0108 - the clock moves
+    for name, members in case.resting.items():
+        for member in members:
+            pools.counters(rules.pools[name]).resting[member] = math.inf
     outcomes = []
     for step in case.steps:
         clock += step.after
@@ -85,16 +91,23 @@ async def _replay(case: Case, rules: engine.RuleSet, zone: tzinfo, explaining: b
         decide = _explaining(trials) if explaining else engine.decide
         request = None
         if step.poll:
-            answered = await answer_poll(store, rules, CALL_ID, clock, decide=decide, resolver=given)
+            answered = await answer_poll(store, rules, CALL_ID, clock, decide=decide, resolver=given, pools=pools)
         else:
             request = case.request(step, clock)
             event, _ = parse_call_event(request, zone)  # the server's reader; fields were checked when read
-            answered = await answer_event(store, rules, event, clock, decide=decide, resolver=given)
+            answered = await answer_event(store, rules, event, clock, decide=decide, resolver=given, pools=pools)
         decision = answered.decision
         answer = orjson.loads(render_answer(CALL_ID, decision, NoopAnswer()))
-        values = tuple((used.source, case.sources.get(used.source)) for used in answered.lookups)
+        values = tuple((used.source, _value(case, used)) for used in answered.lookups)
         outcomes.append(Outcome(step, clock, request, decision, answer, tuple(trials), answered.lookups, values))
     return outcomes
+
+
+def _value(case: Case, used: Used) -> str | None:
+    """A look-up's value in a case: a source's as the case gives it, a pool's the member picked."""
+    if used.source.startswith("pool.") and used.outcome.startswith("picked "):
+        return used.outcome[len("picked ") :]
+    return case.sources.get(used.source)
 
 
 def _explaining(trials: list[Trial]) -> engine.Decider:

@@ -111,6 +111,9 @@ def lookup_lines(outcome: Outcome, indent: str) -> list[str]:
     """The look-ups an answer used: each source, its value and how it was found (given, not given)."""
     lines = []
     for used, (_, value) in zip(outcome.lookups, outcome.values, strict=True):
+        if used.source.startswith("pool."):  # a pick: its outcome says which member, or why none
+            lines.append(f"{indent}pool {used.source[5:]}: {used.outcome}")
+            continue
         shown = "missing" if value is None or used.outcome == "not given" else repr(value)
         lines.append(f"{indent}source {used.source}: {shown} ({used.outcome})")
     return lines

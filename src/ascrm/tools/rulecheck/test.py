@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from ascrm.core.engine import RuleSet
 from ascrm.core.rules import RulesError, load_rules, rules_source
 from ascrm.core.rules.compile import Overrides
-from ascrm.core.rules.load import RULE_FILE_SUFFIXES, Problem
+from ascrm.core.rules.load import RULE_FILE_SUFFIXES, Location, Problem
 from ascrm.core.rules.rule import POLL, CompiledRule
 from ascrm.errors import ConfigError
 from ascrm.tools.rulecheck.case import Case
@@ -137,6 +137,8 @@ def _run_file(path: Path, pattern: re.Pattern[str] | None, verbose: bool, tally:
         if pattern is not None and not pattern.search(case.name):
             continue
         own = rules if case.overrides() is None else _rules(tests, case.overrides(), tally)
+        if not isinstance(own, RulesError):
+            problems += _unknown_resting(case, own, tests.rules_location)
         if isinstance(own, RulesError):
             problems += [
                 Problem(case.location or tests.rules_location, f"case {case.name!r}: {p.message}") for p in own.problems
@@ -154,6 +156,23 @@ def _run_file(path: Path, pattern: re.Pattern[str] | None, verbose: bool, tally:
     given = {name for case, _ in chosen for name in case.sources}
     for name in sorted(read - given):
         print(f"{path}: warning: the rules read source {name}, which no case sets (sources: {{{name}: …}})")
+
+
+def _unknown_resting(case: Case, rules: RuleSet, fallback: Location) -> list[Problem]:
+    """A case's `resting:` naming a pool the rules do not define, or a member not in it."""
+    problems = []
+    for name, members in case.resting.items():
+        pool = rules.pools.get(name)
+        if pool is None:
+            known = ", ".join(sorted(rules.pools)) or "none"
+            message = f"case {case.name!r}: resting: no pool named {name!r} (defined: {known})"
+            problems.append(Problem(case.location or fallback, message))
+            continue
+        for member in members:
+            if not pool.has(member):
+                message = f"case {case.name!r}: resting: {member!r} is not a member of pool {name!r}"
+                problems.append(Problem(case.location or fallback, message))
+    return problems
 
 
 def _report(case: Case, rules: RuleSet, outcomes: list[Outcome], verbose: bool, tally: _Tally) -> None:

@@ -35,6 +35,11 @@ CASE: dict[str, Any] = {
     "lists": {"type": "dict", "valuesrules": {"type": "list", "schema": {"type": ["string", "integer"]}}},
     "maps": {"type": "dict", "valuesrules": {"type": "dict"}},
     "sources": {"type": "dict", "valuesrules": {"type": ["string", "integer"], "nullable": True}},
+    "resting": {
+        "type": "dict",
+        "maxlength": 100,
+        "valuesrules": {"type": "list", "maxlength": 100, "schema": {"type": ["string", "integer"]}},
+    },
     "steps": {"required": True, "type": "list", "minlength": 1, "schema": {"type": _STEP_TYPES, "schema": STEP}},
     **dict.fromkeys(CASE_FIELDS, _FIELD),
 }
@@ -198,7 +203,10 @@ class _Reader:
             str(name): None if value is None else str(value) for name, value in (raw.get("sources") or {}).items()
         }
         kept = tuple(step for step in steps if step)
-        return Case(raw["name"], moment, kept, fields, lists, maps, self.where(at), sources)
+        resting = {
+            str(pool): tuple(str(member) for member in members) for pool, members in (raw.get("resting") or {}).items()
+        }
+        return Case(raw["name"], moment, kept, fields, lists, maps, self.where(at), sources, resting)
 
     def time(self, at: tuple[Any, ...], text: str, zone: ZoneInfo, label: str) -> datetime | None:
         event, warnings = parse_call_event({"EventTime": text}, zone)  # read as the server reads EventTime

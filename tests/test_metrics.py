@@ -12,6 +12,7 @@ from tests.support.metrics import ADMIN, RULES, scrape, serving, value
 from tests.support.net import free_port
 from tests.support.redis import RedisServer, needs_redis
 from tests.support.server import Server, ServerFactory, platform_config
+from tests.support.silent import silent_source_rules
 
 
 @pytest.fixture(scope="module")
@@ -53,27 +54,10 @@ def test_requests_events_decisions_and_latency_are_counted(server: Server) -> No
     assert grew("ascrm_decision_seconds_sum", kind="event") > 0
 
 
-SILENT_SOURCE_RULES = """
-sources:
-  owner:
-    url: "http://127.0.0.1:{port}/owner?phone={{AN}}"
-    value: extension
-    timeout: 150ms
-rules:
-  - id: personal
-    on: CallAccepted
-    if: {{owner: {{regex: "."}}}}
-    do: {{TransferEXT: "{{owner}}"}}
-  - id: fallback
-    on: CallAccepted
-    do: {{TransferEXT: "1000"}}
-"""
-
-
 def test_a_decision_is_counted_in_the_bucket_of_its_time(serve: ServerFactory, tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as silent:  # connections are accepted (by the kernel), never answered
         rules = tmp_path / "rules.yaml"
-        rules.write_text(SILENT_SOURCE_RULES.format(port=silent.getsockname()[1]))
+        rules.write_text(silent_source_rules(silent.getsockname()[1], "150ms"))
         server = serve(platform_config(rules=str(rules), reload={"watch": False}), folder=tmp_path, admin=ADMIN)
         with server.client() as http, server.client(auth=ADMIN) as admin:
             before = scrape(admin)

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.net import unread_by_peer
 from tests.support.server import PASSWORD, USER, Server, ServerFactory, platform_config
+from tests.support.silent import silent_source_rules
 from tests.support.waiting import wait_until
 
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -102,28 +103,11 @@ def test_a_request_in_flight_is_answered_and_new_connections_are_refused(server:
     assert [event.get("event") for event in server.logs()].count("service_stopped") == 1
 
 
-SLOW_SOURCE_RULES = """
-sources:
-  owner:
-    url: "http://127.0.0.1:{port}/owner?phone={{AN}}"
-    value: extension
-    timeout: 1s
-rules:
-  - id: personal
-    on: CallAccepted
-    if: {{owner: {{regex: "."}}}}
-    do: {{TransferEXT: "{{owner}}"}}
-  - id: fallback
-    on: CallAccepted
-    do: {{TransferEXT: "1000"}}
-"""
-
-
 def test_an_answer_being_decided_when_sigterm_arrives_is_sent(tmp_path: Path, serve: ServerFactory) -> None:
     """The drain waits for a request the app is still deciding (here: a CRM that takes a second)."""
     with socket.create_server(("127.0.0.1", 0)) as silent:  # connections are accepted (by the kernel), never answered
         rules = tmp_path / "rules.yaml"
-        rules.write_text(SLOW_SOURCE_RULES.format(port=silent.getsockname()[1]))
+        rules.write_text(silent_source_rules(silent.getsockname()[1], "1s"))
         config = platform_config(rules=str(rules), reload={"watch": False}, lookups={"budget_ms": 3000})
         server = serve(config, folder=tmp_path)
         body = json.dumps({"CallID": 8, "EventType": 1, "AN": "79161234567", "UN": "74951234567"}).encode()

@@ -28,6 +28,7 @@ from ascrm.core.rules.calendar import (
     DayKind,
     merge,
     parse_calendar,
+    read_file,
 )
 
 __all__ = ["FETCH_TIMEOUT", "import_calendars", "parse_source", "read_source", "render"]
@@ -48,15 +49,7 @@ def read_source(source: str) -> bytes:
     """A file's bytes, or a URL's body; at most MAX_FILE_BYTES, a fetch at most FETCH_TIMEOUT long."""
     if source.startswith(("http://", "https://")):
         return asyncio.run(_fetch(source))
-    path = Path(source)
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise CalendarError(source, None, f"cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise CalendarError(source, None, f"larger than {MAX_FILE_BYTES} bytes")
-    return data
+    return read_file(Path(source))
 
 
 async def _fetch(url: str) -> bytes:

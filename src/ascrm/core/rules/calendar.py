@@ -37,6 +37,7 @@ __all__ = [
     "built_in",
     "load_calendar",
     "parse_calendar",
+    "read_file",
 ]
 
 MAX_FILE_BYTES = 1 << 20  # one year is about 2 KB
@@ -108,7 +109,7 @@ def load_calendar(name: str, path: Path) -> tuple[Calendar, list[Path]]:
             raise CalendarError(path, None, f"{len(found)} calendar files: at most {MAX_FILES}")
     else:
         found = [path]
-    return merge(name, (parse_calendar(_read(each), each) for each in found)), found
+    return merge(name, (parse_calendar(read_file(each), each) for each in found)), found
 
 
 def merge(name: str, parts: Iterable[Calendar]) -> Calendar:
@@ -127,7 +128,8 @@ def merge(name: str, parts: Iterable[Calendar]) -> Calendar:
     return Calendar(name, tuple(sorted(years)), dict(sorted(days.items())))
 
 
-def _read(path: Path) -> bytes:
+def read_file(path: Path) -> bytes:
+    """A calendar file's bytes, at most MAX_FILE_BYTES (CalendarError beyond, or when it cannot be read)."""
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)

@@ -13,7 +13,15 @@ from ascrm.core.calls.state import CallState
 from ascrm.core.engine import RuleSet, decide
 from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventType, ServiceType
 from ascrm.core.rules import load_rules
-from ascrm.core.rules.conditions import ConditionError, Definitions, Predicate, compile_conditions, every, some
+from ascrm.core.rules.conditions import (
+    ConditionError,
+    Definitions,
+    Predicate,
+    compile_conditions,
+    every,
+    schedule_path,
+    some,
+)
 from ascrm.core.rules.lists import inline_map, normalize_ru, number_list
 from ascrm.core.rules.schedule import parse_schedule
 
@@ -422,6 +430,46 @@ def test_any_all_not(spec: dict[str, Any], history: list[CallEvent], event: Any,
         pytest.param({"time": 5}, ("time",), "schedule name", id="time-number"),
         pytest.param({"service": "MTSFoo"}, ("service",), "unknown ServiceType 'MTSFoo'", id="unknown-service"),
         pytest.param({"seen": "Nope"}, ("seen",), "unknown EventType 'Nope'", id="unknown-event"),
+        pytest.param(
+            {"AN": {"prefix": "79*"}},
+            ("AN", "prefix"),
+            "prefix '79*': write the digits a number starts with, no '*'",
+            id="prefix-star",
+        ),
+        pytest.param({"AN": {"prefix": " "}}, ("AN", "prefix"), "prefix ' ': write the digits", id="prefix-blank"),
+        pytest.param({"AN": {"regex": 5}}, ("AN", "regex"), "a regex is a string", id="regex-number"),
+        pytest.param(
+            {"AN": {"prefix": "1", "in": "vip"}},
+            ("AN",),
+            "expected a value, a list, or one of {prefix: …}, {regex: …}, {in: …}, {not: …}",
+            id="two-matchers-message",
+        ),
+        pytest.param({"AN": [True]}, ("AN",), "expected a number or text, not True", id="bool-in-list"),
+        pytest.param({"AN": [1.5]}, ("AN",), "expected a number or text, not 1.5", id="float-in-list"),
+        pytest.param(
+            {"talk_seconds": {"gtt": 1}},
+            ("talk_seconds", "gtt"),
+            "unknown comparison 'gtt' (gt, ge, lt, le, eq, ne)",
+            id="comparison-message",
+        ),
+        pytest.param(
+            {"talk_seconds": {"gt": "ten"}},
+            ("talk_seconds", "gt"),
+            "talk_seconds.gt takes a number of seconds, not 'ten'",
+            id="limit-message",
+        ),
+        pytest.param(
+            {"last_transfer_result": "hung_up"},
+            ("last_transfer_result",),
+            "last_transfer_result: 'hung_up' is not one of busy, no_answer, connected or a result code",
+            id="result-names",
+        ),
+        pytest.param(
+            {"service": [1.5]},
+            ("service",),
+            "unknown ServiceType 1.5 (known: MTSSecretary, MTSPBX, MTSQuality, MTSSubCLID, or a number)",
+            id="service-names",
+        ),
         pytest.param({"talk_seconds": {"gtt": 1}}, ("talk_seconds", "gtt"), "unknown comparison", id="comparison"),
         pytest.param({"talk_seconds": {"gt": "ten"}}, ("talk_seconds", "gt"), "number of seconds", id="limit"),
         pytest.param({"call_seconds": "600"}, ("call_seconds",), "takes a number", id="duration-text"),
@@ -440,6 +488,39 @@ def test_condition_errors_name_the_path(spec: dict[str, Any], path: tuple[Any, .
         compile_conditions(spec, definitions())
     assert raised.value.path == path
     assert message in raised.value.message
+    assert str(raised.value) == raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "about_key"),
+    [
+        ({"ANI": "1"}, True),  # the key is wrong: the error points at it
+        ({"talk_seconds": {"gtt": 1}}, True),
+        ({"talk_seconds": {"gt": "ten"}}, False),  # the value is wrong: the error points at it
+        ({"AN": {"regex": 5}}, False),
+    ],
+)
+def test_condition_errors_point_at_the_key_or_the_value(spec: dict[str, Any], about_key: bool) -> None:
+    with pytest.raises(ConditionError) as raised:
+        compile_conditions(spec, definitions())
+    assert raised.value.about_key is about_key
+
+
+@pytest.mark.parametrize(
+    ("spec", "key", "path"),
+    [
+        ({"mon-fri": "x"}, "mon-fri", ("mon-fri",)),
+        ({"except": ["2027-01-01", "x"]}, "except[1]", ("except", 1)),
+        ({"include": {"2027-02-20": "x"}}, "include[2027-02-20]", ("include", "2027-02-20")),
+        ({"include": {"2027-02-20": "x"}}, "include[2027-02-21]", ("include",)),  # not one of its keys
+        ({"except": "2027-01-01"}, "except[0]", ("except",)),  # not a list
+        ({"mon-fri": "x"}, "timezone", ()),  # not in the spec
+    ],
+)
+def test_schedule_path_finds_a_schedule_error_in_its_spec(
+    spec: dict[str, Any], key: str, path: tuple[Any, ...]
+) -> None:
+    assert schedule_path(spec, key) == path
 
 
 # ----------------------------------------------------------------------------------------------------

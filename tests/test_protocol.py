@@ -13,15 +13,20 @@ from hypothesis import strategies as st
 
 from ascrm.core.protocol import (
     NO_ACTION,
+    OUTGOING_POLL_LIMIT,
     Action,
     CallEvent,
     Decision,
     EventType,
     NoopAnswer,
     ServiceType,
+    field_name,
+    not_allowed,
     param_error,
     parse_call_event,
     parse_code,
+    parse_int64,
+    poll_action_error,
     render_answer,
 )
 
@@ -295,3 +300,116 @@ def test_fast_and_tolerant_readers_agree(data: dict[str, Any]) -> None:
     fast = _read_well_formed(data, MSK)
     if fast is not None:
         assert (fast, []) == _read_tolerantly(data, MSK)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # the tolerant reader (a lower-case key takes it), at the edges of what it accepts
+        ({"callid": -(2**63)}, {"call_id": -(2**63)}),
+        ({"callid": 2**63 - 1}, {"call_id": 2**63 - 1}),
+        ({"callid": 7, "EventTime": "2026-11-27T10:15"}, {"event_time": datetime(2026, 11, 27, 10, 15, tzinfo=MSK)}),
+        ({"callid": 7, "EventTime": "2026-11-27t10:15:00"}, {"event_time": datetime(2026, 11, 27, 10, 15, tzinfo=MSK)}),
+        ({"callid": 7, "EventTime": "2026-11-27 10:15:00"}, {"event_time": datetime(2026, 11, 27, 10, 15, tzinfo=MSK)}),
+        ({"an": 12.0}, {"an": "12"}),
+    ],
+)
+def test_tolerant_reader_edges(data: dict[str, Any], expected: dict[str, Any]) -> None:
+    event, warnings = parse_call_event(data, MSK)
+    assert warnings == []
+    assert {name: getattr(event, name) for name in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "reason"),
+    [
+        ("CallID", 2**63, "expected an int64"),
+        ("CallID", -(2**63) - 1, "expected an int64"),
+        ("AN", 1.5, "expected a string"),
+        ("AN", [1], "expected a string"),
+        ("EventTime", "2026-11-27T10:1", "expected an ISO 8601 date and time"),  # 15 characters
+        ("EventTime", "2026-11-27X10:15", "expected an ISO 8601 date and time"),
+        ("EventTime", 1764227700, "expected an ISO 8601 date and time"),
+    ],
+)
+def test_an_unreadable_field_is_reported_with_its_reason(field: str, raw: Any, reason: str) -> None:
+    data = {field: raw} if field == "CallID" else {"CallID": 1, field: raw}
+    _, warnings = parse_call_event(data, MSK)
+    assert [(w.field, w.value, w.reason) for w in warnings] == [(field, raw, reason)]
+
+
+def test_render_no_action_without_a_call_id() -> None:
+    assert json.loads(render_answer(None, NO_ACTION, NoopAnswer())) == {"CallID": 0, "EventType": 0, "Param": ""}
+    decided = Decision(Action.PlayPrompt, "hello", "r")
+    assert json.loads(render_answer(None, decided, NoopAnswer())) == {"CallID": 0, "EventType": 3, "Param": "hello"}
+
+
+@pytest.mark.parametrize(
+    ("action", "param", "outgoing_poll", "problem"),
+    [
+        (Action.Hangup, "x", False, "takes no param"),
+        (Action.TransferEXT, "", False, "needs a param"),
+        (Action.PlayPrompt, "", False, "needs a param"),
+        (Action.TransferDN, "84951234567", False, "is a national-form number: the full format starts with the country"),
+        (Action.TransferDN, "+74951234567", False, "must be a full-format number: 11 to 15 digits with the country"),
+        (Action.TransferEXT, "12345", False, "must be a 4-digit short number (1234)"),
+        (Action.TransferPBX, "PBX4951234", True, "outgoing-service poll answers take 8000 + 10-digit area code"),
+        (Action.TransferPBX, "4951234", False, "must be a softswitch number: 'PBX' then Latin letters"),
+        (Action.PlayMenuBlock, "menu/1", False, "must be a file or menu name: letters, digits"),
+        (Action.PlayPrompt, "hello.wav", False, "must be the prompt's name without the file extension"),
+    ],
+)
+def test_param_problems_say_what_is_wrong(action: Action, param: str, outgoing_poll: bool, problem: str) -> None:
+    found = param_error(action, param, outgoing_poll=outgoing_poll)
+    assert found is not None
+    assert found.startswith(problem), found
+
+
+def test_an_outgoing_poll_login_form_is_named_with_a_capital_u() -> None:
+    problem = param_error(Action.TransferPBX, "PBX", outgoing_poll=True)
+    assert problem is not None
+    assert "10-digit area code + 'U' + 4 characters for a login" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("9223372036854775807", 2**63 - 1),
+        ("-9223372036854775808", -(2**63)),
+        ("9223372036854775808", None),  # past int64
+        ("-9223372036854775809", None),
+        ("1_000", None),
+        (" 12", None),
+        ("١٢", None),  # Arabic-Indic digits: int() would take them
+        ("", None),
+    ],
+)
+def test_parse_int64(text: str, expected: int | None) -> None:
+    assert parse_int64(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"), [("dtmf", "DTMF"), ("CallID", "CallID"), ("callid", "CallID"), ("X", None)]
+)
+def test_field_name(key: str, expected: str | None) -> None:
+    assert field_name(key) == expected
+
+
+@pytest.mark.parametrize(
+    ("action", "service_type", "expected"),
+    [
+        (Action.PlayPrompt, ServiceType.MTSPBX, f"PlayPrompt is not sent: {OUTGOING_POLL_LIMIT}"),
+        (Action.TransferPBX, ServiceType.MTSPBX, None),
+        (Action.BackFromConsultCall, ServiceType.MTSPBX, None),
+        (Action.PlayPrompt, ServiceType.MTSSecretary, None),
+        (Action.PlayPrompt, None, None),
+    ],
+)
+def test_poll_action_error(action: Action, service_type: ServiceType | None, expected: str | None) -> None:
+    assert poll_action_error(action, service_type) == expected
+
+
+def test_not_allowed_withholds_the_answer_and_says_why() -> None:
+    decided = Decision(Action.PlayPrompt, "hello", "greet", command_id=7)
+    assert not_allowed(decided, "too late") == Decision(None, "", "greet", "too late", 7, Action.PlayPrompt)

@@ -352,3 +352,57 @@ def test_bad_arguments(spec: Any, default_timezone: str, key: str) -> None:
 def test_never_open_without_hours() -> None:
     schedule = parse_schedule({}, "UTC")
     assert not any(schedule.contains(at(f"2027-01-{day:02d}T12:00:00Z")) for day in range(11, 18))
+
+
+@pytest.mark.parametrize(
+    ("hours", "moment", "expected"),
+    [
+        # the minutes of a start count (09:30 is 570 minutes past midnight, not 510)
+        ("09:30-10:15", "2027-01-11T09:29:59+00:00", False),
+        ("09:30-10:15", "2027-01-11T09:30:00+00:00", True),
+        ("09:30-10:15", "2027-01-11T10:14:59+00:00", True),
+        ("09:30-10:15", "2027-01-11T10:15:00+00:00", False),
+        # the edges a clock can show
+        ("23:00-23:59", "2027-01-11T23:58:00+00:00", True),
+        ("23:59-24:00", "2027-01-11T23:59:30+00:00", True),
+        ("00:00-00:59", "2027-01-11T00:58:00+00:00", True),
+        ("00:00-00:59", "2027-01-11T00:59:00+00:00", False),
+    ],
+)
+def test_interval_edges(hours: str, moment: str, expected: bool) -> None:
+    check({"mon": hours}, moment, expected)
+
+
+@pytest.mark.parametrize("hours", ["24:00-01:00", "10:60-11:00", "10:00-25:00", "10:00-11:60", "10:00-24:01"])
+def test_times_past_the_clock_are_refused(hours: str) -> None:
+    with pytest.raises(ScheduleError) as raised:
+        parse_schedule({"mon": hours}, "UTC")
+    assert str(raised.value) == f"mon: bad time in {hours!r}: 00:00..23:59, or 24:00 as an end"
+
+
+def test_touching_intervals_merge_into_one() -> None:
+    schedule = parse_schedule({"mon": ["12:00-13:00", "09:00-12:00", "10:00-11:00"]}, "UTC")
+    assert schedule.week[0] == Day(own=((540, 780),))
+
+
+def test_a_date_range_of_a_year_at_most() -> None:
+    assert parse_schedule({"except": "2027-01-01..2028-01-01"}, "UTC").dates  # 366 days
+    with pytest.raises(ScheduleError, match="at most a year"):
+        parse_schedule({"except": "2027-01-01..2028-01-02"}, "UTC")  # 367
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (["mon"], "schedule: must be a mapping of day keys to hours, got ['mon']"),
+        ({"mo": "09:00-18:00"}, "mo: unknown key: expected mon..sun, a range like mon-fri, a list, or daily"),
+        (
+            {"sat": "10:00-15:00", "include": ["2027-02-20"]},
+            "include: a list of dates takes Monday's hours, but Monday has none",
+        ),
+    ],
+)
+def test_schedule_errors_in_full(spec: Any, message: str) -> None:
+    with pytest.raises(ScheduleError) as raised:
+        parse_schedule(spec, "UTC")
+    assert str(raised.value) == message

@@ -44,3 +44,19 @@ def test_first_matching_rule_decides() -> None:
 def test_empty_rule_set_is_no_action() -> None:
     event = CallEvent(call_id=1, event_type=EventType.CallAccepted)
     assert decide(RuleSet(), event, CallState.begin(1, event, NOW), NOW) is NO_ACTION
+
+
+@dataclass(frozen=True)
+class SeesNow:
+    """A rule for tests: answers with the moment it is asked at."""
+
+    id: str = "now"
+
+    def evaluate(self, event: CallEvent | None, call: CallState, now: datetime) -> Decision | None:
+        return Decision(Action.PlayPrompt, now.isoformat(), self.id)
+
+
+def test_rules_are_asked_at_the_moment_given() -> None:
+    event = CallEvent(call_id=1, event_type=EventType.CallAccepted)
+    decided = decide(RuleSet(rules=(SeesNow(),)), event, CallState.begin(1, event, NOW), NOW)
+    assert decided.param == "2026-11-27T07:00:00+00:00"

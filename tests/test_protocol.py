@@ -20,6 +20,7 @@ from ascrm.core.protocol import (
     EventType,
     NoopAnswer,
     ServiceType,
+    code_name,
     field_name,
     not_allowed,
     param_error,
@@ -330,6 +331,7 @@ def test_tolerant_reader_edges(data: dict[str, Any], expected: dict[str, Any]) -
         ("EventTime", "2026-11-27T10:1", "expected an ISO 8601 date and time"),  # 15 characters
         ("EventTime", "2026-11-27X10:15", "expected an ISO 8601 date and time"),
         ("EventTime", 1764227700, "expected an ISO 8601 date and time"),
+        ("EventType", "Nope", "expected a EventType code or name"),
     ],
 )
 def test_an_unreadable_field_is_reported_with_its_reason(field: str, raw: Any, reason: str) -> None:
@@ -413,3 +415,19 @@ def test_poll_action_error(action: Action, service_type: ServiceType | None, exp
 def test_not_allowed_withholds_the_answer_and_says_why() -> None:
     decided = Decision(Action.PlayPrompt, "hello", "greet", command_id=7)
     assert not_allowed(decided, "too late") == Decision(None, "", "greet", "too late", 7, Action.PlayPrompt)
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [(None, None), (Action.PlayPrompt, "PlayPrompt"), (EventType.DTMF, "DTMF"), (99, "99")],
+)
+def test_code_name(code: Any, expected: str | None) -> None:
+    assert code_name(code) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(-(2**63), -(2**63)), (2**63 - 1, 2**63 - 1), (2**63, None), (-(2**63) - 1, None), ("DTMF", EventType.DTMF)],
+)
+def test_parse_code_at_the_int64_bounds(raw: Any, expected: Any) -> None:
+    assert parse_code(raw, EventType) == expected

@@ -406,3 +406,10 @@ def test_schedule_errors_in_full(spec: Any, message: str) -> None:
     with pytest.raises(ScheduleError) as raised:
         parse_schedule(spec, "UTC")
     assert str(raised.value) == message
+
+
+def test_the_night_before_still_counts_on_a_day_with_hours_of_its_own() -> None:
+    spec = {"tue": "22:00-06:00", "wed": "09:00-18:00"}  # 2027-01-13 is a Wednesday
+    check(spec, "2027-01-13T05:00:00+00:00", True)  # before Wednesday's own hours: Tuesday's night
+    check(spec, "2027-01-13T07:00:00+00:00", False)
+    check(spec, "2027-01-13T09:00:00+00:00", True)

@@ -413,3 +413,16 @@ def test_the_night_before_still_counts_on_a_day_with_hours_of_its_own() -> None:
     check(spec, "2027-01-13T05:00:00+00:00", True)  # before Wednesday's own hours: Tuesday's night
     check(spec, "2027-01-13T07:00:00+00:00", False)
     check(spec, "2027-01-13T09:00:00+00:00", True)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Europe/" + "x" * 57, "unknown time zone"),  # 64 characters: looked up (and not found)
+        ("Europe/" + "x" * 58, "must be an IANA time zone name"),  # 65: refused unread
+    ],
+)
+def test_a_long_zone_name_is_refused_before_it_is_looked_up(name: str, message: str) -> None:
+    assert len(name) in (64, 65)
+    with pytest.raises(ScheduleError, match=message):
+        parse_schedule({"timezone": name}, "UTC")

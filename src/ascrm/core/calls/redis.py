@@ -51,7 +51,19 @@ from ascrm.core.calls.config import StateSettings
 from ascrm.core.calls.redis_batches import Batches
 from ascrm.core.calls.redis_cache import FoldCache, Held
 from ascrm.core.calls.redis_connection import connection_pool
-from ascrm.core.calls.redis_scripts import CANCEL, POLL, PUSH, RECORD, STICKY, SWEEP, UPDATE, Script
+from ascrm.core.calls.redis_scripts import (
+    CANCEL,
+    POLL,
+    POOL_PICK,
+    POOL_REST,
+    POOL_STATES,
+    PUSH,
+    RECORD,
+    STICKY,
+    SWEEP,
+    UPDATE,
+    Script,
+)
 from ascrm.core.calls.state import CallState, Command, DecisionRecord, clip
 from ascrm.core.calls.sticky import StickySettings
 from ascrm.core.calls.store import (
@@ -104,7 +116,7 @@ class RedisCallStore:
         self._slots = asyncio.Semaphore(settings.max_connections)  # the requests' pool: a free connection
         self._loaded_at: dict[str, float] = {}  # when each script was last found forgotten (logged)
         self._snapshotting: set[int] = set()  # calls whose snapshot this process is writing
-        scripts = (UPDATE, POLL, RECORD, PUSH, CANCEL, SWEEP, STICKY)
+        scripts = (UPDATE, POLL, RECORD, PUSH, CANCEL, SWEEP, STICKY, POOL_PICK, POOL_REST, POOL_STATES)
         self._batches = Batches(self._held, self._refused, scripts, self._forgotten, budget=self._budget)
         self.evicted = 0  # calls dropped because of the cap, by this process's sweeps
         self.unreadable = 0  # records this process found and could not read

@@ -285,3 +285,88 @@ end
 return 1
 """,
 )
+
+
+# Pools (pools/redis_pools.py): one hash per pool, `<prefix>pool:<Pool.key>`, changed by one script per pick.
+# KEYS: the pool's hash. ARGV: strategy, draw, n, the n members, their n weights, n flags ('1': a
+# candidate), the hash's lifetime (ms), the deadline (Redis's clock, ms). Reply: the member, '' when every
+# candidate rests, false when late (nothing changed). Fields: p (round robin's next index, 0-based),
+# s (picks), u:<m> (the pick number of m's last pick), c:<m> (smooth weighted's current weight),
+# r:<m> (resting until, ms), o:<m> (offered), a:<m> (answered).
+POOL_PICK = Script(
+    "pool_pick",
+    """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+if now > tonumber(ARGV[#ARGV]) then return false end
+local key, strategy, draw, n = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local kept = ARGV[4 + 3 * n]
+local ready, isready = {}, {}
+for i = 1, n do
+  if ARGV[3 + 2 * n + i] == '1' then
+    local resting = tonumber(redis.call('HGET', key, 'r:' .. ARGV[3 + i]) or '0')
+    if resting <= now then
+      ready[#ready + 1] = i
+      isready[i] = true
+    end
+  end
+end
+if #ready == 0 then return '' end
+local pick = ready[1]
+if strategy == 'round_robin' then
+  local position = tonumber(redis.call('HGET', key, 'p') or '0')
+  for step = 0, n - 1 do
+    local i = (position + step) % n + 1
+    if isready[i] then
+      pick = i
+      break
+    end
+  end
+  redis.call('HSET', key, 'p', pick % n)
+elseif strategy == 'weighted' then
+  local total, best, value = 0, nil, nil
+  for _, i in ipairs(ready) do
+    local weight = tonumber(ARGV[3 + n + i])
+    local current = redis.call('HINCRBY', key, 'c:' .. ARGV[3 + i], weight)
+    total = total + weight
+    if best == nil or current > value then best, value = i, current end
+  end
+  redis.call('HINCRBY', key, 'c:' .. ARGV[3 + best], -total)
+  pick = best
+elseif strategy == 'least_recent' then
+  local value = nil
+  for _, i in ipairs(ready) do
+    local used = tonumber(redis.call('HGET', key, 'u:' .. ARGV[3 + i]) or '0')
+    if value == nil or used < value then pick, value = i, used end
+  end
+elseif strategy == 'random' then
+  pick = ready[math.min(math.floor(draw * #ready) + 1, #ready)]
+end
+local member = ARGV[3 + pick]
+redis.call('HSET', key, 'u:' .. member, redis.call('HINCRBY', key, 's', 1))
+redis.call('HINCRBY', key, 'o:' .. member, 1)
+redis.call('PEXPIRE', key, kept)
+return member
+""",
+)
+
+# KEYS: the pool's hash. ARGV: the member, how long it rests (ms), the hash's lifetime (ms).
+POOL_REST = Script(
+    "pool_rest",
+    """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], now + tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+""",
+)
+
+# KEYS: the pool's hash. Reply: Redis's clock (ms) and the hash as HGETALL's flat list.
+POOL_STATES = Script(
+    "pool_states",
+    """
+local clock = redis.call('TIME')
+return {tostring(tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)), redis.call('HGETALL', KEYS[1])}
+""",
+)

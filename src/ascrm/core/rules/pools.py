@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ascrm.core.rules.durations import duration_seconds
 from ascrm.core.rules.excerpt import excerpt
 from ascrm.core.rules.schedule import Schedule
 
@@ -20,8 +21,6 @@ MAX_WEIGHT: Final = 1000
 MAX_REST: Final = 86400.0  # rest_after_busy at most, in seconds
 MAX_MEMBER_CHARS: Final = 64  # an extension or a full number
 DEFAULT_REST: Final = 30.0
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MEMBER = re.compile(r"^\+?[0-9A-Za-z*#_.-]{1,64}$")
 _KEYS: Final = frozenset({"strategy", "members", "rest_after_busy"})
 _MEMBER_KEYS: Final = frozenset({"to", "weight", "time"})
@@ -95,10 +94,9 @@ def _rest(written: Any) -> float:
     """rest_after_busy in seconds: 0, or a duration with its unit up to MAX_REST."""
     if written in (0, "0") and not isinstance(written, bool):
         return 0.0
-    match = _DURATION.match(written) if isinstance(written, str) else None
-    if match is None:
+    amount = duration_seconds(written)
+    if amount is None:
         raise PoolError(("rest_after_busy",), f"rest_after_busy: {excerpt(written)} is not a duration (30s, 2m, 0)")
-    amount = float(match.group(1)) * _UNITS[match.group(2)]
     if amount > MAX_REST:
         raise PoolError(("rest_after_busy",), f"rest_after_busy: {excerpt(written)} is over {MAX_REST:g} seconds")
     return amount

@@ -20,14 +20,13 @@ import orjson
 from ascrm.core.lookups.looked_up import CompiledSource, NeedsLookup, source_getter
 from ascrm.core.lookups.request import Extract
 from ascrm.core.lookups.source import SourceSettings
+from ascrm.core.rules.durations import duration_seconds
 from ascrm.core.rules.excerpt import excerpt
 
 __all__ = ["CompiledSource", "NeedsLookup", "SourceError", "source_getter"]
 
 KINDS: Final = ("http", "bitrix24", "amocrm", "retailcrm")  # the generic form and the CRM presets
 MAX_VALUE_CHARS: Final = 1024  # a looked-up value is kept to this many characters
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
-_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)/(s|m|h)$")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _BOUNDS: Final = {  # (least, most) seconds
@@ -49,10 +48,9 @@ class SourceError(Exception):
 
 def seconds(value: Any, key: str) -> float:
     """A duration written with its unit (300ms, 2s, 10m, 1h, 1d) in seconds, within the key's bounds."""
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if match is None:
+    amount = duration_seconds(value)
+    if amount is None:
         raise SourceError((), f"{key}: {excerpt(value)} is not a duration with its unit (300ms, 2s, 10m, 1h, 1d)")
-    amount = float(match.group(1)) * _UNITS[match.group(2)]
     least, most = _BOUNDS[key]
     if not least <= amount <= most:
         raise SourceError((), f"{key}: {excerpt(value)} is outside {least:g}-{most:g} seconds")

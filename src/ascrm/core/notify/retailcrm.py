@@ -31,7 +31,6 @@ import orjson
 
 from ascrm.core.lookups.presets import PRESETS, canonical
 from ascrm.core.notify.crm_common import (
-    Answer,
     Call,
     TargetError,
     check_keys,
@@ -40,6 +39,7 @@ from ascrm.core.notify.crm_common import (
     guarded,
     read_call,
     refused,
+    unexpected,
 )
 from ascrm.core.notify.message import Notification
 from ascrm.core.notify.target import Sent
@@ -80,11 +80,14 @@ class RetailCrmTarget:
         headers = {"Accept": "application/json", "X-API-KEY": self.api_key}
         form = {"event": orjson.dumps(_event(call, codes)).decode()}
         answer = await fetch(session, "POST", self.url.rstrip("/") + "/api/v5/telephony/call/event", headers, form=form)
-        if answer.ok and _succeeded(answer):
-            return Sent("delivered", answer.status)
-        if answer.ok:  # 2xx with {"success": false}: refused all the same
+        if not answer.ok:
+            return refused(answer, "event")
+        document = answer.json()
+        if not isinstance(document, dict):
+            return unexpected(answer, "event")
+        if document.get("success") is not True:  # 2xx with {"success": false}: refused all the same
             return Sent("rejected", answer.status, None, f"HTTP {answer.status}, success false (event)")
-        return refused(answer, "event")
+        return Sent("delivered", answer.status)
 
     async def _manager(self, session: aiohttp.ClientSession, call: Call) -> str | Sent | None:
         """The code of the caller's responsible manager (None: none has one), or the outcome of a failure."""
@@ -95,8 +98,8 @@ class RetailCrmTarget:
             return refused(answer, "manager")
         try:
             return preset.extract(call.caller)(answer.json())
-        except ValueError:
-            return None  # not the documented answer: the event still goes to `codes`
+        except ValueError:  # not the documented answer (or none): asked again later
+            return unexpected(answer, "manager")
 
 
 def _event(call: Call, codes: tuple[str, ...]) -> dict[str, Any]:
@@ -110,11 +113,6 @@ def _event(call: Call, codes: tuple[str, ...]) -> dict[str, Any]:
     if call.called and canonical(call.called):
         event["externalPhone"] = canonical(call.called)
     return event
-
-
-def _succeeded(answer: Answer) -> bool:
-    document = answer.json()
-    return isinstance(document, dict) and document.get("success") is True
 
 
 def compile_retailcrm(name: str, spec: Mapping[str, Any], env: Mapping[str, str]) -> RetailCrmTarget:

@@ -314,7 +314,7 @@ async def test_amocrm_a_call_from_an_unknown_number_is_an_unsorted_call(
                     "uniq": "4242:missed:crm",
                     "duration": 0,
                     "service_code": "pbx",
-                    "phone": phone,
+                    "phone": "+74951234567",  # the recipient: the number called
                     "called_at": called_at,
                     "from": phone,
                 },

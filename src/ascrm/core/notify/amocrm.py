@@ -13,8 +13,9 @@ long-lived token, sent as `Authorization: Bearer`):
    notification's key, duration = talk_seconds, source "ascrm", phone).
 3. An unknown number: POST /api/v4/leads/unsorted/sip, one entry with source_uid = the notification's key,
    source_name "ascrm", `pipeline_id` when set, metadata {is_call_event_needed, uniq = the key, duration =
-   talk_seconds, service_code = `service_code` ("ascrm"), phone and from = the caller, called_at = the
-   call's start}, and the lead and contact to create when a manager accepts it.
+   talk_seconds, service_code = `service_code` ("ascrm"), from = the caller (the call's initiator), phone =
+   the number called (its recipient; the caller when unknown), called_at = the call's start}, and the lead
+   and the contact (with the caller's phone) to create when a manager accepts it.
 
 Idempotency: amoCRM has none for tasks and notes (an attempt whose answer was lost and is retried adds a
 second one); it refuses an unsorted entry it holds already, which is then rejected (the entry exists).
@@ -25,7 +26,9 @@ https://www.amocrm.ru/developers/content/crm_platform/contacts-api
 https://www.amocrm.ru/developers/content/crm_platform/tasks-api
 https://www.amocrm.ru/developers/content/crm_platform/events-and-notes
 https://www.amocrm.ru/developers/content/crm_platform/unsorted-api
-(in English: https://developers.kommo.com/reference/tasks-list, https://kommo.com/developers/content/api_v4/incoming-leads)
+(in English: https://developers.kommo.com/reference/tasks-list, https://kommo.com/developers/content/api_v4/incoming-leads,
+the call metadata's fields: https://developers.kommo.com/reference/metadata; uniq as amoCRM's PHP library sends it,
+https://github.com/amocrm/amocrm-api-php, src/AmoCRM/Models/Unsorted/SipMetadata.php)
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ class AmoCrmTarget:
                 "uniq": call.key,
                 "duration": call.talk_seconds,
                 "service_code": self.service_code,
-                "phone": phone,
+                "phone": international(call.called) if call.called else phone,
                 "called_at": called_at,
                 "from": phone,
             },

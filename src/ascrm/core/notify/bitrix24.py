@@ -12,10 +12,11 @@ and 304 for a missed one). An extension that is no user's internal number is ref
 
 Idempotency: Bitrix24 has no idempotency key, but a registration repeated within 30 minutes with the same
 number, type, user and EXTERNAL_CALL_ID returns the CALL_ID of the first while it is not finished. So a
-retry after a failed finish finishes the call registered before instead of registering a second one; a
-finish answered "Call is not found" for that CALL_ID means the call was finished already (an earlier
-attempt whose answer was lost) and counts as delivered. A retry more than 30 minutes after a register
-whose finish never succeeded registers the call again (Bitrix24 keeps no older registration to find).
+retry after a failed finish (the usual failure: a limit, a timeout) finishes the call registered before
+instead of registering a second one. After a finish that succeeded but whose answer was lost, Bitrix24's
+pages differ on whether the re-registration returns the finished call: if it does, its finish is
+answered "Call is not found", which counts as delivered; if not, the retry registers the call a second
+time. A retry more than 30 minutes after a register whose finish never succeeded registers it again.
 
 Bitrix24 documents these methods as working "in the context of an application": its REST server accepts
 an application's OAuth token and an inbound webhook (APAuth) alike, and refuses other authorisation with

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from ascrm.core.notify.amocrm import AmoCrmTarget
 from ascrm.core.notify.bitrix24 import Bitrix24Target
-from ascrm.core.notify.crm_common import MAX_ANSWER, retry_after
+from ascrm.core.notify.crm_common import MAX_ANSWER, fetch, retry_after
 from ascrm.core.notify.crm_targets import CRM_KINDS, TargetError, compile_crm_target
 from ascrm.core.notify.message import Notification
 from ascrm.core.notify.retailcrm import RetailCrmTarget
@@ -481,6 +481,22 @@ async def test_a_huge_answer_is_read_to_its_bound_and_retried(session: aiohttp.C
         crm.misbehave("huge", size=4 * MAX_ANSWER)
         sent = await target_for(crm).send(session, notification(), 5.0)
         assert (sent.outcome, sent.status) == ("retry", 200)
+
+
+async def test_an_answer_is_read_to_64_kib_at_most(session: aiohttp.ClientSession) -> None:
+    async with AmoStandIn() as crm:
+        crm.misbehave("huge", size=16 * MAX_ANSWER)
+        answer = await fetch(session, "GET", f"{crm.base}/api/v4/contacts", {})
+        assert (answer.status, len(answer.body), answer.json()) == (200, MAX_ANSWER, None)
+
+
+@pytest.mark.parametrize("kind", CRM_KINDS)
+async def test_a_redirect_is_not_followed_with_the_credentials(session: aiohttp.ClientSession, kind: str) -> None:
+    async with standin(kind) as crm, standin(kind) as elsewhere:
+        crm.refuse("/", 302, {}, Location=f"{elsewhere.base}/stolen")
+        sent = await target_for(crm).send(session, notification(), 5.0)
+        assert (sent.outcome, sent.status) == ("rejected", 302)
+        assert elsewhere.requests == 0
 
 
 @pytest.mark.parametrize("kind", CRM_KINDS)

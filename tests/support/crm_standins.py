@@ -88,7 +88,7 @@ class Refusal:
     status: int
     body: Any
     times: int
-    retry_after: str | None
+    headers: dict[str, str]
 
 
 class StandIn:
@@ -124,9 +124,13 @@ class StandIn:
             raise ValueError(f"misbehaviour {kind!r} is none of {', '.join(MISBEHAVIOURS)}")
         self._misbehaviour, self._delay, self._size, self._retry_after = kind, delay, size, retry_after
 
-    def refuse(self, path: str, status: int, body: Any, *, times: int = 1, retry_after: str | None = None) -> None:
-        """Answer the next `times` requests whose path holds path with status and the JSON body."""
-        self.refusals.append(Refusal(path, status, body, times, retry_after))
+    def refuse(
+        self, path: str, status: int, body: Any, *, times: int = 1, retry_after: str | None = None, **headers: str
+    ) -> None:
+        """Answer the next `times` requests whose path holds path with status, the JSON body and headers."""
+        if retry_after is not None:
+            headers["Retry-After"] = retry_after
+        self.refusals.append(Refusal(path, status, body, times, headers))
 
     def received_at(self, part: str) -> list[Received]:
         """The requests received whose path holds part, in order."""
@@ -165,8 +169,7 @@ class StandIn:
         for refusal in self.refusals:
             if refusal.times > 0 and refusal.path in request.path:
                 refusal.times -= 1
-                headers = {} if refusal.retry_after is None else {"Retry-After": refusal.retry_after}
-                return web.json_response(refusal.body, status=refusal.status, headers=headers)
+                return web.json_response(refusal.body, status=refusal.status, headers=refusal.headers)
         match self._misbehaviour:
             case "slow":
                 await asyncio.sleep(self._delay)

@@ -27,7 +27,8 @@ https://www.amocrm.ru/developers/content/crm_platform/tasks-api
 https://www.amocrm.ru/developers/content/crm_platform/events-and-notes
 https://www.amocrm.ru/developers/content/crm_platform/unsorted-api
 (in English: https://developers.kommo.com/reference/tasks-list, https://kommo.com/developers/content/api_v4/incoming-leads,
-the call metadata's fields: https://developers.kommo.com/reference/metadata; uniq as amoCRM's PHP library sends it,
+a call note's params: https://developers.kommo.com/reference/notes-types; the call metadata's
+fields: https://developers.kommo.com/reference/metadata; uniq as amoCRM's PHP library sends it,
 https://github.com/amocrm/amocrm-api-php, src/AmoCRM/Models/Unsorted/SipMetadata.php)
 """
 

@@ -21,7 +21,8 @@ from redis.asyncio import Redis
 from ascrm.core.calls.config import StateSettings
 from ascrm.core.calls.redis_connection import connection_pool
 from ascrm.core.notify.message import Leased, Notification, NotifySettings, OutboxError, OutboxFullError
-from ascrm.core.notify.redis_outbox import MAX_BATCH, MAX_BODY, RedisOutbox
+from ascrm.core.notify.redis_outbox import GROUP, MAX_BATCH, MAX_BODY, RedisOutbox
+from ascrm.core.notify.redis_outbox_scripts import START
 from tests.support.redis import RedisServer, needs_redis
 
 pytestmark = needs_redis
@@ -352,3 +353,17 @@ async def test_a_replica_killed_mid_way_has_its_leases_delivered_by_another(
             replica.kill()
             replica.wait()
         await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_start_drops_only_consumers_that_hold_nothing(pair: tuple[RedisOutbox, RedisOutbox]) -> None:
+    a, b = pair
+    await a.put([note("1"), note("2")])
+    [held] = await b.lease(1, NOW)  # b holds one
+    await a.delivered((await a.lease(1, NOW))[0])  # a is a consumer too, holding nothing
+    dropped = await a._run(START, GROUP, "a", -1)  # every other consumer counts as idle long enough
+    assert dropped == 0  # b holds one: kept, or its lease would never be claimed
+    await b.delivered(held)
+    assert await a._run(START, GROUP, "a", -1) == 1
+    names = {bytes(entry["name"]).decode() for entry in await a._client.xinfo_consumers(a._keys[0], GROUP)}
+    assert names == {"a"}

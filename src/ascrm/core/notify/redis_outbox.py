@@ -60,6 +60,7 @@ from ascrm.core.notify.redis_outbox_scripts import (
     PUT,
     RETRY,
     RETRY_AT,
+    SCRIPTS,
     START,
     Script,
 )
@@ -106,7 +107,18 @@ class RedisOutbox:
         self._shas: dict[str, str] = {}  # script name -> the SHA1 Redis knows it by (redis-py's, after a load)
 
     async def start(self) -> None:
-        """Create the consumer group (and the stream) unless they exist; drop consumers long gone."""
+        """Load the scripts; create the consumer group (and the stream) unless they exist; drop consumers
+        long gone that hold nothing."""
+        try:
+            async with asyncio.timeout(self._timeout), self._slots:
+                client: Any = self._client
+                async with client.pipeline(transaction=False) as pipe:
+                    for script in SCRIPTS:
+                        pipe.script_load(script.text)
+                    for script, sha in zip(SCRIPTS, await pipe.execute(), strict=True):
+                        self._shas[script.name] = _text(sha)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise _error("start", exc) from exc
         gone = await self._run(START, GROUP, self._consumer, int(_GONE_AFTER * 1000), create=False)
         if gone:
             log.info("notify_consumers_dropped", count=int(gone))
@@ -223,7 +235,7 @@ class RedisOutbox:
             return await client.evalsha(self._shas.get(script.name, script.sha), len(keys), *keys, *argv)
         except NoScriptError:
             self._shas[script.name] = _text(await client.script_load(script.text))
-            log.info("notify_script_loaded", script=script.name)
+            log.info("notify_script_loaded", script=script.name)  # Redis forgot it, or start() was not called
             return await client.evalsha(self._shas[script.name], len(keys), *keys, *argv)
 
 

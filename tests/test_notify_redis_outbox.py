@@ -231,6 +231,8 @@ async def test_listing_pages_oldest_first_and_is_bounded(pair: tuple[RedisOutbox
     assert await a.listing("pending", 0, 0) == []
     assert await a.listing("pending", 10, 5000) == []
     assert [listed.notification.key for listed in await a.listing("pending", 2, -5)] == keys[:2]
+    with pytest.raises(ValueError, match="nan"):
+        await a.lease(10, float("nan"))
     with pytest.raises(ValueError, match="'gone'"):
         await a.listing("gone", 10, 0)  # type: ignore[arg-type]
     assert len(await a.lease(5000, NOW)) == MAX_BATCH
@@ -297,6 +299,11 @@ async def test_redis_down_or_hung_is_an_outbox_error_quickly(own_redis: RedisSer
         assert time.monotonic() - started < 1.5
         assert "127.0.0.1" not in str(down.value)
         assert str(own_redis.port) not in str(down.value)
+    own_redis.start()  # back, empty (no persistence): no scripts, no group; the pool reconnects
+    assert await box.put([note("3")]) == 1
+    [leased] = await box.lease(10, NOW)
+    assert leased.notification.key == "3"
+    await box.delivered(leased)
     await client.aclose()
 
 

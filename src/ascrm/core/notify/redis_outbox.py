@@ -35,6 +35,7 @@ the call store's request pool is not one to share, its own bound counts on havin
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -133,6 +134,7 @@ class RedisOutbox:
         args: list[Any] = [self._settings.max_pending, self._marker_ttl]
         for notification in notifications:
             _check(notification)
+            _finite("created_at", notification.created_at)
             args += [notification.key, notification.target, notification.kind, notification.call_id]
             args += [repr(float(notification.created_at)), notification.body]
         stored = int(await self._run(PUT, *args))
@@ -146,6 +148,7 @@ class RedisOutbox:
         limit = min(limit, MAX_BATCH)
         if limit <= 0:
             return []
+        _finite("now", now)
         flat = await self._run(LEASE, GROUP, self._consumer, limit, repr(float(now)), self._claim_ms)
         leased = []
         for i in range(0, len(flat), 8):
@@ -163,6 +166,7 @@ class RedisOutbox:
     async def retry_at(self, leased: Leased, due: float, error: str) -> None:
         """A lease tried again at due, its attempts one more; nothing when the lease was claimed and
         settled by another replica first."""
+        _finite("due", due)
         args = (GROUP, leased.handle, leased.notification.key, repr(float(due)), error[:MAX_ERROR])
         await self._run(RETRY_AT, *args)
 
@@ -194,6 +198,7 @@ class RedisOutbox:
     async def retry(self, key: str, now: float) -> bool:
         """A failed notification pending again, due now, with no attempts and created_at now (the deadline
         counts from it); False when key names no failed one; OutboxFullError when max_pending are pending."""
+        _finite("now", now)
         args = (key, repr(float(now)), self._settings.max_pending, self._marker_ttl)
         answer = int(await self._run(RETRY, *args))
         if answer < 0:
@@ -249,6 +254,12 @@ def _check(notification: Notification) -> None:
             raise OutboxError(f"notification {key[:80]!r}: its {name} is {len(value)} characters, over {MAX_KEY}")
     if len(notification.body) > MAX_BODY:
         raise OutboxError(f"notification {key[:80]!r}: its body is {len(notification.body)} bytes, over {MAX_BODY}")
+
+
+def _finite(name: str, value: float) -> None:
+    """ValueError for a time that is not a finite number of seconds."""
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite Unix time, not {value!r}")
 
 
 def _text(value: Any) -> str:

@@ -374,3 +374,41 @@ async def test_start_drops_only_consumers_that_hold_nothing(pair: tuple[RedisOut
     assert await a._run(START, GROUP, "a", -1) == 1
     names = {bytes(entry["name"]).decode() for entry in await a._client.xinfo_consumers(a._keys[0], GROUP)}
     assert names == {"a"}
+
+
+@pytest.mark.anyio
+async def test_due_retries_move_back_once_and_a_few_at_a_time(pair: tuple[RedisOutbox, RedisOutbox]) -> None:
+    a, b = pair
+    await a.put([note(f"{i}") for i in range(200)])
+    for lease in await a.lease(200, NOW):
+        await a.retry_at(lease, NOW + 1, "HTTP 503")
+    assert await a.lease(10, NOW + 1) != []
+    assert await a._client.zcard(a._keys[2]) == 190  # a lease moves at most its limit out of the later set
+    leases = await asyncio.gather(*(box.lease(9, NOW + 1) for box in (a, b) * 20))
+    handed = [lease.notification.key for batch in leases for lease in batch]
+    assert len(handed) == len(set(handed)) == 190
+    assert {lease.attempts for batch in leases for lease in batch} == {1}
+
+
+@pytest.mark.anyio
+async def test_nothing_is_left_behind_but_the_markers(pair: tuple[RedisOutbox, RedisOutbox]) -> None:
+    a, _ = pair
+    prefix = a._keys[0].removesuffix("notify:stream")
+    await a.put([note(f"{i}") for i in range(6)])
+    leased = await a.lease(6, NOW)
+    for lease in leased[:3]:
+        await a.delivered(lease)
+    await a.retry_at(leased[3], NOW, "HTTP 500")
+    for lease in leased[4:]:
+        await a.fail(lease, "HTTP 400")
+    await a.delivered((await a.lease(1, NOW))[0])
+    await a.retry("4", NOW)
+    await a.delivered((await a.lease(1, NOW))[0])
+    await a.retry("5", NOW)
+    await a.delivered((await a.lease(1, NOW))[0])
+    keys = {bytes(key).decode().removeprefix(prefix) async for key in a._client.scan_iter(f"{prefix}*")}
+    assert keys == {"notify:stream", "notify:seq", "notify:claim"} | {f"notify:key:{i}" for i in range(6)}
+    assert await a._client.xlen(a._keys[0]) == 0
+    assert (await a._client.xpending(a._keys[0], GROUP))["pending"] == 0  # the group holds no lease either
+    ttl = await a._client.ttl(f"{prefix}notify:key:0")
+    assert SETTINGS.give_up_after + 86400 - 5 < ttl <= SETTINGS.give_up_after + 86400

@@ -24,8 +24,13 @@ Keys (`<prefix>` is the call store's key_prefix, e.g. "ascrm:"):
 Each operation is one Lua script (redis_outbox_scripts.py), called by its SHA1 and loaded again when Redis
 answers NOSCRIPT (a restart, a failover, SCRIPT FLUSH). Due times are the delivery loop's clock (the now
 passed in; replicas' clocks should agree to well under a second); whether a lease is held too long is
-Redis's clock (XAUTOCLAIM's idle time). A lease settled by the replica that claimed it and by the one it
-was claimed from counts once: the first to settle wins. Every call runs within `timeout` seconds and
+Redis's clock (XAUTOCLAIM's idle time). A lease held claim_after without being settled is claimed by
+the next lease() of any replica, this one included (so one whose settle was lost to a Redis hiccup gets
+it again even when it is the only replica): claim_after must be well above the longest a delivery holds
+a lease (attempt_timeout). A lease settled by the replica that claimed it and by the one it was claimed
+from counts once: the first to settle wins, but a delivery always removes the notification. The scripts
+reach the per-notification keys by name, so this is not for Redis Cluster (nor is the call store). Every
+call runs within `timeout` seconds and
 raises OutboxError when Redis fails, refuses or is late (waiting for a free slot included: at most
 `connections` calls are in flight, so a client whose pool has that many connections never runs out;
 the call store's request pool is not one to share, its own bound counts on having it all). Needs Redis
@@ -43,6 +48,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from ascrm.core.calls.redis_scripts import Script
 from ascrm.core.notify.message import (
     STATES,
     Leased,
@@ -63,7 +69,6 @@ from ascrm.core.notify.redis_outbox_scripts import (
     RETRY_AT,
     SCRIPTS,
     START,
-    Script,
 )
 
 log = structlog.get_logger("ascrm.notify")

@@ -11,8 +11,7 @@ except that `delivered` always removes the notification (it reached the receiver
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from ascrm.core.calls.redis_scripts import Script
 
 # KEYS (all scripts): 1 the stream, 2 the pending index, 3 the later set, 4 the failed set, 5 the counts
 # by target, 6 the sequence, 7 the claim cursor. ARGV[1] the hashes' prefix, ARGV[2] the markers' prefix.
@@ -30,18 +29,6 @@ local function unstream(group, id)
   end
 end
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Script:
-    """A Lua script and its SHA1, as EVALSHA names it."""
-
-    name: str
-    text: str
-    sha: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sha", hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest())
 
 
 # ARGV: 3 max_pending, 4 the markers' lifetime (s), then 6 per notification: key, target, kind, call id,

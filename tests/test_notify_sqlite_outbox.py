@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from ascrm.core.notify.message import Notification, NotifySettings, OutboxError, OutboxFullError
 from ascrm.core.notify.sqlite_outbox import MAX_LISTING, SCHEMA_VERSION, SqliteOutbox
@@ -335,3 +336,16 @@ def test_every_put_that_returned_survives_kill_9(path: Path) -> None:
 
     stored = asyncio.run(reopen())
     assert {f"{i}:{j}" for i in returned for j in range(3)} <= stored
+
+
+async def test_failed_notifications_are_kept_up_to_max_pending_the_oldest_dropped(outbox: SqliteOutbox) -> None:
+    for round_ in range(2):
+        await outbox.put([note(f"r{round_}k{i}", created_at=NOW + round_ * 100 + i) for i in range(8)])
+        for leased in await outbox.lease(100, NOW + 1000):
+            await outbox.fail(leased, "HTTP 404")
+    assert len(await outbox.listing("failed", 100, 0)) == 16  # dropped only by the housekeeping
+    with capture_logs() as logs:
+        await outbox.lease(10, NOW + 1000 + 60)
+    kept = [one.notification.key for one in await outbox.listing("failed", 100, 0)]
+    assert kept == [f"r0k{i}" for i in range(6, 8)] + [f"r1k{i}" for i in range(8)]
+    assert [(entry["event"], entry["dropped"]) for entry in logs] == [("notifications_failed_dropped", 6)]

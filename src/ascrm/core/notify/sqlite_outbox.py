@@ -7,7 +7,8 @@ last commits before the WAL is synced. The file is locked for this process alone
 a second process opening it is refused, so the leases voided at open are this process's own.
 
 A delivered notification's key is kept (table `delivered`) for give_up_after plus a day, so the same
-call's outcome seen again is not stored and delivered twice.
+call's outcome seen again is not stored and delivered twice. Failed notifications are kept up to
+max_pending of them: past that, the oldest are dropped (and logged) by the lease's housekeeping.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, TypeVar
+
+import structlog
 
 from ascrm.core.notify.message import (
     STATES,
@@ -66,7 +69,12 @@ _LEASE: Final = (
     "WHERE state = 'pending' AND due_at <= ? AND (leased_until IS NULL OR leased_until < ?) "
     f"ORDER BY due_at, id LIMIT ?) RETURNING {_COLUMNS}"
 )
+_PRUNE_FAILED: Final = (
+    "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications WHERE state = 'failed' "
+    "ORDER BY created_at, id LIMIT max(0, (SELECT count(*) FROM notifications WHERE state = 'failed') - ?))"
+)
 
+log = structlog.get_logger("ascrm.notify")
 T = TypeVar("T")
 Row = tuple[int, str, str, str, int, float, bytes, str, int, float | None, str | None]
 
@@ -234,9 +242,7 @@ class SqliteOutbox:
         db = self._conn()
         self._last_now = now
         if now - self._pruned_at >= HOUSEKEEPING_EVERY:
-            keep = self._settings.give_up_after + KEEP_DELIVERED_EXTRA
-            db.execute("DELETE FROM delivered WHERE delivered_at < ?", (now - keep,))
-            self._pruned_at = now
+            self._housekeeping(db, now)
         if limit <= 0:
             return []
         db.execute("BEGIN IMMEDIATE")
@@ -244,6 +250,15 @@ class SqliteOutbox:
         db.execute("COMMIT")
         rows.sort(key=lambda row: (row[9] or 0.0, row[0]))
         return [Leased(_notification(row), row[8], str(row[0])) for row in rows]
+
+    def _housekeeping(self, db: sqlite3.Connection, now: float) -> None:
+        """Forget delivered keys past their keeping; drop the oldest failed past max_pending of them."""
+        keep = self._settings.give_up_after + KEEP_DELIVERED_EXTRA
+        db.execute("DELETE FROM delivered WHERE delivered_at < ?", (now - keep,))
+        dropped = db.execute(_PRUNE_FAILED, (self._settings.max_pending,)).rowcount
+        if dropped > 0:
+            log.warning("notifications_failed_dropped", dropped=dropped, kept=self._settings.max_pending)
+        self._pruned_at = now
 
     def _delivered(self, leased: Leased) -> None:
         db = self._conn()

@@ -181,6 +181,47 @@ def test_bad_calendar_keys(ru: Any, spec: dict[str, Any], key: str, match: str) 
     assert caught.value.key == key
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"calendar": "xx"}, "calendar: no calendar named 'xx' (known: acme, ru)"),
+        (
+            {"calendar": "ru", "shortened": "an hour"},
+            "shortened: expected a duration such as 1h, 30m or 0, got 'an hour'",
+        ),
+        ({"calendar": "ru", "shortened": "13h"}, "shortened: '13h' is longer than 12h"),
+        ({"calendar": "ru", "working_weekend": "monday"}, "working_weekend: expected a day mon..sun, got 'monday'"),
+        ({"shortened": "1h"}, "shortened: takes effect with a production calendar: add calendar: NAME"),
+        ({"working_weekend": "tue"}, "working_weekend: takes effect with a production calendar: add calendar: NAME"),
+    ],
+)
+def test_calendar_key_errors_in_full(ru: Any, spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ScheduleError) as caught:
+        parse_schedule(spec, MOSCOW, {"ru": ru, "acme": ru})
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("shortened", ["0", " 0 ", 0])
+def test_shortened_zero_keeps_the_full_hours(ru: Any, shortened: Any) -> None:
+    schedule = office(ru, shortened=shortened)
+    assert schedule.contains(at("2026-04-30 17:59"))  # a shortened day, not shortened
+    assert not schedule.contains(at("2026-04-30 18:00"))
+
+
+def test_shortened_by_twelve_hours_at_most(ru: Any) -> None:
+    schedule = office(ru, shortened="12h")  # 09:00-18:00 less 12 hours: nothing left
+    assert not schedule.contains(at("2026-04-30 09:30"))
+    assert schedule.contains(at("2026-04-29 09:30"))
+
+
+def test_a_holiday_is_closed_whatever_the_weeks_hours(ru: Any) -> None:
+    schedule = parse_schedule({"calendar": "ru", "daily": "09:00-18:00"}, MOSCOW, {"ru": ru})
+    assert not schedule.contains(at("2026-01-01 10:00"))  # a Thursday holiday: not Sunday's hours either
+    assert not schedule.contains(at("2026-01-09 10:00"))  # a Friday off (moved from 01-03)
+    assert schedule.contains(at("2026-01-12 10:00"))
+    assert schedule.contains(at("2026-01-11 10:00"))  # a plain Sunday keeps the week's hours
+
+
 # --- calendar files -------------------------------------------------------------------------------
 
 YEAR = """\

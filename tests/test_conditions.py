@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ import pytest
 
 from ascrm.core.calls.state import CallState
 from ascrm.core.engine import RuleSet, decide
+from ascrm.core.lookups.looked_up import LOOKED_UP, NeedsLookup
 from ascrm.core.protocol import NO_ACTION, Action, CallEvent, Decision, EventType, ServiceType
 from ascrm.core.rules import load_rules
 from ascrm.core.rules.conditions import (
+    CONDITIONS,
     ConditionError,
     Definitions,
     Predicate,
@@ -140,6 +143,9 @@ STRING_CASES = [
     case("digits-none", {"digits": {"regex": ""}}, [ev(ACCEPTED)], ev(PREPARE), False),
     case("digits-none-not", {"digits": {"not": "1"}}, [ev(ACCEPTED)], ev(PREPARE), True),
     case("poll-AN-is-the-calls", {"AN": AN}, [ev(ACCEPTED, an=AN)], None, True),
+    case("event-AN-before-the-calls", {"AN": "79160000002"}, [ev(ACCEPTED, an=AN)], ev(DTMF, an="79160000002"), True),
+    case("event-AN-not-the-calls", {"AN": AN}, [ev(ACCEPTED, an=AN)], ev(DTMF, an="79160000002"), False),
+    case("event-without-AN-the-calls", {"AN": AN}, [ev(ACCEPTED, an=AN)], ev(DTMF, dtmf="1"), True),
     case("poll-UN-is-the-calls", {"UN": "74951234567"}, [ev(ACCEPTED, un="74951234567")], None, True),
     case("poll-digits", {"digits": "42"}, [ev(DTMF, dtmf="4"), ev(DTMF, dtmf="2")], None, True),
     case("poll-has-no-DN1", {"DN1": "74951234567"}, [ev(ACCEPTED, dn1="74951234567")], None, False),
@@ -165,7 +171,12 @@ NORMALIZE_CASES = [
     case("ru-DN2", {"DN2": "74951234567"}, [], ev(E.OperatorTransfer, dn2="4951234567"), True, kind="ru"),
     case("ru-Generic", {"Generic": "78001234567"}, [], ev(ACCEPTED, generic="8 800 123-45-67"), True, kind="ru"),
     case("ru-not", {"AN": {"not": AN}}, [], ev(ACCEPTED, an="89161234567"), False, kind="ru"),
+    case(
+        "ru-not-spec-normalized", {"AN": {"not": "89161234567"}}, [], ev(ACCEPTED, an="+79161234567"), False, kind="ru"
+    ),
     case("ru-poll", {"AN": AN}, [ev(ACCEPTED, an="89161234567")], None, True, kind="ru"),
+    case("ru-missing", {"DN1": "74951234567"}, [], ev(TRANSFER), False, kind="ru"),
+    case("ru-missing-not", {"DN1": {"not": "74951234567"}}, [], ev(TRANSFER), True, kind="ru"),
     case("ru-EXT1-as-written", {"EXT1": "89161234567"}, [], ev(SHORT, ext1="79161234567"), False, kind="ru"),
     case("ru-DTMF-as-written", {"DTMF": "89161234567"}, [], ev(DTMF, dtmf="79161234567"), False, kind="ru"),
 ]
@@ -250,6 +261,13 @@ SERVICE_CASES = [
     case("future-code", {"service": 7}, [], ev(ACCEPTED, service_type=7), True),
     case("missing", {"service": [1, 2, 3, 4]}, [], ev(ACCEPTED, service_type=None), False),
     case("poll-the-calls", {"service": "MTSPBX"}, [ev(ACCEPTED, service_type=ServiceType.MTSPBX)], None, True),
+    case(
+        "event-before-the-calls",
+        {"service": "MTSPBX"},
+        [ev(ACCEPTED, service_type=ServiceType.MTSSecretary)],
+        ev(ANSWERED, service_type=ServiceType.MTSPBX),
+        True,
+    ),
     case(
         "event-without-the-calls",
         {"service": "MTSQuality"},
@@ -370,6 +388,27 @@ LOGIC_CASES = [
         False,
     ),
     case("with-top-level", {"AN": AN, "any": [{"DTMF": "1"}, {"DTMF": "2"}]}, [], ev(DTMF, an="1", dtmf="1"), False),
+    case("not-time-on-poll", {"not": {"time": "office"}}, [ev(ACCEPTED)], None, False),
+    case("two-event-then-call", {"DTMF": "1", "seen": "CallAccepted"}, [ev(ACCEPTED)], ev(DTMF, dtmf="1"), True),
+    case("two-call-then-event", {"seen": "CallAccepted", "DTMF": "1"}, [ev(ACCEPTED)], ev(DTMF, dtmf="1"), True),
+    case("two-clock-then-event", {"time": "office", "DTMF": "1"}, [ev(ACCEPTED)], ev(DTMF, None, dtmf="1"), True),
+    case("two-event-then-clock", {"DTMF": "1", "time": "office"}, [ev(ACCEPTED)], ev(DTMF, None, dtmf="1"), True),
+    case(
+        "three-event-call-clock",
+        {"DTMF": "1", "seen": "CallAccepted", "time": "office"},
+        [ev(ACCEPTED)],
+        ev(DTMF, None, dtmf="1"),
+        True,
+    ),
+    case(
+        "three-clock-call-event",
+        {"time": "office", "seen": "CallAccepted", "DTMF": "1"},
+        [ev(ACCEPTED)],
+        ev(DTMF, None, dtmf="1"),
+        True,
+    ),
+    case("any-time-on-poll", {"any": [{"time": "office"}]}, [ev(ANSWERED, "2027-01-10T12:00:00+03:00")], None, True),
+    case("any-talk-on-poll", {"any": [{"DTMF": "1"}, {"talk_seconds": 3500}]}, CONNECTED, None, True),
 ]
 
 
@@ -492,12 +531,47 @@ def test_condition_errors_name_the_path(spec: dict[str, Any], path: tuple[Any, .
 
 
 @pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"AN": {"prefix": "1", "in": "vip"}},
+            "expected a value, a list, or one of {prefix: …}, {regex: …}, {in: …}, {not: …}",
+        ),
+        ({"AN": {"regex": 5}}, "a regex is a string"),
+        ({"time": 5}, "'time' takes a schedule name, an inline schedule, or {not: …}"),
+        ({"time": ["office"]}, "'time' takes a schedule name, an inline schedule, or {not: …}"),
+        ({"not": {}}, "'not' takes a mapping of conditions"),
+        ({"not": [{"AN": "1"}]}, "'not' takes a mapping of conditions"),
+        ({"AN": {"like": "1"}}, "unknown matcher 'like' (use prefix, regex, in or not)"),
+        ({"ANI": "1"}, "unknown condition 'ANI' (known: " + ", ".join(CONDITIONS) + ")"),
+        (
+            {"service": 2.0},  # a float is no code, even a whole one
+            "service: unknown ServiceType 2.0 (known: MTSSecretary, MTSPBX, MTSQuality, MTSSubCLID, or a number)",
+        ),
+        (
+            {"seen": [4.0]},
+            "seen: unknown EventType 4.0 (known: " + ", ".join(e.name for e in EventType) + ", or a number)",
+        ),
+    ],
+)
+def test_condition_errors_in_full(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConditionError) as raised:
+        compile_conditions(spec, definitions())
+    assert raised.value.message == message
+
+
+@pytest.mark.parametrize(
     ("spec", "about_key"),
     [
         ({"ANI": "1"}, True),  # the key is wrong: the error points at it
         ({"talk_seconds": {"gtt": 1}}, True),
         ({"talk_seconds": {"gt": "ten"}}, False),  # the value is wrong: the error points at it
         ({"AN": {"regex": 5}}, False),
+        ({"AN": {"like": "1"}}, True),  # an unknown matcher: its key
+        ({"any": [{"AN": "1"}, {"XX": 1}]}, True),  # inside any/all/not, as at the top
+        ({"all": [{"talk_seconds": {"gtt": 1}}]}, True),
+        ({"not": {"XX": 1}}, True),
+        ({"any": [{"AN": {"regex": 5}}]}, False),
     ],
 )
 def test_condition_errors_point_at_the_key_or_the_value(spec: dict[str, Any], about_key: bool) -> None:
@@ -513,6 +587,7 @@ def test_condition_errors_point_at_the_key_or_the_value(spec: dict[str, Any], ab
         ({"except": ["2027-01-01", "x"]}, "except[1]", ("except", 1)),
         ({"include": {"2027-02-20": "x"}}, "include[2027-02-20]", ("include", "2027-02-20")),
         ({"include": {"2027-02-20": "x"}}, "include[2027-02-21]", ("include",)),  # not one of its keys
+        ({"include": {"2027-02-XX": "x"}}, "include[2027-02-XX]", ("include", "2027-02-XX")),  # only the ']' goes
         ({"except": "2027-01-01"}, "except[0]", ("except",)),  # not a list
         ({"mon-fri": "x"}, "timezone", ()),  # not in the spec
     ],
@@ -565,6 +640,8 @@ rules:
   - {id: on-dtmf, on: DTMF, if: {AN: "79030000001"}, do: {PlayPrompt: on-dtmf}}
   - {id: poll-an, on: poll, if: {AN: "79080000001"}, do: {TransferPBX: PBX4951234}}
   - {id: everyone, on: [CallAccepted, 42], if: {AN: {prefix: "7"}}, do: {PlayPrompt: everyone}}
+  - {id: not-condition, on: HelloMessage, if: {not: {AN: "79090000001"}}, do: {PlayPrompt: not-condition}}
+  - {id: any-cond, on: RunIVR, if: {any: [{AN: "79090000001"}, {UN: "74955550000"}]}, do: {PlayPrompt: any-cond}}
 """
 
 
@@ -589,6 +666,9 @@ rules:
         pytest.param(ev(ACCEPTED), (), None, id="no-AN"),
         pytest.param(ev(ACCEPTED, an="89160000001"), (), None, id="none"),
         pytest.param(ev(E.EndCall, an="79030000001"), (), None, id="no-rule-for-event"),
+        pytest.param(ev(HELLO, an="79090000002"), (), "not-condition", id="exact-inside-a-not-condition"),
+        pytest.param(ev(HELLO, an="79090000001"), (), None, id="exact-inside-a-not-condition-same"),
+        pytest.param(ev(IVR, an="79090000002", un="74955550000"), (), "any-cond", id="exact-inside-any-other"),
     ],
 )
 def test_first_matching_rule_answers(
@@ -686,3 +766,102 @@ def test_every_and_some_agree_with_all_and_any_asking_in_order_until_decided(val
         assert combine(parts)(None, None, None) is reference(values)  # type: ignore[arg-type]
         stop = values.index(decisive) + 1 if decisive in values else len(values)
         assert asked == list(range(stop))  # asked in order, none after the answer is known
+
+
+# ----------------------------------------------------------------------------------------------------
+# sources: read like fields, from the values looked up for the decision, and asked after the rest
+
+
+@dataclass
+class Looked:
+    """The looked-up values of one decision (what the deciding step sets in LOOKED_UP)."""
+
+    values: dict[str, str | None]
+    asked: list[str] = field(default_factory=list)
+
+    def value(self, name: str) -> str | None:
+        self.asked.append(name)
+        return self.values.get(name)
+
+
+def with_sources(spec: dict[str, Any], event: CallEvent | None, looked: Looked | None) -> bool:
+    """Whether spec holds, with the sources owner and region, their values as looked (None: not yet)."""
+    defs = replace(definitions(), sources=frozenset({"owner", "region"}))
+    predicate = compile_conditions(spec, defs)
+    call = CallState.begin(1, event or ev(ACCEPTED, an=AN), NOW)
+    if event is not None:
+        call.apply(event, NOW)
+    token = LOOKED_UP.set(looked) if looked is not None else None
+    try:
+        return predicate(event, call, NOW)
+    finally:
+        if token is not None:
+            LOOKED_UP.reset(token)
+
+
+@pytest.mark.parametrize(
+    ("spec", "values", "expected"),
+    [
+        ({"owner": "1001"}, {"owner": "1001"}, True),
+        ({"owner": "1001"}, {"owner": "1002"}, False),
+        ({"owner": "1001"}, {}, False),  # no value
+        ({"owner": {"not": "1001"}}, {}, True),
+        ({"owner": ["1001", "1002"]}, {"owner": "1002"}, True),
+        ({"owner": "1001"}, {"region": "1001"}, False),  # each source its own value
+        ({"region": "77"}, {"owner": "1001", "region": "77"}, True),
+        ({"owner": {"in": "vip"}}, {"owner": "79165550000"}, True),  # a list of the file
+        ({"owner": {"in": "managers"}}, {"owner": "79031112233"}, True),
+        ({"owner": {"prefix": "7916"}}, {"owner": AN}, True),
+        ({"owner": {"regex": "^79"}}, {"owner": AN}, True),
+        ({"owner": AN, "AN": AN}, {"owner": AN}, True),
+    ],
+)
+def test_a_source_condition_reads_the_looked_up_value(
+    spec: dict[str, Any], values: dict[str, str | None], expected: bool
+) -> None:
+    assert with_sources(spec, ev(ACCEPTED, an=AN), Looked(values)) is expected
+
+
+def test_a_source_value_is_not_normalized() -> None:
+    defs = replace(definitions("ru"), sources=frozenset({"owner"}))
+    predicate = compile_conditions({"owner": AN}, defs)
+    event = ev(ACCEPTED, an=AN)
+    token = LOOKED_UP.set(Looked({"owner": "89161234567"}))
+    try:
+        assert predicate(event, CallState.begin(1, event, NOW), NOW) is False  # as the source answered
+    finally:
+        LOOKED_UP.reset(token)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"owner": "1001", "AN": "79160000000"},
+        {"region": "77", "owner": "1001", "DTMF": "1"},
+        {"not": {"owner": "1001"}, "AN": "79160000000"},  # a source inside not, any or all counts too
+        {"any": [{"DTMF": "1"}, {"owner": "1001"}], "AN": "79160000000"},
+        {"all": [{"not": {"any": [{"region": "1"}]}}], "AN": "79160000000"},
+    ],
+)
+def test_a_source_is_asked_only_when_the_rest_holds(spec: dict[str, Any]) -> None:
+    # the rest fails: the answer is known without a look-up (none is set: asking would raise NeedsLookup)
+    assert with_sources(spec, ev(ACCEPTED, an=AN), None) is False
+
+
+def test_sources_are_asked_in_the_order_written_after_the_rest() -> None:
+    looked = Looked({"owner": "1001", "region": "77"})
+    assert with_sources({"region": "77", "AN": AN, "owner": "1001"}, ev(ACCEPTED, an=AN), looked) is True
+    assert looked.asked == ["region", "owner"]
+
+
+def test_a_source_not_looked_up_yet_is_asked_for() -> None:
+    with pytest.raises(NeedsLookup) as raised:
+        with_sources({"AN": AN, "owner": "1001"}, ev(ACCEPTED, an=AN), None)
+    assert raised.value.name == "owner"
+
+
+def test_unknown_condition_names_the_sources_among_the_known() -> None:
+    defs = replace(definitions(), sources=frozenset({"region", "owner"}))
+    with pytest.raises(ConditionError) as raised:
+        compile_conditions({"ANI": "1"}, defs)
+    assert raised.value.message == f"unknown condition 'ANI' (known: {', '.join(CONDITIONS)}, owner, region)"

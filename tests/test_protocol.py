@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ascrm.core import protocol
+from ascrm.core.jsonbody import UNREADABLE_REASON, UnreadableText, load_json
 from ascrm.core.protocol import (
     NO_ACTION,
     OUTGOING_POLL_LIMIT,
@@ -18,6 +20,7 @@ from ascrm.core.protocol import (
     CallEvent,
     Decision,
     EventType,
+    FieldWarning,
     NoopAnswer,
     ServiceType,
     code_name,
@@ -368,9 +371,10 @@ def test_param_problems_say_what_is_wrong(action: Action, param: str, outgoing_p
 
 
 def test_an_outgoing_poll_login_form_is_named_with_a_capital_u() -> None:
-    problem = param_error(Action.TransferPBX, "PBX", outgoing_poll=True)
-    assert problem is not None
-    assert "10-digit area code + 'U' + 4 characters for a login" in problem
+    assert param_error(Action.TransferPBX, "PBX", outgoing_poll=True) == (
+        "outgoing-service poll answers take 8000 + 10-digit area code + internal number,"
+        " or 10-digit area code + 'U' + 4 characters for a login"
+    )
 
 
 @pytest.mark.parametrize(
@@ -431,3 +435,171 @@ def test_code_name(code: Any, expected: str | None) -> None:
 )
 def test_parse_code_at_the_int64_bounds(raw: Any, expected: Any) -> None:
     assert parse_code(raw, EventType) == expected
+
+
+def _offset(minutes: int) -> str:
+    return f"2026-11-27T10:15:00+{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def test_times_with_one_offset_share_one_zone_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol, "_ZONES", {})  # as in a fresh process
+    first, _ = parse_call_event({"EventTime": _offset(180)}, MSK)
+    second, _ = parse_call_event({"callid": 1, "EventTime": _offset(180)}, MSK)  # the tolerant reader too
+    assert first.event_time == second.event_time == datetime(2026, 11, 27, 7, 15, tzinfo=UTC)
+    assert first.event_time is not None
+    assert second.event_time is not None
+    assert first.event_time.tzinfo == timezone(timedelta(hours=3))
+    assert second.event_time.tzinfo is first.event_time.tzinfo
+
+
+def test_zones_stop_being_shared_past_256_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol, "_ZONES", {})
+    times = [parse_call_event({"EventTime": _offset(minutes)}, MSK)[0].event_time for minutes in range(1, 301)]
+    assert len(protocol._ZONES) == 256  # the table is bounded: odd offsets in bulk do not grow it
+    assert [moment.utcoffset() if moment else None for moment in times] == [
+        timedelta(minutes=minutes) for minutes in range(1, 301)
+    ]
+    again, _ = parse_call_event({"EventTime": _offset(300)}, MSK)
+    assert again.event_time is not None
+    assert times[-1] is not None
+    assert again.event_time.tzinfo is not times[-1].tzinfo  # not kept: read as it came
+
+
+PLATFORM_BODY: dict[str, Any] = {  # a CallAccepted as the platform sends it: every key, strings as strings
+    "CallID": 42,
+    "EventTime": "2026-11-27T10:15:00+03:00",
+    "EventType": 1,
+    "ServiceType": 2,
+    "AN": "79161234567",
+    "UN": "74951234567",
+    "DN1": "74950000000",
+    "DN2": " 74950000001 ",
+    "EXT1": "1001",
+    "EXT2": "",
+    "DTMF": "",
+    "Generic": "79990000000",
+    "Result": "",
+}
+PLATFORM_EVENT = CallEvent(
+    42,
+    datetime(2026, 11, 27, 7, 15, tzinfo=UTC),
+    EventType.CallAccepted,
+    ServiceType.MTSPBX,
+    "79161234567",
+    "74951234567",
+    "74950000000",
+    "74950000001",
+    "1001",
+    None,
+    None,
+    "79990000000",
+    None,
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(PLATFORM_BODY, PLATFORM_EVENT, id="every-key"),
+        pytest.param(
+            PLATFORM_BODY | {"EventTime": "", "EventType": 4, "DTMF": "5", "EXT2": None},
+            PLATFORM_EVENT._replace(event_time=None, event_type=EventType.DTMF, dtmf="5"),
+            id="empty-time-and-null",
+        ),
+        pytest.param({"CallID": 1, "EventType": 15}, CallEvent(1, event_type=EventType.EndCall), id="few-keys"),
+        pytest.param(
+            {"EventType": 16, "AN": "1"}, CallEvent(event_type=EventType.PrepareToConnect, an="1"), id="no-id"
+        ),
+        pytest.param(
+            {"CallID": 7, "ServiceType": 1}, CallEvent(7, service_type=ServiceType.MTSSecretary), id="service"
+        ),
+        pytest.param({"CallID": 2**63 - 1}, CallEvent(2**63 - 1), id="largest-id"),
+        pytest.param({"CallID": -(2**63)}, CallEvent(-(2**63)), id="smallest-id"),
+        pytest.param({"CallID": 3, "AN": None, "UN": ""}, CallEvent(3), id="null-and-empty"),
+        pytest.param({}, CallEvent(), id="empty"),
+    ],
+)
+def test_well_formed_bodies_are_read_without_the_tolerant_reader(
+    monkeypatch: pytest.MonkeyPatch, body: dict[str, Any], expected: CallEvent
+) -> None:
+    # the platform's usual bodies take the fast reader; the tolerant one (kept out here) is for the rest
+    def tolerant(data: Any, tz: Any) -> Any:
+        raise AssertionError(f"read tolerantly: {data!r}")
+
+    monkeypatch.setattr(protocol, "_read_tolerantly", tolerant)
+    event, warnings = parse_call_event(body, MSK)
+    assert (event, warnings) == (expected, [])
+    assert type(event.event_type) is type(expected.event_type)
+    assert type(event.service_type) is type(expected.service_type)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected", "warned"),
+    [
+        # codes the fast reader does not take as they are: read as the tolerant reader reads them
+        ({"CallID": 1, "EventType": True}, CallEvent(1), ["EventType"]),
+        ({"CallID": 1, "EventType": 99}, CallEvent(1, event_type=99), []),
+        ({"CallID": 1, "EventType": 4.0}, CallEvent(1, event_type=EventType.DTMF), []),
+        ({"CallID": 1, "EventType": "DTMF"}, CallEvent(1, event_type=EventType.DTMF), []),
+        ({"CallID": 1, "ServiceType": True}, CallEvent(1), ["ServiceType"]),
+        ({"CallID": 1, "ServiceType": 9}, CallEvent(1, service_type=9), []),
+        ({"CallID": 1, "ServiceType": "MTSPBX"}, CallEvent(1, service_type=ServiceType.MTSPBX), []),
+        ({"CallID": True}, CallEvent(), ["CallID"]),
+        ({"CallID": 2**63}, CallEvent(), ["CallID"]),
+        ({"CallID": 1, "AN": 79161234567}, CallEvent(1, an="79161234567"), []),
+        ({"CallID": 1, "EventTime": "now"}, CallEvent(1), ["EventTime"]),
+    ],
+)
+def test_bodies_the_fast_reader_declines(body: dict[str, Any], expected: CallEvent, warned: list[str]) -> None:
+    event, warnings = parse_call_event(body, MSK)
+    assert event == expected
+    assert type(event.event_type) is type(expected.event_type)
+    assert [w.field for w in warnings] == warned
+
+
+@pytest.mark.parametrize(
+    ("body", "expected", "warned"),
+    [
+        pytest.param({"CallID": 7, "an": "79161234567"}, CallEvent(7, an="79161234567"), [], id="exact-and-other-case"),
+        pytest.param(
+            {"CallID": 7, "EventType": 1, "an": "79161234567"},
+            CallEvent(7, event_type=EventType.CallAccepted, an="79161234567"),
+            [],
+            id="two-exact-one-other",
+        ),
+        pytest.param(
+            {"AN": "79161234567", "an": "1", "callid": 3},
+            CallEvent(3, an="79161234567"),
+            [],
+            id="the-exact-spelling-wins",
+        ),
+        pytest.param({"an": None, "dtmf": "", "callid": 3}, CallEvent(3), [], id="null-and-empty-other-case"),
+        pytest.param({"eventTime": ""}, CallEvent(), [], id="empty-time-other-case"),
+        pytest.param(
+            {"eventTime": "2026-11-27T10:15:00"},
+            CallEvent(event_time=datetime(2026, 11, 27, 10, 15, tzinfo=MSK)),
+            [],
+            id="configured-zone-other-case",
+        ),
+        pytest.param({"CallID": "abc", "an": "1"}, CallEvent(an="1"), ["CallID"], id="unreadable-warned-once"),
+        pytest.param({"CallID": 1, "Unknown": "x", "an": "2"}, CallEvent(1, an="2"), [], id="unknown-key"),
+        pytest.param({1: "x", "CallID": 1, "an": "2"}, CallEvent(1, an="2"), [], id="a-key-not-a-string"),  # YAML's
+    ],
+)
+def test_the_tolerant_reader_with_keys_in_other_cases(
+    body: dict[Any, Any], expected: CallEvent, warned: list[str]
+) -> None:
+    event, warnings = parse_call_event(body, MSK)
+    assert event == expected
+    assert [w.field for w in warnings] == warned
+    assert event.event_time is None or event.event_time.tzinfo is not None
+
+
+@pytest.mark.parametrize("body", [b'{"CallID": 1, "AN": "\\ud800x"}', b'{"callid": 1, "an": "\\ud800x"}'])
+def test_a_lone_surrogate_is_unreadable_and_said_so(body: bytes) -> None:
+    data = load_json(body)
+    event, warnings = parse_call_event(data, MSK)
+    assert event == CallEvent(1)
+    raw = next(value for key, value in data.items() if key.lower() == "an")
+    assert isinstance(raw, UnreadableText)
+    assert warnings == [FieldWarning("AN", raw, UNREADABLE_REASON)]

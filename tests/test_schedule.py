@@ -400,6 +400,10 @@ def test_a_date_range_of_a_year_at_most() -> None:
             {"sat": "10:00-15:00", "include": ["2027-02-20"]},
             "include: a list of dates takes Monday's hours, but Monday has none",
         ),
+        (
+            {"calendar": "ru", "mon": "09:00-18:00"},
+            "calendar: only a named schedule (under schedules:) takes a calendar",
+        ),
     ],
 )
 def test_schedule_errors_in_full(spec: Any, message: str) -> None:

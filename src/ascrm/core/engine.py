@@ -53,6 +53,8 @@ class RuleSet:
     editable_lists: tuple[Any, ...] = ()  # the EditableLists of them the admin API may change
     calendars: Mapping[str, Any] = field(default_factory=dict)  # production calendar name -> its last day (a date)
     pools: Mapping[str, Any] = field(default_factory=dict)  # name -> rules.pools.Pool
+    targets: Mapping[str, Any] = field(default_factory=dict)  # name -> notify.target.Target
+    notify: tuple[Any, ...] = ()  # rules.notify.NotifyRule, in the files' order
 
 
 def decide(ruleset: RuleSet, event: CallEvent | None, call: CallState, now: datetime) -> Decision:

@@ -45,7 +45,6 @@ import aiohttp
 from ascrm.core.lookups.presets import PRESETS, _amocrm_phones, canonical
 from ascrm.core.notify.crm_common import (
     Call,
-    TargetError,
     check_keys,
     credentials,
     fetch,
@@ -58,7 +57,7 @@ from ascrm.core.notify.crm_common import (
     unexpected,
 )
 from ascrm.core.notify.message import Notification
-from ascrm.core.notify.target import Sent
+from ascrm.core.notify.target import Sent, TargetError
 from ascrm.core.rules.excerpt import excerpt
 
 KEYS: Final = ("url", "token", "task_hours", "task_type_id", "pipeline_id", "service_code")

@@ -17,7 +17,7 @@ import orjson
 import structlog
 
 from ascrm.core.lookups.presets import PRESETS, canonical
-from ascrm.core.notify.target import Sent
+from ascrm.core.notify.target import Sent, TargetError
 from ascrm.core.rules.excerpt import excerpt
 from ascrm.core.rules.sources import SourceError, expand
 
@@ -27,14 +27,6 @@ _CODE: Final = re.compile(r"[A-Za-z_]{1,64}")  # a vendor's error code, safe to 
 _NAMED_KEY: Final = re.compile(r"`([A-Za-z_]+)`")
 
 log = structlog.get_logger("ascrm.notify")
-
-
-class TargetError(ValueError):
-    """A CRM target's settings are wrong; path is relative to its mapping (never holds a secret's value)."""
-
-    def __init__(self, path: tuple[Any, ...], message: str) -> None:
-        super().__init__(message)
-        self.path, self.message = path, message
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,8 @@ from typing import Any, Final
 
 from ascrm.core.notify.amocrm import AmoCrmTarget, compile_amocrm
 from ascrm.core.notify.bitrix24 import Bitrix24Target, compile_bitrix24
-from ascrm.core.notify.crm_common import TargetError
 from ascrm.core.notify.retailcrm import RetailCrmTarget, compile_retailcrm
-from ascrm.core.notify.target import Target
+from ascrm.core.notify.target import Target, TargetError
 from ascrm.core.rules.excerpt import excerpt
 
 __all__ = ["CRM_KINDS", "AmoCrmTarget", "Bitrix24Target", "RetailCrmTarget", "TargetError", "compile_crm_target"]

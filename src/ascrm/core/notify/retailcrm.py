@@ -32,7 +32,6 @@ import orjson
 from ascrm.core.lookups.presets import PRESETS, canonical
 from ascrm.core.notify.crm_common import (
     Call,
-    TargetError,
     check_keys,
     credentials,
     fetch,
@@ -42,7 +41,7 @@ from ascrm.core.notify.crm_common import (
     unexpected,
 )
 from ascrm.core.notify.message import Notification
-from ascrm.core.notify.target import Sent
+from ascrm.core.notify.target import Sent, TargetError
 from ascrm.core.rules.excerpt import excerpt
 
 KEYS: Final = ("url", "api_key", "codes")

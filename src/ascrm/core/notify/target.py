@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ascrm.core.notify.message import Notification
 
+if TYPE_CHECKING:  # the core answers without loading an HTTP client
+    import aiohttp
+
 Outcome = Literal["delivered", "retry", "rejected"]
+
+
+class TargetError(ValueError):
+    """A target's settings are wrong; path is relative to its mapping (never holds a secret's value)."""
+
+    def __init__(self, path: tuple[Any, ...], message: str) -> None:
+        super().__init__(message)
+        self.path, self.message = path, message
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ascrm.core.engine import RuleSet
 from ascrm.core.lookups.looked_up import STICKY_MAPS, LiveMap
+from ascrm.core.notify.target import Target, TargetError
 from ascrm.core.protocol import FULL_NUMBER_ACTIONS, Action, EventType, ServiceType, param_error, parse_code
 from ascrm.core.rules.actions import ActionError, parse_action
 from ascrm.core.rules.calendar import BUILT_IN, Calendar, CalendarError, built_in, load_calendar
@@ -48,6 +49,7 @@ from ascrm.core.rules.load import (
     read_yaml,
     rule_files,
 )
+from ascrm.core.rules.notify import MAX_NOTIFY, NotifyError, NotifyRule, parse_notify
 from ascrm.core.rules.pools import MAX_POOLS, Pool, PoolError, parse_pool
 from ascrm.core.rules.rule import POLL, CompiledRule
 from ascrm.core.rules.schedule import Schedule, ScheduleError, parse_schedule
@@ -126,7 +128,10 @@ def load_rules(
     for file, document in compiler.documents:
         compiler.sources_of(file, document)
         compiler.pools_of(file, document)
+        compiler.targets_of(file, document)
     compiler.check()
+    for file, document in compiler.documents:
+        compiler.notify_of(file, document)
     for file, document in compiler.documents:
         compiler.rules_of(file, document)
     compiler.check()
@@ -142,6 +147,8 @@ def load_rules(
         sources=dict(compiler.sources),
         sticky=compiler.sticky,
         pools=dict(compiler.pools),
+        targets=dict(compiler.targets),
+        notify=tuple(compiler.notify),
         lists=tuple(compiler.lists),
         editable_lists=tuple(value for value in compiler.lists.values() if isinstance(value, EditableList)),
         calendars={name: calendar.last_day for name, calendar in compiler.calendars.items()},
@@ -167,6 +174,8 @@ class _Compiler:
         self.maps: dict[str, Mapping[str, str]] = {}
         self.sources: dict[str, CompiledSource] = {}
         self.pools: dict[str, Pool] = {}
+        self.targets: dict[str, Target] = {}
+        self.notify: list[NotifyRule] = []
         self.live_maps = {name: LiveMap(name) for name in STICKY_MAPS}  # the last operator's
         self.sticky = False  # a rule reads them
         self.defined_at: dict[tuple[str, str], Location] = {}
@@ -295,6 +304,44 @@ class _Compiler:
                 self.pools[name] = parse_pool(name, spec, self.schedules)
             except PoolError as exc:
                 self.problem(file, document, ("pools", name, *exc.path), f"pool {excerpt(name)}: {exc.message}")
+
+    def targets_of(self, file: Path, document: MarkedMap) -> None:
+        """The file's `targets:`, where notifications go."""
+        from ascrm.core.rules.targets import MAX_TARGETS, compile_target
+
+        for name, spec in (document.get("targets") or {}).items():
+            if not self.define("targets", name, file, document):
+                continue
+            if len(self.targets) >= MAX_TARGETS:
+                message = f"target {excerpt(name)}: more than {MAX_TARGETS} targets"
+                self.problem(file, document, ("targets", name), message, key=True)
+                return
+            try:
+                self.targets[name] = compile_target(name, spec)
+            except TargetError as exc:
+                self.problem(file, document, ("targets", name, *exc.path), f"target {excerpt(name)}: {exc.message}")
+
+    def notify_of(self, file: Path, document: MarkedMap) -> None:
+        """The file's `notify:` (after every file's targets: an entry names one)."""
+        zone, normalize = self.settings(file, document)
+        kinds = {name: target.kind for name, target in self.targets.items()}
+        for number, raw in enumerate(document.get("notify") or []):
+            at = ("notify", number)
+            where = locate(document, (*at, "id"), Location(file))
+            first = self.defined_at.get(("notify", raw["id"]))
+            if first is not None:
+                self.problems.append(Problem(where, f"notify id {excerpt(raw['id'])} is used twice (first at {first})"))
+                continue
+            self.defined_at[("notify", raw["id"])] = where
+            if len(self.notify) >= MAX_NOTIFY:
+                self.problem(file, document, at, f"more than {MAX_NOTIFY} notify entries")
+                return
+            defs = Definitions(self.schedules, self.lists, self.maps, zone, normalize, [], frozenset(self.sources))
+            try:
+                self.notify.append(replace(parse_notify(raw, defs, kinds), where=str(where)))
+            except NotifyError as exc:
+                message = f"notify {excerpt(raw['id'])}: {exc.message}"
+                self.problem(file, document, (*at, *exc.path), message, key=exc.about_key)
 
     def unknown_overrides(self, source: Path) -> None:
         for kind, given in (("lists", self.overrides.lists), ("maps", self.overrides.maps)):

@@ -30,6 +30,14 @@ RULE: dict[str, Any] = {
     "do": {"required": True, "type": ["string", "dict"], "empty": False},
     "repeat": {"type": "boolean"},
 }
+NOTIFY: dict[str, Any] = {  # an entry of `notify:`; what its values mean: rules/notify.py
+    "id": {"type": "string", "required": True, "regex": NAME},
+    "description": {"type": "string"},
+    "on": RULE["on"],
+    "if": {"type": "dict", "empty": False},
+    "target": {"type": "string", "required": True, "regex": NAME},
+    "body": {"type": ["dict", "list", "string"]},
+}
 _DURATION = {"type": ["string", "integer", "float"]}  # its unit and bounds: rules/sources.py
 SOURCE: dict[str, Any] = {
     "kind": {"type": "string"},
@@ -55,7 +63,7 @@ SOURCE: dict[str, Any] = {
     "token": {"type": "string", "empty": False, "maxlength": 4096},
     "api_key": {"type": "string", "empty": False, "maxlength": 4096},
 }
-_SECRET_KEYS = frozenset({"url", "headers", "webhook", "token", "api_key", "body"})  # never echoed in errors
+_SECRET_KEYS = frozenset({"url", "headers", "webhook", "token", "api_key", "body", "secret"})  # never echoed in errors
 FILE: dict[str, Any] = {
     "timezone": {"type": "string", "empty": False},
     "normalize": {"type": "string", "allowed": ["none", "ru"]},
@@ -101,9 +109,17 @@ FILE: dict[str, Any] = {
         "keysrules": {"type": "string", "regex": r"[A-Za-z_][A-Za-z0-9_-]*"},
         "valuesrules": {"type": "dict"},
     },
+    "targets": {  # each target's keys depend on its kind: rules/targets.py
+        "type": "dict",
+        "nullable": True,
+        "keysrules": {"type": "string", "regex": NAME},
+        "valuesrules": {"type": "dict"},
+    },
+    "notify": {"type": "list", "nullable": True, "schema": {"type": "dict", "schema": NOTIFY}},
     "rules": {"type": "list", "nullable": True, "schema": {"type": "dict", "schema": RULE}},  # `rules:` alone: none
 }
-_FILE_ONLY = {**FILE, "rules": {"type": "list", "nullable": True}}  # its rules are checked one by one
+_LISTS = {"rules": ("rule", RULE), "notify": ("notification", NOTIFY)}  # checked entry by entry
+_FILE_ONLY = {**FILE, **{section: {"type": "list", "nullable": True} for section in _LISTS}}
 
 
 def shape_errors(document: Any) -> list[tuple[tuple[Any, ...], str, bool]]:
@@ -112,30 +128,34 @@ def shape_errors(document: Any) -> list[tuple[tuple[Any, ...], str, bool]]:
         message = "a rule file is a mapping with keys such as timezone, calendars, schedules, lists, maps, rules"
         return [((), f"{message}; this file is {_kind(document)}", False)]
     found = schema_errors(document, _FILE_ONLY, {})
-    rules = document.get("rules")
-    if isinstance(rules, list):
-        found += _rule_errors(rules, MAX_SHAPE_ERRORS - len(found))
+    for section, (noun, schema) in _LISTS.items():
+        entries = document.get(section)
+        if isinstance(entries, list):
+            found += _entry_errors(section, noun, schema, entries, MAX_SHAPE_ERRORS - len(found))
     return found
 
 
 MAX_SHAPE_ERRORS = 101  # one more than a load reports: cerberus sorts its errors on each one it adds
 
 
-def _rule_errors(rules: list[Any], limit: int) -> list[tuple[tuple[Any, ...], str, bool]]:
-    """Errors of each rule against RULE, with paths from the file, until there are limit of them.
+def _entry_errors(
+    section: str, noun: str, schema: dict[str, Any], entries: list[Any], limit: int
+) -> list[tuple[tuple[Any, ...], str, bool]]:
+    """Errors of each entry of a list section against its schema, with paths from the file, until there
+    are limit of them.
 
-    One validator per rule, not cerberus's list schema: that keeps every error of the whole list
+    One validator per entry, not cerberus's list schema: that keeps every error of the whole list
     sorted as it goes, quadratic in the errors (a file of 5,000 rules without `do` took minutes)."""
     found: list[tuple[tuple[Any, ...], str, bool]] = []
-    validator = cerberus.Validator(RULE)
-    for index, rule in enumerate(rules):
+    validator = cerberus.Validator(schema)
+    for index, entry in enumerate(entries):
         if len(found) >= limit:
             break
-        if not isinstance(rule, dict):
-            found.append((("rules", index), f"rule {index + 1} must be a mapping, not {_shown(rule)}", False))
-        elif not validator.validate(rule, normalize=False):
+        if not isinstance(entry, dict):
+            found.append(((section, index), f"{noun} {index + 1} must be a mapping, not {_shown(entry)}", False))
+        elif not validator.validate(entry, normalize=False):
             for error in _leaves(validator._errors):
-                path = ("rules", index, *error.document_path)
+                path = (section, index, *error.document_path)
                 unknown = error.code == cerberus.errors.UNKNOWN_FIELD.code
                 found.append((path, _message(error, {}, path), unknown))
     return sorted(found, key=_path_order)
@@ -178,7 +198,7 @@ def _shown(value: Any) -> str:
 def _message(error: Any, items: dict[tuple[Any, ...], str], path: tuple[Any, ...]) -> str:
     value, rule = error.value, error.rule
     shown = _shown(value)
-    if path[:1] == ("sources",) and _SECRET_KEYS & set(path[2:]):
+    if path[:1] in (("sources",), ("targets",)) and _SECRET_KEYS & set(path[2:]):
         shown = "a value not shown (it may hold a secret)"
     key: Any = path[-1] if path else "file"
     item = isinstance(key, int)
@@ -201,6 +221,10 @@ def _message(error: Any, items: dict[tuple[Any, ...], str], path: tuple[Any, ...
         return f"{key if item else excerpt(key)} has no value"
     if rule in ("empty", "minlength"):
         return f"{excerpt(key)} must not be empty"
+    if rule == "anyof" and key == "on" and path[:1] == ("notify",):
+        return (
+            f"'on' takes an outcome (missed, ended, connected), an event name, a code, or a list of them, not {shown}"
+        )
     if rule == "anyof" and key == "on":
         return f"'on' takes an event name, a code, 'poll', or a list of them, not {shown}"
     if rule == "anyof":

@@ -10,7 +10,7 @@ never an error.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, NamedTuple
@@ -23,12 +23,15 @@ from ascrm.core.calls.sticky import Sticky, caller_key, connected_to
 from ascrm.core.calls.store import CallStore, StoreUnavailableError, UnreadableRecordError
 from ascrm.core.lookups.deciding import Looking, Resolver, Used, rounds
 from ascrm.core.lookups.looked_up import NeedsLookup
+from ascrm.core.notify.message import Notification
+from ascrm.core.notify.triggers import kinds_of, notifications
 from ascrm.core.pools.keeper import PoolKeeper
 from ascrm.core.pools.picking import Picker, note_transfer
 from ascrm.core.protocol import NO_ACTION, CallEvent, Decision, code_name
 
 log = structlog.get_logger("ascrm.api")
 
+Notify = Callable[[Sequence[Notification]], Awaitable[None]]  # stores what an event's outcome makes
 Errors = MutableMapping[str, int]  # store operations that failed, counted by name (update, record, poll)
 
 
@@ -58,6 +61,7 @@ async def answer_event(
     budget: float = 0.5,
     sticky: Sticky | None = None,
     pools: PoolKeeper | None = None,
+    notify: Notify | None = None,
 ) -> Answered:
     """Apply a call event to its call, decide, and remember an answer that carries an action (the record
     is queued in the store and written just after the answer leaves, in this process's order).
@@ -67,6 +71,8 @@ async def answer_event(
     of each caller (calls/sticky.py): told of a connected transfer, and read by the rules' last_ext and
     last_dn. pools keeps the pools' state (pools/keeper.py): a `{pool.NAME}` picks through it, and a
     transfer's result rests its member or counts it answered (without it, pools have no member).
+    notify stores the notifications the rules' `notify:` make of this event (notify/triggers.py) before
+    the answer is returned; a failure there is logged and changes nothing of the answer.
 
     decide is engine.decide unless told (looked up per call, so it can be replaced). When the store does
     not answer, the call is decided from this event alone (call-state conditions then fail), a
@@ -104,6 +110,8 @@ async def answer_event(
             )
             written = store.record(event.call_id, record)  # not waited for: the answer goes out now
             written.add_done_callback(partial(_recorded, errors, event.call_id))
+        if notify is not None and rules.notify and event.call_id:
+            await _notify(notify, rules, event, call, now=now, stored=stored)
         return Answered(decision, call, rules.revision, lookups=used)
     except Exception:
         log.exception("decision_failed", call_id=event.call_id)
@@ -170,6 +178,23 @@ class _PollAsking:
             return answer
         self.needed = (answer.name, call)
         return NO_ACTION
+
+
+async def _notify(
+    notify: Notify, rules: engine.RuleSet, event: CallEvent, call: CallState, *, now: datetime, stored: bool
+) -> None:
+    """Store the notifications this event makes; a call whose stored state is out of reach makes none
+    (it would be told from this event alone: every call would look missed)."""
+    try:
+        if not stored:
+            if kinds_of(event, call):
+                log.warning("notify_skipped", call_id=event.call_id, reason="call state unavailable")
+            return
+        made = notifications(rules.notify, event, call, now, rules.revision)
+        if made:
+            await notify(made)
+    except Exception:
+        log.exception("notify_failed", call_id=event.call_id)
 
 
 def _remember_operator(sticky: Sticky, event: CallEvent, call: CallState) -> None:

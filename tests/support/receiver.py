@@ -72,6 +72,10 @@ class Receiver:
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
+    def release(self) -> None:
+        """Let the hanging requests go (answered 503, a status worth a retry)."""
+        self._release.set()
+
     async def stop(self) -> None:
         """Go away: the port closed, hanging requests let go."""
         self._release.set()

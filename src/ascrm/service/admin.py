@@ -8,6 +8,7 @@ request/response endpoints.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -28,6 +29,9 @@ from ascrm.core.calls.store import (
 from ascrm.core.jsonbody import NestingError, load_json
 from ascrm.core.lookups.looked_up import CompiledSource
 from ascrm.core.lookups.lookups import Lookups
+from ascrm.core.notify.message import STATES as NOTIFY_STATES
+from ascrm.core.notify.message import OutboxError
+from ascrm.core.notify.outbox import Outbox
 from ascrm.core.protocol import (
     OUTGOING_POLL_ACTIONS,
     OUTGOING_POLL_LIMIT,
@@ -42,6 +46,7 @@ from ascrm.core.rules.editable import EditableList, EntryError, parse_entry
 from ascrm.errors import AscrmError
 from ascrm.service.callview import call_summary, call_view
 from ascrm.service.editable import ListFullError
+from ascrm.service.notifyview import MAX_KEY_CHARS, notification_view, state_of
 from ascrm.service.poolview import pools_view
 from ascrm.service.responses import JSONAnswer, error_response
 from ascrm.service.runtime import Runtime, runtime_of
@@ -54,6 +59,7 @@ STATES: Final = ("live", "connected", "ended")
 _QUERY_KEYS: Final = ("an", "un", "state", "offset", "limit")
 _BODY_KEYS: Final = ("action", "param")
 _LIST_QUERY_KEYS: Final = ("offset", "limit")
+_NOTIFY_QUERY_KEYS: Final = ("state", "offset", "limit")
 MAX_LIST_LIMIT: Final = 1000  # entries of an editable list per page
 DEFAULT_LIST_LIMIT: Final = 100
 MAX_BULK: Final = 10_000  # entries per bulk POST (the body limit, limits.max_body_bytes, comes first)
@@ -92,6 +98,10 @@ class AdminAPI:
             Route(f"{prefix}/admin/rules", self._guarded(self.get_rules), methods=["GET"]),
             Route(f"{prefix}/admin/reload", self._guarded(self.reload_rules), methods=["POST"]),
             Route(f"{prefix}/admin/pools", self._guarded(self.get_pools), methods=["GET"]),
+            Route(f"{prefix}/admin/notifications", self._guarded(self.list_notifications), methods=["GET"]),
+            Route(
+                f"{prefix}/admin/notifications/{{key}}/retry", self._guarded(self.retry_notification), methods=["POST"]
+            ),
             Route(lists, self._guarded(self.get_list), methods=["GET"]),
             Route(lists, self._guarded(self.add_entries), methods=["POST"]),
             Route(f"{lists}/{{entry}}", self._guarded(self.put_entry), methods=["PUT"]),
@@ -141,8 +151,37 @@ class AdminAPI:
                 return error_response(500, str(exc))
             except ListFullError as exc:
                 return error_response(422, str(exc))
+            except OutboxError as exc:
+                log.warning("notify_outbox_unavailable", path=request.url.path, error=str(exc))
+                return error_response(503, f"the notification outbox is unavailable: {exc}")
 
         return endpoint
+
+    async def list_notifications(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """GET `/admin/notifications?state=pending|failed`: the outbox's notifications, oldest first, paged."""
+        query = _query(request.query_params.multi_items(), _NOTIFY_QUERY_KEYS)
+        state = state_of(query.get("state"))
+        if state is None:
+            raise RefusedError(400, f"state: must be one of {', '.join(NOTIFY_STATES)} (got {query['state']!r})")
+        offset = _count(query, "offset", 0)
+        limit = min(_count(query, "limit", DEFAULT_LIMIT), MAX_LIMIT)
+        outbox = _outbox(runtime)
+        listed = await outbox.listing(state, limit, offset)  # type: ignore[arg-type]
+        pending = await outbox.pending_counts()
+        views = [notification_view(item) for item in listed]
+        return answer({"state": state, "notifications": views, "offset": offset, "limit": limit, "pending": pending})
+
+    async def retry_notification(self, request: Request, runtime: Runtime, user: str) -> Response:
+        """POST `/admin/notifications/{key}/retry`: a failed notification pending again, due now."""
+        key = request.path_params["key"]
+        if len(key) > MAX_KEY_CHARS:
+            raise RefusedError(404, f"no failed notification with key {key[:40]!r}…")
+        if not await _outbox(runtime).retry(key, time.time()):
+            raise RefusedError(404, f"no failed notification with key {key!r}")
+        log.info("notification_retried", key=key, user=user)
+        if runtime.notifications is not None:
+            runtime.notifications.wake()
+        return answer({"key": key, "state": "pending"})
 
     async def list_calls(self, request: Request, runtime: Runtime, user: str) -> Response:
         """GET `/admin/calls`: calls, most recently updated first, filtered and paginated."""
@@ -303,6 +342,12 @@ def _bulk(body: bytes, holder: EditableList) -> list[str]:
 def _changed(user: str, holder: EditableList, action: str, given: int, changed: int) -> None:
     fields = {"list": holder.name, "action": action, "entries": given, "changed": changed, "total": len(holder)}
     log.info("list_changed", user=user, **fields)
+
+
+def _outbox(runtime: Runtime) -> Outbox:
+    if runtime.notifications is None:
+        raise RefusedError(404, "this service keeps no notifications")
+    return runtime.notifications.outbox
 
 
 def _query(items: list[tuple[str, str]], known: tuple[str, ...] = _QUERY_KEYS) -> dict[str, str]:

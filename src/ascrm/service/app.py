@@ -23,6 +23,7 @@ from ascrm.core.calls.sweeper import sweep_periodically
 from ascrm.core.engine import RuleSet
 from ascrm.core.lookups.lookups import Lookups
 from ascrm.core.lookups.opened import OpenedLookups
+from ascrm.core.notify.message import OutboxError
 from ascrm.core.pools.keeper import MemoryPools, PoolKeeper
 from ascrm.core.pools.redis_pools import RedisPools
 from ascrm.core.rules import load_rules, rules_source
@@ -33,6 +34,7 @@ from ascrm.service.edge import Edge
 from ascrm.service.editable import ListKeeper
 from ascrm.service.guard import ADMIN, PLATFORM, Guard
 from ascrm.service.logs import AnswerLog
+from ascrm.service.notifications import Notifications, open_notifications
 from ascrm.service.platform import PlatformAPI
 from ascrm.service.readiness import Readiness
 from ascrm.service.reload import ActiveRules, RuleReloader, watch
@@ -91,6 +93,18 @@ def _routing_data(settings: Settings, store: CallStore, looked: OpenedLookups) -
     return sticky, looked.lookups, settings.lookups.budget_ms / 1000
 
 
+async def _notifications(settings: Settings, store: CallStore, active: ActiveRules, stats: Stats) -> Notifications:
+    """The outbox of the store's kind and its delivery to the targets of the rules being served."""
+    try:
+        notifications = await open_notifications(settings, store, lambda: active.current.targets, stats=stats)
+    except OutboxError as exc:
+        log.critical("notify_outbox_unusable", error=str(exc))
+        raise
+    if not notifications.durable and active.current.notify:
+        log.warning("notify_not_durable", why="no state.data_dir: pending notifications are lost at exit")
+    return notifications
+
+
 def _pools(store: CallStore) -> PoolKeeper:
     """The pools' state: in Redis for every replica with the Redis store, else in this process."""
     if isinstance(store, RedisCallStore):
@@ -134,8 +148,11 @@ def create_app(
         )
         readiness = Readiness(store, settings.health.check_interval_ms / 1000, settings.state.timeout_ms / 1000)
         looked = OpenedLookups(settings.state, settings.lookups.ca_file)
+        notifications = await _notifications(settings, store, active, stats)
         parts = (store, active, reloader, readiness, logins, stats, answers or AnswerLog(), clock, lists)
-        runtime = Runtime(*parts, *_routing_data(settings, store, looked), pools=_pools(store))
+        runtime = Runtime(
+            *parts, *_routing_data(settings, store, looked), pools=_pools(store), notifications=notifications
+        )
         on_sighup = _SighupReload(reloader)
         stopping = asyncio.Event()
         await readiness.check()  # /ready answers from the first request on
@@ -146,6 +163,7 @@ def create_app(
             asyncio.create_task(sweep_periodically(store, clock, settings.state.sweep_interval_ms / 1000, stopping)),
             asyncio.create_task(collect_periodically(stopping)),
             asyncio.create_task(lists.run(active, stopping)),
+            asyncio.create_task(notifications.run(stopping)),
             *(
                 (asyncio.create_task(watch(reloader, stopping, settings.reload.debounce_ms)),)
                 if settings.reload.watch
@@ -170,7 +188,7 @@ def create_app(
                 task.cancel()
             logins.close()
             await lists.close()
-            await looked.close()
+            await asyncio.gather(looked.close(), notifications.close())
             await store.close()
         log.info("service_stopped")
 

@@ -7,6 +7,7 @@ and its active rule set, so two apps in one process (tests) never share a number
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
@@ -27,7 +28,7 @@ from starlette.routing import Route
 from ascrm.core.calls.redis_cache import FoldCache
 from ascrm.core.calls.store import CallStore, StoreError
 from ascrm.service.runtime import Runtime, runtime_of
-from ascrm.service.stats import ADMIN_COMMAND, LATENCY_BUCKETS, ConnectionStats, Histogram, Stats
+from ascrm.service.stats import ADMIN_COMMAND, ConnectionStats, Histogram, Stats
 
 
 class ServiceCollector(Collector):
@@ -118,6 +119,7 @@ class ServiceCollector(Collector):
         yield from self._rules()
         yield from self._store()
         yield from self._lookups()
+        yield from self._notifications()
         from ascrm import __version__
 
         yield InfoMetricFamily("ascrm_build", "The running version.", value={"version": __version__})
@@ -183,6 +185,35 @@ class ServiceCollector(Collector):
             value=self._runtime.reloader.loaded_at.timestamp(),
         )
         yield _calendars(rules.calendars)
+
+    def _notifications(self) -> Iterator[Metric]:
+        """The outbox's notifications (label values: target names, at most MAX_TARGET_LABELS and `other`)."""
+        stats = self._runtime.stats
+        yield _counter(
+            "ascrm_notifications",
+            "Notifications by target and outcome: queued (stored), delivered, retried (an attempt failed),"
+            " failed (given up: the dead letters), dropped (the outbox was full), lost (the outbox failed).",
+            ("target", "outcome"),
+            dict(stats.notifications),
+        )
+        notifications = self._runtime.notifications
+        pending = GaugeMetricFamily(
+            "ascrm_notifications_pending", "Notifications waiting in the outbox, by target.", labels=("target",)
+        )
+        waiting: Counter[str] = Counter()
+        for target, count in (notifications.pending if notifications else {}).items():
+            waiting[stats.target_label(target)] += count
+        for target, count in sorted(waiting.items()):
+            pending.add_metric((target,), count)
+        yield pending
+        delivery = HistogramMetricFamily(
+            "ascrm_notification_delivery_seconds",
+            "Time from a call's outcome to its notification delivered, retries included, by target.",
+            labels=("target",),
+        )
+        for target, histogram in sorted(stats.delivery_seconds.items()):
+            delivery.add_metric((target,), _buckets(histogram), histogram.total)
+        yield delivery
 
     def _lookups(self) -> Iterator[Metric]:
         """Look-ups of the active rule set's sources (label values: its source names, bounded as rules are)."""
@@ -277,7 +308,7 @@ def _bound(bound: float) -> str:
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
     """Cumulative buckets in prometheus-client's form, ending with +Inf."""
     buckets, running = [], 0
-    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), histogram.counts, strict=True):
+    for bound, count in zip((*histogram.buckets, float("inf")), histogram.counts, strict=True):
         running += count
         buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
     return buckets

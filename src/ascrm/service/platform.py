@@ -190,6 +190,7 @@ class PlatformAPI:
             budget=runtime.lookup_budget,
             sticky=runtime.sticky,
             pools=runtime.pools,
+            notify=None if runtime.notifications is None else runtime.notifications.store,
         )
         call = answered.call
         if answered.failed:

@@ -15,6 +15,7 @@ from ascrm.core.pools.keeper import PoolKeeper
 from ascrm.service.auth.login import LoginGuard
 from ascrm.service.editable import ListKeeper
 from ascrm.service.logs import AnswerLog
+from ascrm.service.notifications import Notifications
 from ascrm.service.readiness import Readiness
 from ascrm.service.reload import ActiveRules, RuleReloader
 from ascrm.service.stats import Stats
@@ -45,6 +46,7 @@ class Runtime:
     lookups: Lookups | None = None  # the rule files' sources are looked up here
     lookup_budget: float = 0.5  # lookups.budget_ms, in seconds
     pools: PoolKeeper | None = None  # the pools' state (in Redis with the Redis store)
+    notifications: Notifications | None = None  # the outbox and its delivery (None: the tools' runs)
 
 
 STATE_KEY = "runtime"  # the lifespan state's key: Starlette copies it into every request's scope["state"]

@@ -18,7 +18,9 @@ import yaml
 from ascrm.core.calls.config import StateSettings, sentinel_address
 from ascrm.core.calls.sticky import StickySettings
 from ascrm.core.defaults import DEFAULT_TIMEZONE
+from ascrm.core.notify.message import NotifySettings
 from ascrm.core.protocol import NoopAnswer
+from ascrm.core.rules.durations import duration_seconds
 from ascrm.core.rules.limits import RuleLimits
 from ascrm.errors import ConfigError
 from ascrm.service.auth.basic import Credential, PasswordHash
@@ -138,6 +140,7 @@ class Settings:
     health: HealthSettings = field(default_factory=HealthSettings)
     lookups: LookupSettings = field(default_factory=LookupSettings)
     sticky: StickySettings = field(default_factory=StickySettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     metrics_public: bool = False  # `metrics.public`: /metrics without credentials (a scraper on a private network)
     source: Path | None = None
 
@@ -365,6 +368,18 @@ SCHEMA: dict[str, Any] = {
         },
     },
     "metrics": {"type": "dict", "schema": {"public": {"type": "boolean"}}},
+    "notify": {
+        "type": "dict",
+        "schema": {
+            "give_up_after": {"type": ["string", "integer"]},  # 24h, 30m, or seconds
+            "max_pending": {"type": "integer", "min": 1, "max": 10_000_000},
+            "concurrency": {"type": "integer", "min": 1, "max": 100},
+            "attempt_timeout_ms": {"type": "integer", "min": 100, "max": 120_000},
+            "backoff_initial_ms": {"type": "integer", "min": 10, "max": 3_600_000},
+            "backoff_max_ms": {"type": "integer", "min": 10, "max": 86_400_000},
+            "claim_after_ms": {"type": "integer", "min": 1000, "max": 86_400_000},
+        },
+    },
 }
 
 
@@ -436,8 +451,33 @@ def _build(doc: dict[str, Any], base: Path, env: Mapping[str, str], path: Path |
         health=HealthSettings(**doc.get("health", {})),
         lookups=_lookups(doc.get("lookups", {}), base, str(path) if path else None),
         sticky=StickySettings(**doc.get("sticky", {})),
+        notify=_notify(doc.get("notify", {}), str(path) if path else None),
         metrics_public=doc.get("metrics", {}).get("public", False),
         source=path,
+    )
+
+
+def _notify(values: dict[str, Any], source: str | None) -> NotifySettings:
+    """The notify section: its durations in seconds."""
+    defaults = NotifySettings()
+    give_up = values.get("give_up_after", defaults.give_up_after)
+    seconds = float(give_up) if isinstance(give_up, (int, float)) else duration_seconds(give_up)
+    if seconds is None or not 60 <= seconds <= 30 * 86400:
+        message = "a duration from 1m to 30d (24h, 90m, or seconds)"
+        raise ConfigError("notify.give_up_after", message, give_up, source=source)
+    backoff_initial = values.get("backoff_initial_ms", defaults.backoff_initial * 1000) / 1000
+    backoff_max = values.get("backoff_max_ms", defaults.backoff_max * 1000) / 1000
+    if backoff_max < backoff_initial:
+        message = "at least notify.backoff_initial_ms"
+        raise ConfigError("notify.backoff_max_ms", message, values.get("backoff_max_ms"), source=source)
+    return NotifySettings(
+        give_up_after=seconds,
+        max_pending=values.get("max_pending", defaults.max_pending),
+        concurrency=values.get("concurrency", defaults.concurrency),
+        attempt_timeout=values.get("attempt_timeout_ms", defaults.attempt_timeout * 1000) / 1000,
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        claim_after=values.get("claim_after_ms", defaults.claim_after * 1000) / 1000,
     )
 
 

@@ -16,6 +16,9 @@ from ascrm.core.protocol import CRMDDATA_FIELDS, Action, EventType
 # Seconds. An answer is expected in a few milliseconds; the platform gives up after a few seconds.
 _MAX_STORE_OPERATIONS = 32  # operation labels of ascrm_store_seconds at most
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Seconds from a call's outcome to its notification delivered: at once, after retries, after an outage.
+DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
+MAX_TARGET_LABELS = 64  # `target` label values of the notification metrics at most (the rules define up to 50)
 
 
 def call_event_label(call_id: str | None, method: str) -> str:
@@ -66,18 +69,19 @@ def status_label(status: int) -> int:
 
 
 class Histogram:
-    """Observations counted into LATENCY_BUCKETS (non-cumulative; the collector sums them)."""
+    """Observations counted into buckets (non-cumulative; the collector sums them), LATENCY_BUCKETS unless told."""
 
-    __slots__ = ("count", "counts", "total")
+    __slots__ = ("buckets", "count", "counts", "total")
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: above every bound
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one: above every bound
         self.total = 0.0
         self.count = 0
 
     def observe(self, seconds: float) -> None:
         """Count one observation."""
-        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.counts[bisect_left(self.buckets, seconds)] += 1
         self.total += seconds
         self.count += 1
 
@@ -134,4 +138,24 @@ class Stats:
     actions_not_allowed: int = 0
     decision_failures: int = 0
     reloads: ReloadStats = field(default_factory=ReloadStats)
+    notifications: Counter[tuple[str, str]] = field(default_factory=Counter)  # (target, outcome)
+    delivery_seconds: dict[str, Histogram] = field(default_factory=dict)  # by target
+
+    def count_notification(self, target: str, outcome: str, n: int = 1) -> None:
+        """Count notifications of target by outcome (queued, delivered, retried, failed, dropped, lost)."""
+        self.notifications[(self.target_label(target), outcome)] += n
+
+    def observe_delivery(self, target: str, seconds: float) -> None:
+        """Time one notification from its call's outcome to its delivery."""
+        label = self.target_label(target)
+        histogram = self.delivery_seconds.get(label)
+        if histogram is None:
+            histogram = self.delivery_seconds[label] = Histogram(DELIVERY_BUCKETS)
+        histogram.observe(seconds)
+
+    def target_label(self, target: str) -> str:
+        """The `target` label: the target's name while fewer than MAX_TARGET_LABELS are known, else `other`."""
+        known = {name for name, _ in self.notifications} | set(self.delivery_seconds)
+        return target if target in known or len(known) < MAX_TARGET_LABELS else "other"
+
     connections: ConnectionStats = field(default_factory=ConnectionStats)  # shared with the server's connections

@@ -9,6 +9,9 @@
 --   menu line: bench/lookups.py's callers, whose look-ups a cache holds.
 -- WRK_MODE=poll: GET /CallEvent/{CallID} for WRK_CALLS calls from WRK_CALL_BASE, round robin: the
 --   calls a POST run created.
+-- WRK_MODE=calls: whole calls, four POSTs each, in order: CallAccepted, DTMF "1", ShortTransfer to 1001
+--   (every other call answered, 1280; the others not, 1284), EndCall (Result 2 after an answer, else
+--   1): bench/notify_overhead.py's calls, one in four POSTs ending a call.
 -- Extra headers (Authorization) come from wrk -H. Every answer's status is counted; done() prints
 -- one line, "bench-result {json}": requests, duration, latency percentiles, errors, statuses.
 
@@ -16,11 +19,13 @@ local mode = os.getenv("WRK_MODE") or "post"
 local base = assert(tonumber(os.getenv("WRK_CALL_BASE")), "set WRK_CALL_BASE to the first CallID")
 local calls = tonumber(os.getenv("WRK_CALLS") or "1")
 local callers = tonumber(os.getenv("WRK_CALLERS") or "0")
-assert(mode == "post" or mode == "poll", "WRK_MODE is post or poll")
+assert(mode == "post" or mode == "poll" or mode == "calls", "WRK_MODE is post, poll or calls")
 
 local body_format = '{"CallID":%.0f,"EventTime":"2027-03-16T10:30:00+03:00","EventType":1,'
   .. '"ServiceType":1,"AN":"%s","UN":"%s","DN1":"","DN2":"","EXT1":"","EXT2":"","DTMF":"",'
   .. '"Generic":"","Result":""}'
+local step_format = '{"CallID":%.0f,"EventTime":"2027-03-16T10:30:%02d+03:00","EventType":%d,'
+  .. '"ServiceType":1,"AN":"%s","UN":"74951234567","DTMF":"%s","EXT1":"%s","Result":"%s"}'
 local menu_lines = {"74951234567", "74951234568", "74951230000", "74951230001", "74951239999"}
 local uncovered_line = "74957654321"
 
@@ -35,7 +40,7 @@ function init(args)
   statuses = {}
   first = base + (id - 1) * 1e9
   n = 0
-  if mode == "post" then
+  if mode == "post" or mode == "calls" then
     wrk.headers["Content-Type"] = "application/json"
   else
     wrk.headers["Content-Type"] = nil
@@ -62,6 +67,21 @@ function request()
   n = n + 1
   if mode == "poll" then
     return wrk.format("GET", string.format("/CallEvent/%.0f", first + i % calls))
+  end
+  if mode == "calls" then
+    local call, step = math.floor(i / 4), i % 4
+    local answered = call % 2 == 0
+    local an = string.format("7916%07d", call % 10000000)
+    local code, dtmf, ext, result = 1, "", "", ""
+    if step == 1 then
+      code, dtmf = 4, "1"
+    elseif step == 2 then
+      code, ext, result = 11, "1001", answered and "1280" or "1284"
+    elseif step == 3 then
+      code, result = 15, answered and "2" or "1"
+    end
+    local body = string.format(step_format, first + call, step * 10, code, an, dtmf, ext, result)
+    return wrk.format("POST", "/CallEvent", nil, body)
   end
   local an, un = caller(i)
   return wrk.format("POST", "/CallEvent", nil, string.format(body_format, first + i, an, un))
